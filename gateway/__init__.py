@@ -1,0 +1,1 @@
+"""Portcullis: the aiohttp front door; the only package that imports aiohttp."""

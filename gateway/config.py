@@ -1,0 +1,225 @@
+"""`GatewayConfig`: the one YAML file, declared, validated at start-up, then frozen.
+
+Every model is a frozen pydantic v2 model with `extra="forbid"` and a description on each field.
+`load_config` reads the file and turns any validation error into a `ConfigError` that names the
+file, the key path and what was expected; the CLI prints it and exits non-zero. Relative paths in
+the file are resolved against the file's own directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from translators.options import TranscodeOptions
+
+
+class ConfigError(ValueError):
+    """An invalid config file; the message is ready to print."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listener(_Model):
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+
+
+class ServerConfig(_Model):
+    workers: int = Field(1, ge=1, le=64, description="Worker processes sharing the port (SO_REUSEPORT).")
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, le=600, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1, description="Largest request body accepted; larger is a 413."
+    )
+
+
+class StubsSource(_Model):
+    kind: Literal["stubs"] = "stubs"
+    modules: tuple[str, ...] = Field(description="Generated `*_pb2` modules to serve, e.g. echo.v1.echo_pb2.")
+
+
+class DescriptorSetSource(_Model):
+    kind: Literal["descriptor_set"]
+    path: Path = Field(description="FileDescriptorSet built with protoc --descriptor_set_out --include_imports.")
+
+
+class ReflectionSource(_Model):
+    kind: Literal["reflection"]
+    backend: str = Field(description="Backend (by name) whose server reflection lists the services.")
+    services: tuple[str, ...] = Field((), description="Services to take; empty takes all but grpc.* ones.")
+    timeout_s: float = Field(5.0, gt=0, description="How long to wait for the backend at start-up.")
+
+
+DescriptorSource = Annotated[
+    StubsSource | DescriptorSetSource | ReflectionSource, Field(discriminator="kind")
+]
+
+
+class BackendTLS(_Model):
+    ca_file: Path | None = Field(None, description="CA bundle to verify the backend; None uses the system roots.")
+    cert_file: Path | None = Field(None, description="Client certificate for mTLS towards the backend.")
+    key_file: Path | None = Field(None, description="Client key for mTLS towards the backend.")
+    server_name: str | None = Field(None, description="Name to verify instead of the address host.")
+
+
+class HealthCheck(_Model):
+    enabled: bool = Field(True, description="Poll grpc.health.v1 to feed /readyz.")
+    interval_s: float = Field(5.0, gt=0, description="Seconds between checks.")
+    timeout_s: float = Field(1.0, gt=0, description="Deadline of one check.")
+    service: str = Field("", description="Service name to ask about; empty asks about the server.")
+
+
+class BackendConfig(_Model):
+    addresses: tuple[str, ...] = Field(min_length=1, description="host:port list, used round robin.")
+    tls: BackendTLS | None = Field(None, description="TLS towards the backend; None is plaintext.")
+    health: HealthCheck = Field(default_factory=HealthCheck, description="Health checking.")
+    channels_per_address: int = Field(1, ge=1, le=16, description="HTTP/2 connections per address.")
+
+    @field_validator("addresses")
+    @classmethod
+    def _host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+
+class TranscodingConfig(_Model):
+    reject_unknown_query_parameters: bool | None = Field(None, description="400 on unknown query parameters.")
+    reject_unknown_fields: bool | None = Field(None, description="400 on unknown JSON fields.")
+    path_conflict: Literal["reject", "path_wins"] | None = Field(
+        None, description="A path field given again with another value: 400 or path wins."
+    )
+    always_print_primitive_fields: bool | None = Field(None, description="Print fields holding defaults.")
+    preserve_proto_field_names: bool | None = Field(None, description="snake_case names out.")
+    enums_as_ints: bool | None = Field(None, description="Enums as numbers out.")
+
+    def over(self, base: TranscodeOptions) -> TranscodeOptions:
+        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        return TranscodeOptions(**{**_options_dict(base), **changes})
+
+
+def _options_dict(options: TranscodeOptions) -> dict[str, object]:
+    return {name: getattr(options, name) for name in TranscodeOptions.__slots__}
+
+
+class MethodConfig(_Model):
+    timeout_ms: int | None = Field(None, ge=1, description="Deadline of this method; overrides the service's.")
+    transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig, description="Overrides.")
+
+
+class ServiceConfig(_Model):
+    backend: str = Field(description="Backend name that serves this service.")
+    timeout_ms: int = Field(15000, ge=1, description="Default deadline of the service's calls.")
+    transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig, description="Overrides.")
+    methods: dict[str, MethodConfig] = Field(default_factory=dict, description="Per-method overrides.")
+
+
+class HttpRuleConfig(_Model):
+    """A `google.api.HttpRule` for a method whose proto has none (grpc-gateway's grpc_api_configuration)."""
+
+    selector: str = Field(description="pkg.Service.Method")
+    get: str | None = None
+    put: str | None = None
+    post: str | None = None
+    delete: str | None = None
+    patch: str | None = None
+    body: str = ""
+    response_body: str = ""
+
+
+class MetadataConfig(_Model):
+    forward_headers: tuple[str, ...] = Field(
+        (), description="Extra request headers forwarded as gRPC metadata under their own names."
+    )
+
+
+class GatewayConfig(_Model):
+    listen: Listener = Field(default_factory=Listener, description="Public REST listener.")
+    admin: Listener = Field(default_factory=lambda: Listener(port=9901), description="Admin listener.")
+    server: ServerConfig = Field(default_factory=ServerConfig, description="Process and limits.")
+    transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig, description="Global defaults.")
+    descriptors: tuple[DescriptorSource, ...] = Field(min_length=1, description="Where services come from.")
+    backends: dict[str, BackendConfig] = Field(min_length=1, description="gRPC backends by name.")
+    services: dict[str, ServiceConfig] = Field(min_length=1, description="Served services by full name.")
+    http_rules: tuple[HttpRuleConfig, ...] = Field((), description="Extra HTTP rules by method selector.")
+    metadata: MetadataConfig = Field(default_factory=MetadataConfig, description="Header forwarding.")
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        for name, service in self.services.items():
+            if service.backend not in self.backends:
+                raise ValueError(f"services.{name}.backend: unknown backend {service.backend!r}")
+        for source in self.descriptors:
+            if isinstance(source, ReflectionSource) and source.backend not in self.backends:
+                raise ValueError(f"descriptors: reflection backend {source.backend!r} is not defined")
+        return self
+
+    def options_for(self, method: str) -> TranscodeOptions:
+        """Transcoding options of "pkg.Service.Method": global, then service, then method."""
+        service_name, _, method_name = method.rpartition(".")
+        options = self.transcoding.over(TranscodeOptions(max_body_bytes=self.server.max_body_bytes))
+        service = self.services.get(service_name)
+        if service is not None:
+            options = service.transcoding.over(options)
+            override = service.methods.get(method_name)
+            if override is not None:
+                options = override.transcoding.over(options)
+        return options
+
+    def timeout_s(self, method: str) -> float:
+        service_name, _, method_name = method.rpartition(".")
+        service = self.services[service_name]
+        override = service.methods.get(method_name)
+        ms = override.timeout_ms if override and override.timeout_ms else service.timeout_ms
+        return ms / 1000.0
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read, validate and freeze; `ConfigError` names the file, the key path and the expectation."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        config = GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: invalid config"]
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            lines.append(f"  {where}: {error['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
+    sources = tuple(
+        s.model_copy(update={"path": (base / s.path).resolve()}) if isinstance(s, DescriptorSetSource) else s
+        for s in config.descriptors
+    )
+    backends = {}
+    for name, backend in config.backends.items():
+        if backend.tls is not None:
+            tls = backend.tls.model_copy(
+                update={
+                    k: (base / v).resolve()
+                    for k, v in backend.tls.model_dump().items()
+                    if k.endswith("_file") and v is not None
+                }
+            )
+            backend = backend.model_copy(update={"tls": tls})
+        backends[name] = backend
+    return config.model_copy(update={"descriptors": sources, "backends": backends})

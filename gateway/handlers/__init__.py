@@ -1,0 +1,1 @@
+"""Request handlers by transport: REST (unary and server streaming) and admin."""

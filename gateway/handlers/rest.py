@@ -1,0 +1,129 @@
+"""REST/JSON calls: read the body, translate, call the upstream, translate back.
+
+The request path for one matched binding: `translators.request` builds the message,
+`upstream` moves its bytes, `translators.response` renders the reply. Server-streaming methods
+answer newline-delimited JSON, one `{"result": ...}` line per message and a final
+`{"error": <google.rpc.Status>}` line if the stream fails after it started (grpc-gateway's framing).
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+from google.protobuf.message import DecodeError
+
+from gateway.call import Call
+from gateway.runtime import Runtime
+from gateway.upstream import Upstream
+from translators.errors import GatewayError, PayloadTooLarge
+from translators.metadata import parse_grpc_timeout, response_headers, to_metadata
+from translators.request import build_request
+from translators.response import render, to_dict
+from translators.routes import Binding
+from translators.status import render_status
+
+import grpc
+
+JSON = "application/json"
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refusing more than `limit` bytes before reading them when the length is known."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def upstream_metadata(request: web.Request, call: Call, runtime: Runtime) -> list[tuple[str, str | bytes]]:
+    metadata = to_metadata(request.headers.items(), runtime.forward_headers)
+    forwarded_for = request.headers.get("X-Forwarded-For")
+    metadata.append(("x-forwarded-for", f"{forwarded_for}, {call.client_ip}" if forwarded_for else call.client_ip))
+    if request.host:
+        metadata.append(("x-forwarded-host", request.host))
+    metadata.append(("x-request-id", call.request_id))
+    return metadata
+
+
+def deadline(request: web.Request, runtime: Runtime, binding: Binding) -> float:
+    """The route's timeout, shortened by the client's `Grpc-Timeout` when that is smaller."""
+    route_timeout = runtime.config.timeout_s(binding.name.split("#", 1)[0])
+    given = request.headers.get("Grpc-Timeout")
+    if given is None:
+        return route_timeout
+    return min(route_timeout, parse_grpc_timeout(given))
+
+
+async def handle(
+    request: web.Request, call: Call, runtime: Runtime, upstream: Upstream, binding: Binding,
+    variables: dict[str, str],
+) -> web.StreamResponse:
+    if binding.client_streaming:
+        raise GatewayError(
+            grpc.StatusCode.UNIMPLEMENTED, f"{binding.rpc_path} is client-streaming: not served over plain HTTP"
+        )
+    options = binding.request.options
+    body = await read_body(request, options.max_body_bytes) if binding.request.takes_body else b""
+    call.bytes_in = len(body)
+    message = build_request(
+        binding.request, variables, request.query.items(), request.headers.get("Content-Type"), body
+    )
+    metadata = upstream_metadata(request, call, runtime)
+    timeout = deadline(request, runtime, binding)
+    payload = message.SerializeToString()
+    if binding.server_streaming:
+        return await _stream(request, call, upstream, binding, payload, metadata, timeout)
+    started = time.perf_counter()
+    try:
+        result = await upstream.unary(binding.rpc_path, payload, metadata, timeout)
+    finally:
+        call.upstream_s = time.perf_counter() - started
+    try:
+        reply = binding.response_class.FromString(result.body)
+    except DecodeError:
+        raise GatewayError(grpc.StatusCode.INTERNAL, "backend sent a response that does not decode") from None
+    out = render(binding.response, reply)
+    call.bytes_out = len(out)
+    response = web.Response(body=out, content_type=JSON)
+    for key, value in response_headers(result.initial_metadata, result.trailing_metadata):
+        response.headers.add(key, value)
+    return response
+
+
+async def _stream(
+    request: web.Request, call: Call, upstream: Upstream, binding: Binding, payload: bytes,
+    metadata: list[tuple[str, str | bytes]], timeout: float,
+) -> web.StreamResponse:
+    response: web.StreamResponse | None = None
+    options = binding.response.options
+    stream = upstream.server_stream(binding.rpc_path, payload, metadata, timeout)
+    try:
+        async for raw in stream:
+            line = orjson.dumps({"result": to_dict(binding.response_class.FromString(raw), options)}) + b"\n"
+            if response is None:  # headers go out with the first message, not before
+                response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "X-Request-Id": call.request_id})
+                await response.prepare(request)
+            await response.write(line)
+            call.bytes_out += len(line)
+    except GatewayError as err:
+        if response is None:
+            raise
+        call.error = err
+        call.grpc_code = err.code.name
+        line = orjson.dumps({"error": orjson.Fragment(render_status(err.code, err.message, list(err.details)))})
+        await response.write(line + b"\n")
+    finally:
+        await stream.aclose()
+    if response is None:  # an empty stream still answers 200 with no lines
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "X-Request-Id": call.request_id})
+        await response.prepare(request)
+    await response.write_eof()
+    return response

@@ -1,0 +1,48 @@
+"""The policy pipeline: an ordered, frozen tuple of policies and the runner of their phases.
+
+Phases, in a fixed order (Pingora's shape): `on_request(call)` in configured order (raise
+`GatewayError` to reject), `on_message(call, message)` for each inbound stream or WebSocket message,
+and `on_complete(call)`, which always runs, in reverse order, and sees the error if there was one.
+Policies are built once from config; the pipeline never changes after start-up (a reload builds a
+new one).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.call import Call
+
+log = logging.getLogger("portcullis.pipeline")
+
+
+class Policy(Protocol):
+    name: str
+
+    async def on_request(self, call: Call) -> None: ...
+
+    async def on_message(self, call: Call, message: Any) -> None: ...
+
+    async def on_complete(self, call: Call) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    policies: tuple[Policy, ...] = ()
+
+    async def on_request(self, call: Call) -> None:
+        for policy in self.policies:
+            await policy.on_request(call)
+
+    async def on_message(self, call: Call, message: Any) -> None:
+        for policy in self.policies:
+            await policy.on_message(call, message)
+
+    async def on_complete(self, call: Call) -> None:
+        for policy in reversed(self.policies):
+            try:
+                await policy.on_complete(call)
+            except Exception:  # one broken observer must not hide the others or the response
+                log.exception("policy %s failed in on_complete", policy.name)

@@ -1,0 +1,51 @@
+"""Protobuf response messages to JSON bytes, honouring `response_body` and the print options.
+
+The proto3 JSON mapping is `json_format`'s (lowerCamelCase names, int64 as strings, enums by name,
+well-known types); `orjson` writes the bytes compactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from translators.options import TranscodeOptions
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePlan:
+    response_field: FieldDescriptor | None  # `response_body`, or None for the whole message
+    options: TranscodeOptions
+
+
+def to_dict(message: Message, options: TranscodeOptions) -> Any:
+    return json_format.MessageToDict(
+        message,
+        always_print_fields_with_no_presence=options.always_print_primitive_fields,
+        preserving_proto_field_name=options.preserve_proto_field_names,
+        use_integers_for_enums=options.enums_as_ints,
+    )
+
+
+def render(plan: ResponsePlan, message: Message) -> bytes:
+    field = plan.response_field
+    if field is None:
+        return orjson.dumps(to_dict(message, plan.options))
+    if field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry and (
+        not (field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED)
+    ):
+        return orjson.dumps(to_dict(getattr(message, field.name), plan.options))
+    # A scalar, repeated or map field: print it with its default so the body is never empty.
+    whole = json_format.MessageToDict(
+        message,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=plan.options.preserve_proto_field_names,
+        use_integers_for_enums=plan.options.enums_as_ints,
+    )
+    key = field.name if plan.options.preserve_proto_field_names else field.json_name
+    return orjson.dumps(whole.get(key))
