@@ -30,7 +30,7 @@ $(GEN)/.stamp: $(PROTOS) $(STAMP)
 	touch $@
 
 run: setup
-	$(BIN)/portcullis demo -c config/demo.yaml
+	$(BIN)/python -m tests.support.demo -c config/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

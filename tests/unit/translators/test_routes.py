@@ -1,0 +1,91 @@
+"""Route table compilation and matching: bindings, ranking, 404/405, and start-up failures."""
+
+from __future__ import annotations
+
+import pytest
+from google.api import http_pb2
+
+from translators.errors import MethodNotAllowed, NotFound
+from translators.routes import RouteError, RouteTable, compile_routes
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route", "variables"),
+    [
+        ("POST", "/v1/echo", "echo.v1.EchoService.Echo", {}),
+        ("GET", "/v1/items/7", "echo.v1.EchoService.GetItem", {"id": "7"}),
+        ("GET", "/v1/items:stream", "echo.v1.EchoService.StreamItems", {}),
+        ("GET", "/v1/shelves/1", "library.v1.LibraryService.GetShelf", {"name": "shelves/1"}),
+        ("GET", "/v1/shelves/1/books/2", "library.v1.LibraryService.GetBook", {"name": "shelves/1/books/2"}),
+        ("GET", "/v1/books/shelves/1/books/2", "library.v1.LibraryService.GetBook#1",
+         {"name": "shelves/1/books/2"}),
+        ("POST", "/v1/shelves/1/books/2:publish", "library.v1.LibraryService.PublishBook",
+         {"name": "shelves/1/books/2"}),
+        ("GET", "/v1/shelves/1/books/2/cover", "library.v1.LibraryService.GetBookCover",
+         {"name": "shelves/1/books/2"}),
+        ("SEARCH", "/v1/books:search", "library.v1.LibraryService.SearchBooks", {}),
+        ("POST", "/v1/shelves/7/books/b", "library.v1.LibraryService.CreateBook#1",
+         {"shelf_id": "7", "book_id": "b"}),
+        ("HEAD", "/v1/items/7", "echo.v1.EchoService.GetItem", {"id": "7"}),
+    ],
+)
+def test_match(table: RouteTable, method: str, path: str, route: str, variables: dict[str, str]) -> None:
+    binding, got = table.match(method, path)
+    assert binding.name == route
+    assert got == variables
+
+
+def test_unknown_route_is_404(table: RouteTable) -> None:
+    with pytest.raises(NotFound):
+        table.match("GET", "/v2/nothing")
+
+
+def test_wrong_method_is_405_with_allow(table: RouteTable) -> None:
+    with pytest.raises(MethodNotAllowed) as info:
+        table.match("PUT", "/v1/echo")
+    assert info.value.headers["Allow"] == "POST"
+    with pytest.raises(MethodNotAllowed) as info:
+        table.match("PUT", "/v1/shelves/1/books/2")
+    assert set(info.value.headers["Allow"].split(", ")) == {"GET", "PATCH", "DELETE", "POST"}
+
+
+def test_literal_wins_over_variable(services: list) -> None:
+    rule = http_pb2.HttpRule(get="/v1/items/special")
+    table = compile_routes(services, extra_rules={"echo.v1.EchoService.StreamItems": rule})
+    assert table.match("GET", "/v1/items/special")[0].name == "echo.v1.EchoService.StreamItems"
+    assert table.match("GET", "/v1/items/other")[0].name == "echo.v1.EchoService.GetItem"
+
+
+def _rule(**kw: str) -> http_pb2.HttpRule:
+    return http_pb2.HttpRule(**kw)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (_rule(get="/v1/{nope}"), "not a field"),
+        (_rule(get="/v1/{labels}"), "singular scalar"),
+        (_rule(get="/v1/{unclosed"), "unbalanced"),
+        (_rule(post="/v1/x", body="nope"), "body 'nope'"),
+        (_rule(get="/v1/x", body="*"), "may not have a body"),
+        (_rule(post="/v1/x", response_body="nope"), "response_body"),
+        (_rule(post="/v1/echo", body="*"), "already bound"),
+        (http_pb2.HttpRule(), "no pattern"),
+    ],
+)
+def test_bad_rules_fail_at_start_up_naming_the_method(services: list, rule: http_pb2.HttpRule,
+                                                     message: str) -> None:
+    with pytest.raises(RouteError, match=message) as info:
+        compile_routes(services, extra_rules={"echo.v1.EchoService.Chat": rule})
+    assert "echo.v1.EchoService.Chat" in str(info.value)
+
+
+def test_rules_for_unknown_methods_are_refused(services: list) -> None:
+    with pytest.raises(RouteError, match="unknown methods"):
+        compile_routes(services, extra_rules={"echo.v1.EchoService.Nope": _rule(get="/x")})
+
+
+def test_describe_lists_every_binding(table: RouteTable) -> None:
+    rows = table.describe()
+    assert len(rows) == len(table.bindings)
+    assert {"name", "http_method", "path", "grpc_method"} <= rows[0].keys()
