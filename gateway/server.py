@@ -26,7 +26,7 @@ log = logging.getLogger("portcullis.server")
 
 
 async def run_worker(config: GatewayConfig, index: int = 0, reuse_port: bool = False) -> None:
-    runtime = build_runtime(config)
+    runtime = await asyncio.to_thread(build_runtime, config)  # reflection blocks: keep it off the loop
     public, admin = build_apps(runtime)
     grace = config.server.shutdown_grace_s
     runner = web.AppRunner(public, access_log=None, handle_signals=False, shutdown_timeout=grace)

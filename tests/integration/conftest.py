@@ -7,6 +7,7 @@ session. Everything is stopped at the end of each test.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,8 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
 
     async def start(raw: dict[str, Any]) -> Gateway:
         config = GatewayConfig.model_validate(raw)
-        public, admin = build_apps(build_runtime(config))
+        # Off the loop: a reflection source makes blocking calls to backends served on this loop.
+        public, admin = build_apps(await asyncio.to_thread(build_runtime, config))
         urls = []
         for app in (public, admin):
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)

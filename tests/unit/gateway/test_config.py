@@ -1,0 +1,91 @@
+"""Config validation: every error names the file, the key path and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.__main__ import main
+from gateway.config import ConfigError, load_config
+
+VALID = """
+listen: {port: 0}
+descriptors:
+  - kind: stubs
+    modules: [echo.v1.echo_pb2]
+backends:
+  echo: {addresses: ["127.0.0.1:50061"]}
+services:
+  echo.v1.EchoService: {backend: echo, timeout_ms: 1000, methods: {Echo: {timeout_ms: 50}}}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gw.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_config_and_precedence(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID + "transcoding: {enums_as_ints: true}\n"))
+    assert config.timeout_s("echo.v1.EchoService.Echo") == 0.05
+    assert config.timeout_s("echo.v1.EchoService.GetItem") == 1.0
+    assert config.options_for("echo.v1.EchoService.Echo").enums_as_ints is True
+    assert config.options_for("echo.v1.EchoService.Echo").reject_unknown_fields is True
+    with pytest.raises(Exception):
+        config.listen.port = 1  # type: ignore[misc]  # frozen
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (VALID.replace("port: 0", "port: 99999"), "listen.port: Input should be less than or equal to 65535"),
+        (VALID.replace("timeout_ms: 1000", "timeout_ms: soon"), "services.echo.v1.EchoService.timeout_ms"),
+        (VALID + "surprise: 1\n", "surprise: Extra inputs are not permitted"),
+        (VALID.replace("backend: echo", "backend: nope"), "unknown backend 'nope'"),
+        (VALID.replace('"127.0.0.1:50061"', '"no-port"'), "backends.echo.addresses"),
+        (VALID.replace("kind: stubs", "kind: magic"), "descriptors.0"),
+        ("listen: [\n", "not valid YAML"),
+        ("- a list\n", "expected a mapping"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_check_command_prints_routes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(write(tmp_path, VALID))]) == 0
+    out = capsys.readouterr().out
+    assert "ok, 3 routes" in out and "/v1/items/{id}" in out
+
+
+def test_check_command_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(write(tmp_path, VALID + "nope: 1\n"))]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_check_names_a_bad_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = VALID + "http_rules:\n  - {selector: echo.v1.EchoService.Chat, post: '/v1/{oops'}\n"
+    assert main(["check", "-c", str(write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "echo.v1.EchoService.Chat" in err and "unbalanced" in err
+
+
+def test_unknown_service_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = VALID + "  acme.Nope: {backend: echo}\n"
+    assert main(["check", "-c", str(write(tmp_path, text))]) == 2
+    assert "acme.Nope" in capsys.readouterr().err
+
+
+def test_shipped_demo_config_checks() -> None:
+    assert main(["check", "-c", "config/demo.yaml"]) == 0
