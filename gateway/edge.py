@@ -49,14 +49,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = error_response(err)
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, call.request_id)
-        err = GatewayError(grpc.StatusCode.INTERNAL, "internal gateway error")
-        call.error, call.grpc_code = err, err.code.name
-        response = error_response(err)
-    except BaseException as exc:  # the client went away (CancelledError): still log the call
+        internal = GatewayError(grpc.StatusCode.INTERNAL, "internal gateway error")
+        call.error, call.grpc_code = internal, internal.code.name
+        response = error_response(internal)
+    except BaseException:  # the client went away (CancelledError): still log the call
         call.status = 499
         call.grpc_code = grpc.StatusCode.CANCELLED.name
         await runtime.pipeline.on_complete(call)
-        raise exc
+        raise
     call.status = response.status
     if not response.prepared:
         response.headers["X-Request-Id"] = call.request_id

@@ -102,7 +102,7 @@ def serve(config_path: Path, workers: int | None = None) -> int:
     for proc in procs:
         proc.join()
         code = code or (proc.exitcode or 0)
-    return code if code >= 0 else 0
+    return max(code, 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from translators.metadata import Metadata
 from translators.status import details_from_trailers
 
 log = logging.getLogger("portcullis.upstream")
-_CHANNEL_OPTIONS = [
+_CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 0),
@@ -46,7 +46,7 @@ class Upstream(Protocol):
 
     def server_stream(
         self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float
-    ) -> AsyncIterator[bytes]: ...
+    ) -> AsyncGenerator[bytes, None]: ...
 
     def healthy(self) -> bool: ...
 
@@ -71,7 +71,7 @@ class GrpcUpstream:
         self.name = name
         self.config = config
         credentials = _credentials(config)
-        options = list(_CHANNEL_OPTIONS)
+        options: list[tuple[str, str | int]] = list(_CHANNEL_OPTIONS)
         if config.tls is not None and config.tls.server_name:
             options.append(("grpc.ssl_target_name_override", config.tls.server_name))
         self._channels: list[grpc.aio.Channel] = []
@@ -109,7 +109,7 @@ class GrpcUpstream:
 
     async def server_stream(
         self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         _, channel = self._pick()
         call = channel.unary_stream(rpc_path, request_serializer=_identity, response_deserializer=_identity)(
             request, metadata=metadata, timeout=timeout
@@ -171,4 +171,4 @@ def build_upstreams(backends: dict[str, BackendConfig]) -> dict[str, GrpcUpstrea
     return {name: GrpcUpstream(name, cfg) for name, cfg in backends.items()}
 
 
-__all__: Sequence[str] = ("GrpcUpstream", "Upstream", "UnaryResult", "build_upstreams", "translate_rpc_error")
+__all__: Sequence[str] = ("GrpcUpstream", "UnaryResult", "Upstream", "build_upstreams", "translate_rpc_error")

@@ -161,7 +161,9 @@ def _segment(token: str, source: str) -> tuple[int, str]:
 
 def _split_top(body: str, source: str) -> list[str]:
     """Split on '/' outside braces; `{name=shelves/*}` stays one token."""
-    tokens, depth, current = [], 0, []
+    tokens: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in body:
         if ch == "{":
             if depth:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import grpc
 import orjson
 from aiohttp import web
 from google.protobuf.message import DecodeError
@@ -23,8 +24,6 @@ from translators.request import build_request
 from translators.response import render, to_dict
 from translators.routes import Binding
 from translators.status import render_status
-
-import grpc
 
 JSON = "application/json"
 

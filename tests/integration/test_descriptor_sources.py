@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import protos
 import pytest
 
+import protos
 from translators.descriptors import DescriptorError, from_descriptor_set, from_reflection
 
 from .conftest import Backends, StartGateway, demo_config

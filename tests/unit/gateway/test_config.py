@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.__main__ import main
 from gateway.config import ConfigError, load_config
@@ -33,7 +34,7 @@ def test_valid_config_and_precedence(tmp_path: Path) -> None:
     assert config.timeout_s("echo.v1.EchoService.GetItem") == 1.0
     assert config.options_for("echo.v1.EchoService.Echo").enums_as_ints is True
     assert config.options_for("echo.v1.EchoService.Echo").reject_unknown_fields is True
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.listen.port = 1  # type: ignore[misc]  # frozen
 
 
