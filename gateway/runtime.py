@@ -8,6 +8,7 @@ resources owned by `lifecycle.py`, looked up here by backend name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from google.api import http_pb2
 from google.protobuf import json_format
@@ -20,6 +21,7 @@ from gateway.config import (
 )
 from gateway.pipeline import Pipeline
 from translators.descriptors import ServiceInfo, from_descriptor_set, from_modules, from_reflection
+from translators.openapi import build_openapi
 from translators.routes import RouteTable, compile_routes
 
 
@@ -30,6 +32,7 @@ class Runtime:
     services: tuple[ServiceInfo, ...]
     pipeline: Pipeline
     forward_headers: frozenset[str]
+    openapi: dict[str, Any]  # built once: the route table never changes under a runtime
 
     def backend_of(self, service: str) -> str:
         return self.config.services[service].backend
@@ -69,4 +72,5 @@ def build_runtime(config: GatewayConfig, pipeline: Pipeline | None = None) -> Ru
         services=tuple(services),
         pipeline=pipeline or Pipeline(),
         forward_headers=frozenset(h.lower() for h in config.metadata.forward_headers),
+        openapi=build_openapi(routes),
     )

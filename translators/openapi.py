@@ -33,10 +33,10 @@ from typing import Any, NamedTuple
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from translators.http_rule import DEEP, Variable
-
 # What a path or query string can set is `translators.request`'s rule; share it, do not restate it.
-from translators.request import _STRING_WKT, _WRAPPERS, FieldChain, _is_map, _is_repeated
+from translators.fields import STRING_WKT, WRAPPERS, is_map, is_repeated
+from translators.http_rule import DEEP, Variable
+from translators.request import FieldChain
 from translators.routes import Binding, RouteTable
 
 OPENAPI_VERSION = "3.0.3"
@@ -250,7 +250,7 @@ def _query_parameters(binding: Binding, schemas: _Schemas) -> list[dict[str, Any
                 continue
             name = ".".join(schemas.name(f) for f in here)
             parameter: dict[str, Any] = {"name": name, "in": "query"}
-            if _is_map(field):
+            if is_map(field):
                 value = field.message_type.fields_by_name["value"]
                 if not _from_string(value):
                     continue
@@ -258,12 +258,12 @@ def _query_parameters(binding: Binding, schemas: _Schemas) -> list[dict[str, Any
                 parameter["description"] = f"Map entries, one `{name}[key]=value` each."
             elif _from_string(field):
                 parameter["schema"] = schemas.field(field)
-                if _is_repeated(field):
+                if is_repeated(field):
                     parameter.update(style="form", explode=True)
             else:  # a message the query cannot set whole; its fields may be
                 nested = field.message_type
                 deeper = (
-                    not _is_repeated(field) and nested.full_name not in _WKT and len(here) < MAX_QUERY_DEPTH
+                    not is_repeated(field) and nested.full_name not in _WKT and len(here) < MAX_QUERY_DEPTH
                 )
                 if deeper and seen.count(nested.full_name) < _MAX_VISITS:
                     walk(nested, here, (*seen, nested.full_name))
@@ -320,11 +320,11 @@ class _Schemas:
         return field.name if self.proto_names else field.json_name
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
-        if _is_map(field):
+        if is_map(field):
             value = self._single(field.message_type.fields_by_name["value"])
             return {"type": "object", "additionalProperties": value}
         single = self._single(field)
-        return {"type": "array", "items": single} if _is_repeated(field) else single
+        return {"type": "array", "items": single} if is_repeated(field) else single
 
     def _single(self, field: FieldDescriptor) -> dict[str, Any]:
         if field.type == _F.TYPE_MESSAGE:
@@ -337,7 +337,7 @@ class _Schemas:
         full = desc.full_name
         if full in _WKT:
             return copy.deepcopy(_WKT[full])  # callers add descriptions; the table stays as written
-        if full in _WRAPPERS:  # a wrapper is its scalar, or null
+        if full in WRAPPERS:  # a wrapper is its scalar, or null
             return {**_SCALARS[desc.fields_by_name["value"].type], "nullable": True}
         key = full + self.suffix
         if key not in self.components:
@@ -417,4 +417,4 @@ def _from_string(field: FieldDescriptor) -> bool:
     """Whether a query or path string can set this field (the rule of `translators.request._scalar`)."""
     if field.type != _F.TYPE_MESSAGE:
         return True
-    return not _is_map(field) and field.message_type.full_name in _STRING_WKT | _WRAPPERS
+    return not is_map(field) and field.message_type.full_name in STRING_WKT | WRAPPERS

@@ -20,24 +20,13 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from translators.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from translators.fields import STRING_WKT, WRAPPERS, is_map, is_repeated
 from translators.options import TranscodeOptions
 
 FieldChain = tuple[FieldDescriptor, ...]
 _F = FieldDescriptor
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}  # Go's strconv.ParseBool, as grpc-gateway reads them
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
-_STRING_WKT = {
-    "google.protobuf.Timestamp",
-    "google.protobuf.Duration",
-    "google.protobuf.FieldMask",
-    "google.protobuf.Value",
-}
-_WRAPPERS = {
-    f"google.protobuf.{name}Value"
-    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
-}
-
-
 class PlanError(ValueError):
     """A binding whose fields do not exist in its messages; raised at start-up."""
 
@@ -81,8 +70,8 @@ def make_plan(
         except KeyError:
             raise PlanError(f"path variable {name!r} is not a field of {desc.full_name}") from None
         leaf = chain[-1]
-        if _is_repeated(leaf) or (leaf.type == _F.TYPE_MESSAGE and leaf.message_type.full_name not in
-                                  _STRING_WKT | _WRAPPERS):
+        if is_repeated(leaf) or (leaf.type == _F.TYPE_MESSAGE and leaf.message_type.full_name not in
+                                  STRING_WKT | WRAPPERS):
             raise PlanError(f"path variable {name!r} must be a singular scalar field of {desc.full_name}")
         path_fields[name] = chain
     body_field = None
@@ -160,24 +149,16 @@ def _apply_query(plan: RequestPlan, tree: dict[str, Any], query: Iterable[tuple[
             continue
         leaf = chain[-1]
         if map_key is not None:
-            if not _is_map(leaf):
+            if not is_map(leaf):
                 raise BadRequest(f"query parameter {key!r}: {dotted} is not a map", field=key)
             value_field = leaf.message_type.fields_by_name["value"]
             _assign_map(tree, chain, map_key, _scalar(value_field, value, key))
-        elif _is_map(leaf):
+        elif is_map(leaf):
             raise BadRequest(f"query parameter {key!r}: set map entries as {dotted}[key]=value", field=key)
-        elif _is_repeated(leaf):
+        elif is_repeated(leaf):
             _append(tree, chain, _scalar(leaf, value, key))
         else:
             _assign(tree, chain, _scalar(leaf, value, key), key, opts, from_path=False)
-
-
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == _F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
-
-
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return field.is_repeated if hasattr(field, "is_repeated") else field.label == _F.LABEL_REPEATED
 
 
 def _scalar(field: FieldDescriptor, text: str, name: str) -> Any:
@@ -193,9 +174,9 @@ def _scalar(field: FieldDescriptor, text: str, name: str) -> Any:
         return int(text) if text.lstrip("-").isdigit() else text
     if ftype == _F.TYPE_MESSAGE:
         full = field.message_type.full_name
-        if full in _STRING_WKT:
+        if full in STRING_WKT:
             return text
-        if full in _WRAPPERS:
+        if full in WRAPPERS:
             return _scalar(field.message_type.fields_by_name["value"], text, name)
         raise BadRequest(f"{name}: message field {field.full_name} cannot be set from a string", field=name)
     return text

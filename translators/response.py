@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from translators.fields import is_plain_message
 from translators.options import TranscodeOptions
 
 
@@ -33,13 +34,16 @@ def to_dict(message: Message, options: TranscodeOptions) -> Any:
 
 
 def render(plan: ResponsePlan, message: Message) -> bytes:
+    return orjson.dumps(to_json_value(plan, message))
+
+
+def to_json_value(plan: ResponsePlan, message: Message) -> Any:
+    """The JSON value of a response (or of its `response_body` field), before serialisation."""
     field = plan.response_field
     if field is None:
-        return orjson.dumps(to_dict(message, plan.options))
-    if field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry and (
-        not (field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED)
-    ):
-        return orjson.dumps(to_dict(getattr(message, field.name), plan.options))
+        return to_dict(message, plan.options)
+    if is_plain_message(field):
+        return to_dict(getattr(message, field.name), plan.options)
     # A scalar, repeated or map field: print it with its default so the body is never empty.
     whole = json_format.MessageToDict(
         message,
@@ -48,4 +52,4 @@ def render(plan: ResponsePlan, message: Message) -> bytes:
         use_integers_for_enums=plan.options.enums_as_ints,
     )
     key = field.name if plan.options.preserve_proto_field_names else field.json_name
-    return orjson.dumps(whole.get(key))
+    return whole.get(key)

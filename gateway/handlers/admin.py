@@ -25,6 +25,4 @@ async def routes(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from translators.openapi import build_openapi
-
-    return web.json_response(build_openapi(request.app[RUNTIME].routes))
+    return web.json_response(request.app[RUNTIME].openapi)

@@ -21,7 +21,7 @@ from gateway.upstream import Upstream
 from translators.errors import GatewayError, PayloadTooLarge
 from translators.metadata import parse_grpc_timeout, response_headers, to_metadata
 from translators.request import build_request
-from translators.response import render, to_dict
+from translators.response import render, to_json_value
 from translators.routes import Binding
 from translators.status import render_status
 
@@ -102,11 +102,11 @@ async def _stream(
     metadata: list[tuple[str, str | bytes]], timeout: float,
 ) -> web.StreamResponse:
     response: web.StreamResponse | None = None
-    options = binding.response.options
     stream = upstream.server_stream(binding.rpc_path, payload, metadata, timeout)
     try:
         async for raw in stream:
-            line = orjson.dumps({"result": to_dict(binding.response_class.FromString(raw), options)}) + b"\n"
+            result = to_json_value(binding.response, binding.response_class.FromString(raw))
+            line = orjson.dumps({"result": result}) + b"\n"
             if response is None:  # headers go out with the first message, not before
                 response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "X-Request-Id": call.request_id})
                 await response.prepare(request)

@@ -213,3 +213,33 @@ async def test_concurrent_requests_lose_nothing(gw: Gateway) -> None:
 
     results = await asyncio.gather(*(one(i) for i in range(200)))
     assert results == [str(i) for i in range(200)]
+
+
+async def test_openapi_document_is_served_and_valid(gw: Gateway) -> None:
+    from openapi_spec_validator import validate
+
+    for base in (gw.url, gw.admin):
+        async with gw.http.get(f"{base}/openapi.json") as r:
+            assert r.status == 200
+            doc = await r.json()
+        validate(doc)
+        assert "/v1/echo" in doc["paths"] and "post" in doc["paths"]["/v1/echo"]
+
+
+async def test_print_options_per_method(demo_backends: Backends, start_gateway: StartGateway) -> None:
+    raw = demo_config(demo_backends)
+    raw["services"]["library.v1.LibraryService"]["methods"] = {
+        "GetShelf": {"transcoding": {"preserve_proto_field_names": True, "always_print_primitive_fields": True}},
+        "GetBook": {"transcoding": {"enums_as_ints": True}},
+    }
+    gw = await start_gateway(raw)
+    async with gw.http.get(f"{gw.url}/v1/shelves/1") as r:
+        shelf = await r.json()
+    assert "book_count" in shelf and "bookCount" not in shelf
+    async with gw.http.get(f"{gw.url}/v1/shelves/1/books/1") as r:
+        book = await r.json()
+    assert isinstance(book["genre"], int)
+    async with gw.http.get(f"{gw.url}/v1/books/shelves/1/books/1") as r:  # same method, other binding
+        assert isinstance((await r.json())["genre"], int)
+    async with gw.http.get(f"{gw.url}/v1/shelves") as r:  # untouched methods keep the defaults
+        assert "bookCount" in (await r.json())["shelves"][0]
