@@ -96,9 +96,11 @@ async def test_two_workers_share_the_port(tmp_path: Path, demo_backends: Backend
 
     async def one(i: int) -> None:
         # A new connection per request, so SO_REUSEPORT spreads them over the workers.
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            async with http.post(f"{served.url}/v1/echo", json={"message": str(i)}) as r:
-                assert r.status == 200
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as http, http.post(
+            f"{served.url}/v1/echo", json={"message": str(i)}
+        ) as r:
+            assert r.status == 200
 
     for start in range(0, 400, 50):
         await asyncio.gather(*(one(i) for i in range(start, start + 50)))
