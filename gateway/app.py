@@ -22,6 +22,7 @@ def build_apps(runtime: Runtime) -> tuple[web.Application, web.Application]:
     public[RUNTIME] = runtime
     public[UPSTREAMS] = upstreams
     public.cleanup_ctx.append(lifecycle.upstreams_ctx)
+    public.cleanup_ctx.append(lifecycle.pipeline_ctx)
     public.router.add_get("/openapi.json", admin.openapi)
     public.router.add_route("*", "/{tail:.*}", edge.handle)
 

@@ -9,7 +9,7 @@ the file are resolved against the file's own directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -114,6 +114,9 @@ def _options_dict(options: TranscodeOptions) -> dict[str, object]:
 class MethodConfig(_Model):
     timeout_ms: int | None = Field(None, ge=1, description="Deadline of this method; overrides the service's.")
     transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig, description="Overrides.")
+    policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-method policy settings, by policy name, over the service's."
+    )
 
 
 class ServiceConfig(_Model):
@@ -121,6 +124,9 @@ class ServiceConfig(_Model):
     timeout_ms: int = Field(15000, ge=1, description="Default deadline of the service's calls.")
     transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig, description="Overrides.")
     methods: dict[str, MethodConfig] = Field(default_factory=dict, description="Per-method overrides.")
+    policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-service policy settings, by policy name, over the global ones."
+    )
 
 
 class HttpRuleConfig(_Model):
@@ -134,6 +140,11 @@ class HttpRuleConfig(_Model):
     patch: str | None = None
     body: str = ""
     response_body: str = ""
+
+
+class PolicyEntry(_Model):
+    name: str = Field(description="A registered policy: access_log, cors, ...")
+    config: dict[str, Any] = Field(default_factory=dict, description="Its global settings.")
 
 
 class MetadataConfig(_Model):
@@ -152,6 +163,9 @@ class GatewayConfig(_Model):
     services: dict[str, ServiceConfig] = Field(min_length=1, description="Served services by full name.")
     http_rules: tuple[HttpRuleConfig, ...] = Field((), description="Extra HTTP rules by method selector.")
     metadata: MetadataConfig = Field(default_factory=MetadataConfig, description="Header forwarding.")
+    policies: tuple[PolicyEntry, ...] = Field(
+        (), description="Policies in the order their phases run; the response renderer is outside them all."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:

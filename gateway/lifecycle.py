@@ -40,3 +40,13 @@ async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
         except asyncio.CancelledError:
             pass
         await asyncio.gather(*(u.close() for u in upstreams.values()))
+
+
+async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Policies open their clients, files and loops here and close them in reverse order."""
+    pipeline = app[RUNTIME].pipeline
+    await pipeline.start()
+    try:
+        yield
+    finally:
+        await pipeline.stop()

@@ -18,6 +18,16 @@ from gateway.call import Call
 log = logging.getLogger("portcullis.pipeline")
 
 
+class Reply(Exception):
+    """Raised by a policy's `on_request` to answer the request itself (e.g. a CORS preflight)."""
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        super().__init__(status)
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
+
+
 class Policy(Protocol):
     name: str
 
@@ -26,6 +36,10 @@ class Policy(Protocol):
     async def on_message(self, call: Call, message: Any) -> None: ...
 
     async def on_complete(self, call: Call) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +53,18 @@ class Pipeline:
     async def on_message(self, call: Call, message: Any) -> None:
         for policy in self.policies:
             await policy.on_message(call, message)
+
+    async def start(self) -> None:
+        """Open what policies hold (clients, files, background loops); called by the lifecycle."""
+        for policy in self.policies:
+            await policy.start()
+
+    async def stop(self) -> None:
+        for policy in reversed(self.policies):
+            try:
+                await policy.stop()
+            except Exception:
+                log.exception("policy %s failed to stop", policy.name)
 
     async def on_complete(self, call: Call) -> None:
         for policy in reversed(self.policies):

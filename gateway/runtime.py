@@ -66,11 +66,15 @@ def build_runtime(config: GatewayConfig, pipeline: Pipeline | None = None) -> Ru
         data = {k: v for k, v in rule.model_dump().items() if v not in (None, "")}
         extra[rule.selector] = json_format.ParseDict(data, http_pb2.HttpRule())
     routes = compile_routes(services, config.options_for, extra)
+    if pipeline is None:
+        from gateway.policies import build_pipeline
+
+        pipeline = build_pipeline(config)
     return Runtime(
         config=config,
         routes=routes,
         services=tuple(services),
-        pipeline=pipeline or Pipeline(),
+        pipeline=pipeline,
         forward_headers=frozenset(h.lower() for h in config.metadata.forward_headers),
         openapi=build_openapi(routes),
     )

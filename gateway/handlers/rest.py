@@ -43,12 +43,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def upstream_metadata(request: web.Request, call: Call, runtime: Runtime) -> list[tuple[str, str | bytes]]:
-    metadata = to_metadata(request.headers.items(), runtime.forward_headers)
+    headers = request.headers.items()
+    if call.hidden_headers:  # credentials a policy consumed and must not reach the backend
+        headers = [(k, v) for k, v in headers if k.lower() not in call.hidden_headers]  # type: ignore[assignment]
+    metadata = to_metadata(headers, runtime.forward_headers)
     forwarded_for = request.headers.get("X-Forwarded-For")
     metadata.append(("x-forwarded-for", f"{forwarded_for}, {call.client_ip}" if forwarded_for else call.client_ip))
     if request.host:
         metadata.append(("x-forwarded-host", request.host))
     metadata.append(("x-request-id", call.request_id))
+    metadata.extend(call.upstream_metadata)
     return metadata
 
 
@@ -72,9 +76,10 @@ async def handle(
     options = binding.request.options
     body = await read_body(request, options.max_body_bytes) if binding.request.takes_body else b""
     call.bytes_in = len(body)
-    message = build_request(
-        binding.request, variables, request.query.items(), request.headers.get("Content-Type"), body
-    )
+    query = request.query.items()
+    if call.hidden_query:
+        query = [(k, v) for k, v in query if k not in call.hidden_query]  # type: ignore[assignment]
+    message = build_request(binding.request, variables, query, request.headers.get("Content-Type"), body)
     metadata = upstream_metadata(request, call, runtime)
     timeout = deadline(request, runtime, binding)
     payload = message.SerializeToString()
@@ -108,7 +113,7 @@ async def _stream(
             result = to_json_value(binding.response, binding.response_class.FromString(raw))
             line = orjson.dumps({"result": result}) + b"\n"
             if response is None:  # headers go out with the first message, not before
-                response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "X-Request-Id": call.request_id})
+                response = _stream_response(call)
                 await response.prepare(request)
             await response.write(line)
             call.bytes_out += len(line)
@@ -122,7 +127,20 @@ async def _stream(
     finally:
         await stream.aclose()
     if response is None:  # an empty stream still answers 200 with no lines
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "X-Request-Id": call.request_id})
+        response = _stream_response(call)
         await response.prepare(request)
     await response.write_eof()
+    return response
+
+
+def finish_headers(response: web.StreamResponse, call: Call) -> None:
+    """Headers every response carries, set before it is sent (errors and streams included)."""
+    response.headers["X-Request-Id"] = call.request_id
+    for key, value in call.response_headers.items():
+        response.headers[key] = value
+
+
+def _stream_response(call: Call) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    finish_headers(response, call)
     return response

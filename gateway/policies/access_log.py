@@ -1,0 +1,120 @@
+"""Access log: one JSON line per request, written by this policy and nothing else.
+
+It reads the finished `Call` in `on_complete` (which always runs, errors and disconnects included):
+request id, route, method, path (never the query, which may carry keys), consumer, client IP,
+status, gRPC code, upstream, latencies, bytes, trace id, and the notes other policies left in
+`call.attributes` (screening verdict and score, rate-limit decisions). Never credentials or bodies.
+Lines are buffered and flushed by a background loop, so a request never waits on a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from pathlib import Path
+from typing import IO, Literal
+
+import orjson
+from pydantic import Field, model_validator
+
+from gateway.call import Call
+from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
+
+
+class AccessLogConfig(PolicyConfig):
+    enabled: bool = Field(True, description="Write access lines for these routes.")
+    sink: Literal["stdout", "file"] = Field("stdout", description="Where lines go.")
+    path: Path | None = Field(None, description="File to append to when sink is 'file'.")
+    sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="Share of successful requests logged.")
+    always_log_errors: bool = Field(True, description="Log every request answered >= 400, whatever the sampling.")
+    flush_interval_s: float = Field(0.2, gt=0, le=10, description="How often buffered lines are written.")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> AccessLogConfig:
+        if self.sink == "file" and self.path is None:
+            raise ValueError("sink 'file' needs a path")
+        return self
+
+
+class AccessLog(BasePolicy):
+    name = "access_log"
+
+    def __init__(self, configs: RouteConfigs[AccessLogConfig]) -> None:
+        self.configs = configs
+        self._buffer: list[bytes] = []
+        self._out: IO[bytes] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        cfg = self.configs.default
+        if cfg.sink == "file":
+            assert cfg.path is not None
+            cfg.path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = cfg.path.open("ab")
+        else:
+            self._out = sys.stdout.buffer
+        self._flusher = asyncio.create_task(self._flush_forever(cfg.flush_interval_s))
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+        self.flush()
+        if self._out is not None and self._out is not sys.stdout.buffer:
+            self._out.close()
+
+    async def _flush_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer and self._out is not None:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._out.write(data)
+            self._out.flush()
+
+    async def on_complete(self, call: Call) -> None:
+        cfg = self.configs.for_call(call)
+        if not cfg.enabled:
+            return
+        sampled_out = cfg.sample_rate < 1.0 and random.random() >= cfg.sample_rate
+        if sampled_out and not (cfg.always_log_errors and call.status >= 400):
+            return
+        self._buffer.append(orjson.dumps(line(call)) + b"\n")
+
+
+def line(call: Call) -> dict[str, object]:
+    record: dict[str, object] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(call.started_unix))
+        + f".{int(call.started_unix % 1 * 1000):03d}Z",
+        "request_id": call.request_id,
+        "route": call.route,
+        "method": call.method,
+        "path": call.path,
+        "consumer": call.consumer,
+        "client_ip": call.client_ip,
+        "status": call.status,
+        "grpc_code": call.grpc_code,
+        "upstream": call.upstream,
+        "latency_ms": round(call.elapsed_s * 1000, 3),
+        "upstream_ms": round(call.upstream_s * 1000, 3),
+        "bytes_in": call.bytes_in,
+        "bytes_out": call.bytes_out,
+        "trace_id": call.trace_id,
+    }
+    if call.error is not None:
+        record["error"] = call.error.message
+    for key, value in call.attributes.items():
+        record[key] = value
+    return record
+
+
+def build(configs: RouteConfigs[AccessLogConfig]) -> AccessLog:
+    return AccessLog(configs)
