@@ -14,8 +14,6 @@ from tests.support.certs import Pki, make_pki
 
 from .conftest import Backends, StartGateway, demo_config
 
-pytestmark = pytest.mark.asyncio
-
 
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:

@@ -12,8 +12,6 @@ from translators.descriptors import DescriptorError, from_descriptor_set, from_r
 
 from .conftest import Backends, StartGateway, demo_config
 
-pytestmark = pytest.mark.asyncio
-
 
 async def _exercise(start_gateway: StartGateway, raw: dict[str, Any]) -> None:
     gw = await start_gateway(raw)

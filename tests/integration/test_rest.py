@@ -10,8 +10,6 @@ import pytest
 
 from .conftest import Backends, Gateway, StartGateway, demo_config
 
-pytestmark = pytest.mark.asyncio
-
 
 async def test_echo_post(gw: Gateway) -> None:
     async with gw.http.post(f"{gw.url}/v1/echo", json={"message": "hi", "repeat": 2, "labels": {"k": "v"}}) as r:

@@ -17,7 +17,7 @@ import yaml
 
 from .conftest import Backends, demo_config
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 READY = re.compile(rb"worker (\d+) pid (\d+) serving http://127\.0\.0\.1:(\d+)")
 
 
