@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.tls import ListenerTLS
 from translators.options import TranscodeOptions
 
 
@@ -28,6 +29,7 @@ class _Model(BaseModel):
 class Listener(_Model):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    tls: ListenerTLS | None = Field(None, description="TLS termination; None serves plain HTTP.")
 
 
 class ServerConfig(_Model):
@@ -236,4 +238,10 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             )
             backend = backend.model_copy(update={"tls": tls})
         backends[name] = backend
-    return config.model_copy(update={"descriptors": sources, "backends": backends})
+    listen = config.listen
+    if listen.tls is not None:
+        listen_tls = listen.tls.model_copy(
+            update={k: (base / v).resolve() for k, v in listen.tls.model_dump().items() if k.endswith("_file") and v}
+        )
+        listen = listen.model_copy(update={"tls": listen_tls})
+    return config.model_copy(update={"descriptors": sources, "backends": backends, "listen": listen})

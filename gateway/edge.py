@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.call import Call
 from gateway.handlers import rest
 from gateway.handlers.rest import finish_headers
-from gateway.keys import RUNTIME, UPSTREAMS
+from gateway.keys import STATE
 from gateway.pipeline import Reply
 from translators.errors import GatewayError, MethodNotAllowed
 from translators.status import render_error
@@ -45,7 +45,8 @@ def new_call(request: web.Request) -> Call:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
+    snapshot = request.app[STATE].current  # read once: a reload swaps it, this call keeps its own
+    runtime = snapshot.runtime
     call = new_call(request)
     response: web.StreamResponse
     try:
@@ -58,7 +59,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         await runtime.pipeline.on_request(call)
         if preflight:
             raise MethodNotAllowed("OPTIONS", [binding.http_method])
-        upstream = request.app[UPSTREAMS][call.upstream]
+        upstream = snapshot.upstreams[call.upstream]
         response = await rest.handle(request, call, runtime, upstream, binding, variables)
         call.grpc_code = call.grpc_code or "OK"
     except Reply as reply:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.runtime import Runtime
-from gateway.upstream import GrpcUpstream
+from gateway.lifecycle import GatewayState
 
-RUNTIME = web.AppKey("runtime", Runtime)
-UPSTREAMS = web.AppKey("upstreams", dict[str, GrpcUpstream])
+STATE = web.AppKey("state", GatewayState)

@@ -1,52 +1,128 @@
-"""Owners of the long-lived resources: one cleanup context each, start-up before `yield`.
+"""The gateway's long-lived state and its one owner: runtime, upstreams, policies, reloads.
 
-The upstream channels and their health checks live here, created after the app starts and closed
-in reverse order when it stops; background loops run under one `TaskGroup` that shutdown cancels.
-Nothing is created at module level.
+`GatewayState.current` is a `Snapshot` (runtime plus the upstreams it routes to), read once per
+request and swapped by reference. `open` (the public app's cleanup context, start-up before
+`yield`) creates the upstream channels, starts their health checks and the policies; `close` stops
+them in reverse order. `reload` re-reads the config file: a valid one builds a new runtime, reuses
+every upstream whose backend config did not change, starts the new policies, swaps, and retires
+the old policies and channels once in-flight requests had the grace period to finish; an invalid
+one raises and the current snapshot keeps serving. Health loops and retirements run under one
+`TaskGroup` that `close` cancels; nothing is created at module level.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
-from aiohttp import web
+from gateway.config import BackendConfig, load_config
+from gateway.runtime import Runtime, build_runtime
+from gateway.upstream import Upstream, build_upstreams
 
-from gateway.keys import RUNTIME, UPSTREAMS
-from gateway.upstream import build_upstreams
+log = logging.getLogger("portcullis.lifecycle")
 
 
-async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
-    upstreams = build_upstreams(app[RUNTIME].config.backends)
-    app[UPSTREAMS].update(upstreams)
-    stop = asyncio.Event()
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    runtime: Runtime
+    upstreams: Mapping[str, Upstream]
 
-    async def supervise() -> None:
-        async with asyncio.TaskGroup() as group:
-            for upstream in upstreams.values():
-                if upstream.config.health.enabled:
-                    group.create_task(upstream.check_health_forever())
-            await stop.wait()
-            raise asyncio.CancelledError
 
-    supervisor = asyncio.create_task(supervise())
-    try:
-        yield
-    finally:
-        stop.set()
-        supervisor.cancel()
+class GatewayState:
+    def __init__(self, runtime: Runtime, config_path: Path | None = None) -> None:
+        self.config_path = config_path
+        self.current = Snapshot(runtime, {})
+        self.reloads = 0
+        self._group: asyncio.TaskGroup | None = None
+        self._health: dict[int, asyncio.Task[None]] = {}
+        self._stop = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        started = asyncio.Event()
+
+        async def supervise() -> None:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                started.set()
+                await self._stop.wait()
+                for task in list(self._health.values()):
+                    task.cancel()
+                raise asyncio.CancelledError  # ends the group: retirements still pending are cancelled
+
+        self._supervisor = asyncio.create_task(supervise())
+        await started.wait()
+        runtime = self.current.runtime
+        upstreams = build_upstreams(dict(runtime.config.backends))
+        self._watch(upstreams)
+        await runtime.pipeline.start()
+        self.current = Snapshot(runtime, upstreams)
+
+    def _watch(self, upstreams: Mapping[str, Upstream]) -> None:
+        assert self._group is not None
+        for upstream in upstreams.values():
+            if id(upstream) not in self._health and upstream.config.health.enabled:
+                self._health[id(upstream)] = self._group.create_task(upstream.check_health_forever())
+
+    async def reload(self) -> Snapshot:
+        """Swap in the config file as it is now; raises (and keeps serving) if it is invalid."""
+        if self.config_path is None:
+            raise ValueError("this gateway was not started from a config file")
+        async with self._lock:
+            config = load_config(self.config_path)
+            runtime = await asyncio.to_thread(build_runtime, config)
+            old = self.current
+            keep: dict[str, Upstream] = {}
+            fresh: dict[str, BackendConfig] = {}
+            for name, backend in config.backends.items():
+                existing = old.upstreams.get(name)
+                if existing is not None and existing.config == backend:
+                    keep[name] = existing
+                else:
+                    fresh[name] = backend
+            created = build_upstreams(fresh)
+            await runtime.pipeline.start()
+            self._watch(created)
+            self.current = Snapshot(runtime, {**keep, **created})
+            self.reloads += 1
+            retired = [u for name, u in old.upstreams.items() if keep.get(name) is not u]
+            grace = old.runtime.config.server.shutdown_grace_s
+            assert self._group is not None
+            self._group.create_task(self._retire(old, retired, grace))
+            log.info("config reloaded from %s: %d routes", self.config_path, len(runtime.routes.bindings))
+            return self.current
+
+    async def _retire(self, old: Snapshot, upstreams: list[Upstream], grace: float) -> None:
+        """Stop what the old snapshot held once requests that started under it had time to end."""
         try:
-            await supervisor
-        except asyncio.CancelledError:
-            pass
-        await asyncio.gather(*(u.close() for u in upstreams.values()))
+            await asyncio.sleep(grace)
+        finally:
+            await old.runtime.pipeline.stop()
+            for upstream in upstreams:
+                task = self._health.pop(id(upstream), None)
+                if task is not None:
+                    task.cancel()
+                await upstream.close()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._supervisor is not None:
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                pass
+        current = self.current
+        await current.runtime.pipeline.stop()
+        await asyncio.gather(*(u.close() for u in current.upstreams.values()))
 
 
-async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Policies open their clients, files and loops here and close them in reverse order."""
-    pipeline = app[RUNTIME].pipeline
-    await pipeline.start()
+async def state_ctx(state: GatewayState) -> AsyncIterator[None]:
+    await state.open()
     try:
         yield
     finally:
-        await pipeline.stop()
+        await state.close()

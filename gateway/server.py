@@ -3,7 +3,8 @@
 A worker builds its runtime and apps, binds the public listener (SO_REUSEPORT when there are
 several workers) and, in worker 0 only, the admin listener. On SIGTERM or SIGINT it stops accepting,
 lets in-flight requests finish for up to `shutdown_grace_s`, then closes its channels. Workers are
-spawned, not forked: gRPC's core does not survive a fork after it started threads.
+spawned, not forked: gRPC's core does not survive a fork after it started threads. SIGHUP reloads
+the config file and the TLS certificate (the supervisor forwards it to every worker).
 """
 
 from __future__ import annotations
@@ -14,24 +15,63 @@ import multiprocessing
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from gateway.app import build_apps
-from gateway.config import GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.handlers.admin import SUPERVISED_ENV
+from gateway.lifecycle import GatewayState
 from gateway.runtime import build_runtime
+from gateway.tls import CertificateReloader, server_context
 
 log = logging.getLogger("portcullis.server")
 
 
-async def run_worker(config: GatewayConfig, index: int = 0, reuse_port: bool = False) -> None:
+@dataclass
+class Serving:
+    """One worker's listeners and state, started; `stop` drains and closes them in reverse order."""
+
+    state: GatewayState
+    runners: list[web.AppRunner]
+    public_port: int
+    admin_port: int | None
+    certificates: CertificateReloader | None
+
+    async def stop(self) -> None:
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+
+    async def reload(self) -> None:
+        """SIGHUP: the config file and the TLS certificate, each kept as is when the new one is bad."""
+        if self.certificates is not None:
+            self.certificates.reload()
+        if self.state.config_path is not None:
+            try:
+                await self.state.reload()
+            except (ConfigError, ValueError, OSError) as exc:
+                log.error("reload refused, the current config keeps serving:\n%s", exc)
+
+
+async def start_serving(
+    config: GatewayConfig, config_path: Path | None = None, index: int = 0, reuse_port: bool = False
+) -> Serving:
     runtime = await asyncio.to_thread(build_runtime, config)  # reflection blocks: keep it off the loop
-    public, admin = build_apps(runtime)
+    state = GatewayState(runtime, config_path)
+    public, admin = build_apps(state)
+    certificates = None
+    ssl_context = None
+    if config.listen.tls is not None:
+        ssl_context = server_context(config.listen.tls)
+        certificates = CertificateReloader(config.listen.tls, ssl_context)
     grace = config.server.shutdown_grace_s
     runner = web.AppRunner(public, access_log=None, handle_signals=False, shutdown_timeout=grace)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_port=reuse_port, backlog=1024)
+    site = web.TCPSite(
+        runner, config.listen.host, config.listen.port, ssl_context=ssl_context, reuse_port=reuse_port, backlog=1024
+    )
     await site.start()
     runners = [runner]
     admin_port = None
@@ -42,20 +82,36 @@ async def run_worker(config: GatewayConfig, index: int = 0, reuse_port: bool = F
         await admin_site.start()
         runners.insert(0, admin_runner)
         admin_port = _port(admin_runner)
+    return Serving(state, runners, _port(runner), admin_port, certificates)
+
+
+async def run_worker(
+    config: GatewayConfig, config_path: Path | None = None, index: int = 0, reuse_port: bool = False
+) -> None:
+    serving = await start_serving(config, config_path, index, reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    scheme = "https" if config.listen.tls is not None else "http"
     # One parseable line per worker: tests and scripts wait for it and read the ports from it.
     print(
-        f"portcullis: worker {index} pid {os.getpid()} serving http://{config.listen.host}:{_port(runner)}"
-        + (f" admin http://{config.admin.host}:{admin_port}" if admin_port is not None else ""),
+        f"portcullis: worker {index} pid {os.getpid()} serving {scheme}://{config.listen.host}:{serving.public_port}"
+        + (f" admin http://{config.admin.host}:{serving.admin_port}" if serving.admin_port is not None else ""),
         flush=True,
     )
-    await stop.wait()
-    log.info("worker %d stopping: draining for up to %.1fs", index, grace)
-    for r in runners:
-        await r.cleanup()
+    async with asyncio.TaskGroup() as group:
+        loop.add_signal_handler(signal.SIGHUP, lambda: group.create_task(serving.reload()))
+        if serving.certificates is not None:
+            watcher = group.create_task(serving.certificates.watch_forever())
+        else:
+            watcher = None
+        await stop.wait()
+        loop.remove_signal_handler(signal.SIGHUP)
+        if watcher is not None:
+            watcher.cancel()
+    log.info("worker %d stopping: draining for up to %.1fs", index, config.server.shutdown_grace_s)
+    await serving.stop()
 
 
 def _port(runner: web.AppRunner) -> int:
@@ -74,15 +130,16 @@ def _event_loop_run(coro: object) -> None:
 
 def _worker_main(config_path: str, index: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ[SUPERVISED_ENV] = "1"
     config = load_config(config_path)
-    _event_loop_run(run_worker(config, index, reuse_port=True))
+    _event_loop_run(run_worker(config, Path(config_path), index, reuse_port=True))
 
 
 def serve(config_path: Path, workers: int | None = None) -> int:
     config = load_config(config_path)
     count = workers or config.server.workers
     if count == 1:
-        _event_loop_run(run_worker(config))
+        _event_loop_run(run_worker(config, config_path))
         return 0
     if config.listen.port == 0:
         raise SystemExit("portcullis: --workers > 1 needs a fixed listen port")
@@ -98,6 +155,7 @@ def serve(config_path: Path, workers: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # reload: every worker re-reads the config
     code = 0
     for proc in procs:
         proc.join()

@@ -50,6 +50,14 @@ class Upstream(Protocol):
 
     def healthy(self) -> bool: ...
 
+    config: BackendConfig
+
+    def health_report(self) -> dict[str, bool]: ...
+
+    async def check_health_forever(self) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 def _identity(data: bytes) -> bytes:
     return data

@@ -7,18 +7,16 @@ session. Everything is stopped at the end of each test.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from gateway.app import build_apps
 from gateway.config import GatewayConfig
-from gateway.runtime import build_runtime
+from gateway.server import Serving, start_serving
 from tests.support import echo_backend, library_backend
 from tests.support.serving import RunningServer
 
@@ -35,6 +33,7 @@ class Gateway:
     admin: str
     http: aiohttp.ClientSession
     config: GatewayConfig
+    serving: Serving
 
 
 def demo_config(backends: Backends, **overrides: Any) -> dict[str, Any]:
@@ -66,37 +65,33 @@ async def demo_backends() -> AsyncIterator[Backends]:
         await library.stop(0)
 
 
-StartGateway = Callable[[dict[str, Any]], Awaitable[Gateway]]
+StartGateway = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
 async def start_gateway() -> AsyncIterator[StartGateway]:
-    runners: list[web.AppRunner] = []
+    servings: list[Serving] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(raw: dict[str, Any]) -> Gateway:
+    async def start(raw: dict[str, Any], config_path: Path | None = None) -> Gateway:
         config = GatewayConfig.model_validate(raw)
-        # Off the loop: a reflection source makes blocking calls to backends served on this loop.
-        public, admin = build_apps(await asyncio.to_thread(build_runtime, config))
-        urls = []
-        for app in (public, admin):
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            runners.append(runner)
-            urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        serving = await start_serving(config, config_path)
+        servings.append(serving)
+        scheme = "https" if config.listen.tls is not None else "http"
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         sessions.append(session)
-        return Gateway(urls[0], urls[1], session, config)
+        return Gateway(
+            f"{scheme}://127.0.0.1:{serving.public_port}", f"http://127.0.0.1:{serving.admin_port}",
+            session, config, serving,
+        )
 
     try:
         yield start
     finally:
         for session in sessions:
             await session.close()
-        for runner in reversed(runners):
-            await runner.cleanup()
+        for serving in reversed(servings):
+            await serving.stop()
 
 
 @pytest.fixture
