@@ -35,10 +35,17 @@ def cpu_ticks(pid: int) -> int:
 class Served:
     def __init__(self, proc: asyncio.subprocess.Process, url: str, workers: dict[int, int]) -> None:
         self.proc, self.url, self.workers = proc, url, workers
+        self.admin = ""
+        self.raw: dict = {}
+        self.path = Path()
 
 
 async def serve(tmp_path: Path, backends: Backends, workers: int = 1) -> Served:
     raw = demo_config(backends)
+    return await serve_config(tmp_path, raw, workers)
+
+
+async def serve_config(tmp_path: Path, raw: dict, workers: int = 1) -> Served:
     raw["listen"]["port"] = free_port()
     raw["admin"]["port"] = free_port()
     raw["server"] = {"shutdown_grace_s": 5}
@@ -55,7 +62,10 @@ async def serve(tmp_path: Path, backends: Backends, workers: int = 1) -> Served:
         assert line, "gateway exited before serving"
         if match := READY.search(line):
             seen[int(match.group(1))] = int(match.group(2))
-    return Served(proc, f"http://127.0.0.1:{raw['listen']['port']}", seen)
+    served = Served(proc, f"http://127.0.0.1:{raw['listen']['port']}", seen)
+    served.admin = f"http://127.0.0.1:{raw['admin']['port']}"
+    served.raw, served.path = raw, path
+    return served
 
 
 @pytest.fixture
@@ -110,3 +120,30 @@ async def test_two_workers_share_the_port(tmp_path: Path, demo_backends: Backend
     assert await asyncio.wait_for(served.proc.wait(), 15) == 0
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+async def test_reload_reaches_every_worker(tmp_path: Path, demo_backends: Backends,
+                                           stopper: list[asyncio.subprocess.Process]) -> None:
+    served = await serve(tmp_path, demo_backends, workers=2)
+    stopper.append(served.proc)
+    raw = served.raw
+    raw["services"]["echo.v1.EchoService"]["transcoding"] = {"reject_unknown_query_parameters": False}
+    served.path.write_text(yaml.safe_dump(raw))
+    async with aiohttp.ClientSession() as http, http.post(f"{served.admin}/admin/reload") as r:
+        assert r.status == 202  # worker 0 asks the supervisor, which signals every worker
+
+    async def lenient() -> bool:
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as http, http.get(
+            f"{served.url}/v1/items/1?nope=1"
+        ) as r:
+            return r.status == 200
+
+    for _ in range(50):
+        results = await asyncio.gather(*(lenient() for _ in range(40)))
+        if all(results):
+            break
+        await asyncio.sleep(0.1)
+    assert all(results), "every worker should serve the reloaded config"
+    served.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(served.proc.wait(), 15) == 0
