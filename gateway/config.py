@@ -40,6 +40,14 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1, description="Largest request body accepted; larger is a 413."
     )
+    max_connections: int = Field(10_000, ge=1, description="Open client connections per worker; more get a 503.")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A new connection must send a complete request head within this (slow loris)."
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="Reading a request body may take this long; then 408.")
+    idle_timeout_s: float = Field(60.0, gt=0, description="Keep-alive connections idle longer are closed.")
+    max_header_bytes: int = Field(8190, ge=256, description="Longest request line or header field.")
+    max_headers: int = Field(100, ge=1, description="Most header fields in one request.")
 
 
 class StubsSource(_Model):
@@ -83,6 +91,11 @@ class BackendConfig(_Model):
     tls: BackendTLS | None = Field(None, description="TLS towards the backend; None is plaintext.")
     health: HealthCheck = Field(default_factory=HealthCheck, description="Health checking.")
     channels_per_address: int = Field(1, ge=1, le=16, description="HTTP/2 connections per address.")
+    client: Literal["h2", "grpcio"] = Field(
+        "h2",
+        description="gRPC client: 'h2' is the gateway's lean asyncio HTTP/2 client (gateway/upstreams/), "
+        "'grpcio' is grpc.aio channels.",
+    )
 
     @field_validator("addresses")
     @classmethod

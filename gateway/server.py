@@ -4,7 +4,8 @@ A worker builds its runtime and apps, binds the public listener (SO_REUSEPORT wh
 several workers) and, in worker 0 only, the admin listener. On SIGTERM or SIGINT it stops accepting,
 lets in-flight requests finish for up to `shutdown_grace_s`, then closes its channels. Workers are
 spawned, not forked: gRPC's core does not survive a fork after it started threads. SIGHUP reloads
-the config file and the TLS certificate (the supervisor forwards it to every worker).
+the config file and the TLS certificate (the supervisor forwards it to every worker). With several
+workers the supervisor gives them one fresh Prometheus multiprocess directory, removed at exit.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway import metrics_registry
 from gateway.app import build_apps
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.handlers.admin import SUPERVISED_ENV
 from gateway.lifecycle import GatewayState
+from gateway.listener import ConnectionGuard, Listener
 from gateway.runtime import build_runtime
 from gateway.tls import CertificateReloader, server_context
 
@@ -35,14 +38,14 @@ class Serving:
     """One worker's listeners and state, started; `stop` drains and closes them in reverse order."""
 
     state: GatewayState
-    runners: list[web.AppRunner]
+    listeners: list[Listener]
     public_port: int
     admin_port: int | None
     certificates: CertificateReloader | None
 
     async def stop(self) -> None:
-        for runner in reversed(self.runners):
-            await runner.cleanup()
+        for listener in reversed(self.listeners):
+            await listener.stop()
 
     async def reload(self) -> None:
         """SIGHUP: the config file and the TLS certificate, each kept as is when the new one is bad."""
@@ -66,23 +69,32 @@ async def start_serving(
     if config.listen.tls is not None:
         ssl_context = server_context(config.listen.tls)
         certificates = CertificateReloader(config.listen.tls, ssl_context)
-    grace = config.server.shutdown_grace_s
-    runner = web.AppRunner(public, access_log=None, handle_signals=False, shutdown_timeout=grace)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, config.listen.host, config.listen.port, ssl_context=ssl_context, reuse_port=reuse_port, backlog=1024
+    limits = config.server
+    runner = web.AppRunner(
+        public,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=limits.shutdown_grace_s,
+        keepalive_timeout=limits.idle_timeout_s,
+        max_line_size=limits.max_header_bytes,
+        max_field_size=limits.max_header_bytes,
+        max_headers=limits.max_headers,
     )
-    await site.start()
-    runners = [runner]
+    await runner.setup()
+    metrics_registry.count_connections(runner)
+    public_listener = Listener(runner, ConnectionGuard(limits.max_connections, limits.header_timeout_s))
+    public_port = await public_listener.start(
+        config.listen.host, config.listen.port, ssl_context, reuse_port
+    )
+    listeners = [public_listener]
     admin_port = None
     if index == 0:
         admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await admin_runner.setup()
-        admin_site = web.TCPSite(admin_runner, config.admin.host, config.admin.port, reuse_port=reuse_port)
-        await admin_site.start()
-        runners.insert(0, admin_runner)
-        admin_port = _port(admin_runner)
-    return Serving(state, runners, _port(runner), admin_port, certificates)
+        admin_listener = Listener(admin_runner, ConnectionGuard(256, limits.header_timeout_s))
+        admin_port = await admin_listener.start(config.admin.host, config.admin.port, None, reuse_port)
+        listeners.insert(0, admin_listener)
+    return Serving(state, listeners, public_port, admin_port, certificates)
 
 
 async def run_worker(
@@ -114,11 +126,6 @@ async def run_worker(
     await serving.stop()
 
 
-def _port(runner: web.AppRunner) -> int:
-    addresses = runner.addresses
-    return int(addresses[0][1]) if addresses else 0
-
-
 def _event_loop_run(coro: object) -> None:
     try:
         import uvloop
@@ -143,6 +150,12 @@ def serve(config_path: Path, workers: int | None = None) -> int:
         return 0
     if config.listen.port == 0:
         raise SystemExit("portcullis: --workers > 1 needs a fixed listen port")
+    with metrics_registry.worker_metrics_dir() as metrics_dir:
+        return _supervise(config_path, count, metrics_dir)
+
+
+def _supervise(config_path: Path, count: int, metrics_dir: Path) -> int:
+    """Spawn the workers (they inherit the metrics directory) and wait for them all."""
     context = multiprocessing.get_context("spawn")
     procs = [context.Process(target=_worker_main, args=(str(config_path), i), daemon=False) for i in range(count)]
     for proc in procs:
@@ -159,6 +172,7 @@ def serve(config_path: Path, workers: int | None = None) -> int:
     code = 0
     for proc in procs:
         proc.join()
+        metrics_registry.worker_exited(proc.pid, metrics_dir)
         code = code or (proc.exitcode or 0)
     return max(code, 0)
 

@@ -9,6 +9,7 @@ upstream module). `translators.status` renders it as HTTP.
     ├── NotFound          NOT_FOUND, no route
     ├── MethodNotAllowed  no binding for this HTTP method on a matching path (rendered 405)
     ├── PayloadTooLarge   rendered 413
+    ├── RequestTimeout    a body sent too slowly, rendered 408
     └── UnsupportedMediaType  rendered 415
 """
 
@@ -73,6 +74,13 @@ class PayloadTooLarge(GatewayError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body larger than {limit} bytes")
+
+
+class RequestTimeout(GatewayError):
+    http_status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, f"request body not received within {seconds:g}s")
 
 
 class UnsupportedMediaType(GatewayError):

@@ -8,6 +8,7 @@ answer newline-delimited JSON, one `{"result": ...}` line per message and a fina
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -18,7 +19,7 @@ from google.protobuf.message import DecodeError
 from gateway.call import Call
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
-from translators.errors import GatewayError, PayloadTooLarge
+from translators.errors import GatewayError, PayloadTooLarge, RequestTimeout
 from translators.metadata import parse_grpc_timeout, response_headers, to_metadata
 from translators.request import build_request
 from translators.response import render, to_json_value
@@ -28,17 +29,22 @@ from translators.status import render_status
 JSON = "application/json"
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing more than `limit` bytes before reading them when the length is known."""
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, refusing more than `limit` bytes before reading them when the length is known,
+    and a client that sends it slower than `timeout_s` allows (408)."""
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(limit)
     chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(timeout_s) from None
     return b"".join(chunks)
 
 
@@ -74,7 +80,8 @@ async def handle(
             grpc.StatusCode.UNIMPLEMENTED, f"{binding.rpc_path} is client-streaming: not served over plain HTTP"
         )
     options = binding.request.options
-    body = await read_body(request, options.max_body_bytes) if binding.request.takes_body else b""
+    limits = runtime.config.server
+    body = await read_body(request, options.max_body_bytes, limits.body_timeout_s) if binding.request.takes_body else b""
     call.bytes_in = len(body)
     query = request.query.items()
     if call.hidden_query:
@@ -107,6 +114,7 @@ async def _stream(
     metadata: list[tuple[str, str | bytes]], timeout: float,
 ) -> web.StreamResponse:
     response: web.StreamResponse | None = None
+    started = time.perf_counter()
     stream = upstream.server_stream(binding.rpc_path, payload, metadata, timeout)
     try:
         async for raw in stream:
@@ -126,6 +134,7 @@ async def _stream(
         await response.write(line + b"\n")
     finally:
         await stream.aclose()
+        call.upstream_s = time.perf_counter() - started  # a stream's upstream time is the whole stream
     if response is None:  # an empty stream still answers 200 with no lines
         response = _stream_response(call)
         await response.prepare(request)

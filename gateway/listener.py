@@ -1,0 +1,126 @@
+"""The public listener's connection guard: connection limit and request-head timeout.
+
+aiohttp's own keep-alive timer does not cover a connection's first request, so a client that
+trickles its first request head forever (slow loris) would hold a connection; and aiohttp has no
+connection limit. `GuardedProtocol` wraps each aiohttp `RequestHandler` (composition: every protocol
+call is forwarded) to add both: a connection over `max_connections` gets a 503 and is closed at
+once, and a connection whose request head has not fully arrived (`\\r\\n\\r\\n` seen) within
+`header_timeout_s` of opening is closed. After the first request aiohttp's keep-alive timer covers
+later request heads. `Listener` binds the socket with this factory and closes it before the runner
+drains, so shutdown stops accepting first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+_REFUSAL_BODY = b'{"code":14,"message":"too many connections to the gateway","details":[]}'
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+)
+
+
+@dataclass(slots=True)
+class ConnectionGuard:
+    max_connections: int
+    header_timeout_s: float
+    open: int = 0
+    refused: int = 0
+    timed_out: int = 0
+
+
+class GuardedProtocol(asyncio.Protocol):
+    __slots__ = ("_counted", "_guard", "_inner", "_tail", "_timer", "_transport")
+
+    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+        self._timer: asyncio.TimerHandle | None = None
+        self._tail = b""
+        self._transport: asyncio.Transport | None = None
+        self._counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guard = self._guard
+        self._transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
+        if guard.open >= guard.max_connections:
+            guard.refused += 1
+            transport.write(_REFUSAL)
+            transport.close()
+            return
+        guard.open += 1
+        self._counted = True
+        self._timer = asyncio.get_running_loop().call_later(guard.header_timeout_s, self._expire)
+        self._inner.connection_made(transport)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._guard.timed_out += 1
+        if self._transport is not None:
+            self._transport.close()  # aiohttp sees connection_lost and cleans up its handler
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            window = self._tail + data
+            if b"\r\n\r\n" in window:
+                self._timer.cancel()
+                self._timer = None
+                self._tail = b""
+            else:
+                self._tail = window[-3:]
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._counted:
+            self._guard.open -= 1
+            self._counted = False
+            self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class Listener:
+    """One bound socket serving an `AppRunner` through the guard."""
+
+    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard) -> None:
+        self.runner = runner
+        self.guard = guard
+        self._server: asyncio.Server | None = None
+
+    async def start(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None, reuse_port: bool, backlog: int = 1024
+    ) -> int:
+        factory = self.runner.server
+        assert factory is not None
+        guard = self.guard
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: GuardedProtocol(factory(), guard),
+            host,
+            port,
+            ssl=ssl_context,
+            reuse_port=reuse_port or None,
+            backlog=backlog,
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop accepting, then let the runner drain in-flight requests and close."""
+        if self._server is not None:
+            self._server.close()
+        await self.runner.cleanup()
