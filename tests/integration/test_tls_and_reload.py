@@ -36,7 +36,7 @@ def client_context(pki: Pki, with_cert: bool = False) -> ssl.SSLContext:
 
 
 async def peer_certificate(port: int, context: ssl.SSLContext) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
     try:
         return writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     finally:
@@ -54,7 +54,7 @@ async def test_https_serves_with_tls12_or_better(demo_backends: Backends, start_
         async with gw.http.get(f"{gw.url}/v1/items/1", ssl=ssl.create_default_context()):
             pass
     old = client_context(pki)
-    old.maximum_version = ssl.TLSVersion.TLSv1_1  # noqa: the deprecated version is the point
+    old.maximum_version = ssl.TLSVersion.TLSv1_1  # the deprecated version is the point
     old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     with pytest.raises((ssl.SSLError, aiohttp.ClientError)):
         async with gw.http.get(f"{gw.url}/v1/items/1", ssl=old):
