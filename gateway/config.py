@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.resilience import RetryBudgetConfig, RetryConfig
 from gateway.tls import ListenerTLS
 from translators.options import TranscodeOptions
 
@@ -86,10 +87,24 @@ class HealthCheck(_Model):
     service: str = Field("", description="Service name to ask about; empty asks about the server.")
 
 
+class OutlierConfig(_Model):
+    enabled: bool = Field(True, description="Eject addresses that keep failing.")
+    consecutive_failures: int = Field(5, ge=1, description="UNAVAILABLE failures in a row before ejection.")
+    base_ejection_s: float = Field(10.0, gt=0, description="Ejection time; multiplied by the ejection count.")
+    max_ejection_multiplier: int = Field(10, ge=1, description="Cap on that multiplier.")
+    max_ejection_percent: float = Field(
+        100.0, gt=0, le=100, description="Most addresses ejected at once (at least one can always be)."
+    )
+
+
 class BackendConfig(_Model):
     addresses: tuple[str, ...] = Field(min_length=1, description="host:port list, used round robin.")
     tls: BackendTLS | None = Field(None, description="TLS towards the backend; None is plaintext.")
     health: HealthCheck = Field(default_factory=HealthCheck, description="Health checking.")
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig, description="Outlier ejection per address.")
+    retry_budget: RetryBudgetConfig = Field(
+        default_factory=RetryBudgetConfig, description="Retry throttling shared by all calls to this backend."
+    )
     channels_per_address: int = Field(1, ge=1, le=16, description="HTTP/2 connections per address.")
     client: Literal["h2", "grpcio"] = Field(
         "h2",
@@ -128,6 +143,7 @@ def _options_dict(options: TranscodeOptions) -> dict[str, object]:
 
 class MethodConfig(_Model):
     timeout_ms: int | None = Field(None, ge=1, description="Deadline of this method; overrides the service's.")
+    retry: RetryConfig | None = Field(None, description="Retries of this method; overrides the service's.")
     transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig, description="Overrides.")
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-method policy settings, by policy name, over the service's."
@@ -137,6 +153,7 @@ class MethodConfig(_Model):
 class ServiceConfig(_Model):
     backend: str = Field(description="Backend name that serves this service.")
     timeout_ms: int = Field(15000, ge=1, description="Default deadline of the service's calls.")
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries of UNAVAILABLE calls.")
     transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig, description="Overrides.")
     methods: dict[str, MethodConfig] = Field(default_factory=dict, description="Per-method overrides.")
     policies: dict[str, dict[str, Any]] = Field(
@@ -203,6 +220,12 @@ class GatewayConfig(_Model):
             if override is not None:
                 options = override.transcoding.over(options)
         return options
+
+    def retry_for(self, method: str) -> RetryConfig:
+        service_name, _, method_name = method.rpartition(".")
+        service = self.services[service_name]
+        override = service.methods.get(method_name)
+        return override.retry if override is not None and override.retry is not None else service.retry
 
     def timeout_s(self, method: str) -> float:
         service_name, _, method_name = method.rpartition(".")

@@ -18,11 +18,16 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.balancer import build_balanced
 from gateway.config import BackendConfig, load_config
 from gateway.runtime import Runtime, build_runtime
 from gateway.upstream import Upstream, build_upstreams
 
 log = logging.getLogger("portcullis.lifecycle")
+
+
+def _build(backends: dict[str, BackendConfig]) -> dict[str, Upstream]:
+    return dict(build_balanced(backends, lambda name, config: build_upstreams({name: config})[name]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,7 @@ class GatewayState:
         self._supervisor = asyncio.create_task(supervise())
         await started.wait()
         runtime = self.current.runtime
-        upstreams = build_upstreams(dict(runtime.config.backends))
+        upstreams = _build(dict(runtime.config.backends))
         self._watch(upstreams)
         await runtime.pipeline.start()
         self.current = Snapshot(runtime, upstreams)
@@ -84,7 +89,7 @@ class GatewayState:
                     keep[name] = existing
                 else:
                     fresh[name] = backend
-            created = build_upstreams(fresh)
+            created = _build(fresh)
             await runtime.pipeline.start()
             self._watch(created)
             self.current = Snapshot(runtime, {**keep, **created})

@@ -50,8 +50,8 @@ class GuardedProtocol(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
         if guard.open >= guard.max_connections:
             guard.refused += 1
-            transport.write(_REFUSAL)
-            transport.close()
+            self._transport.write(_REFUSAL)
+            self._transport.close()
             return
         guard.open += 1
         self._counted = True

@@ -17,6 +17,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from gateway.call import Call
+from gateway.resilience import with_retries
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
 from translators.errors import GatewayError, PayloadTooLarge, RequestTimeout
@@ -94,7 +95,13 @@ async def handle(
         return await _stream(request, call, upstream, binding, payload, metadata, timeout)
     started = time.perf_counter()
     try:
-        result = await upstream.unary(binding.rpc_path, payload, metadata, timeout)
+        result = await with_retries(
+            lambda remaining: upstream.unary(binding.rpc_path, payload, metadata, remaining),
+            runtime.config.retry_for(binding.name.split("#", 1)[0]),
+            request.method,
+            timeout,
+            getattr(upstream, "retry_budget", None),
+        )
     finally:
         call.upstream_s = time.perf_counter() - started
     try:
