@@ -41,6 +41,7 @@ class UnaryResult:
 
 class Upstream(Protocol):
     name: str
+    addresses: tuple[str, ...]
 
     async def unary(self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float) -> UnaryResult: ...
 
@@ -175,8 +176,14 @@ def _credentials(config: BackendConfig) -> grpc.ChannelCredentials | None:
     )
 
 
-def build_upstreams(backends: dict[str, BackendConfig]) -> dict[str, GrpcUpstream]:
-    return {name: GrpcUpstream(name, cfg) for name, cfg in backends.items()}
+def build_upstreams(backends: dict[str, BackendConfig]) -> dict[str, Upstream]:
+    """One upstream per backend, of the client its config names: "h2" (gateway/upstreams/) or "grpcio"."""
+    from gateway.upstreams.h2 import H2Upstream  # it imports this module: bind at call time
+
+    return {
+        name: H2Upstream(name, cfg) if cfg.client == "h2" else GrpcUpstream(name, cfg)
+        for name, cfg in backends.items()
+    }
 
 
 __all__: Sequence[str] = ("GrpcUpstream", "UnaryResult", "Upstream", "build_upstreams", "translate_rpc_error")

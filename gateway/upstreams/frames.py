@@ -47,10 +47,20 @@ ENHANCE_YOUR_CALM = 0xB
 INADEQUATE_SECURITY = 0xC
 HTTP_1_1_REQUIRED = 0xD
 ERROR_NAMES = {
-    0x0: "NO_ERROR", 0x1: "PROTOCOL_ERROR", 0x2: "INTERNAL_ERROR", 0x3: "FLOW_CONTROL_ERROR",
-    0x4: "SETTINGS_TIMEOUT", 0x5: "STREAM_CLOSED", 0x6: "FRAME_SIZE_ERROR", 0x7: "REFUSED_STREAM",
-    0x8: "CANCEL", 0x9: "COMPRESSION_ERROR", 0xA: "CONNECT_ERROR", 0xB: "ENHANCE_YOUR_CALM",
-    0xC: "INADEQUATE_SECURITY", 0xD: "HTTP_1_1_REQUIRED",
+    0x0: "NO_ERROR",
+    0x1: "PROTOCOL_ERROR",
+    0x2: "INTERNAL_ERROR",
+    0x3: "FLOW_CONTROL_ERROR",
+    0x4: "SETTINGS_TIMEOUT",
+    0x5: "STREAM_CLOSED",
+    0x6: "FRAME_SIZE_ERROR",
+    0x7: "REFUSED_STREAM",
+    0x8: "CANCEL",
+    0x9: "COMPRESSION_ERROR",
+    0xA: "CONNECT_ERROR",
+    0xB: "ENHANCE_YOUR_CALM",
+    0xC: "INADEQUATE_SECURITY",
+    0xD: "HTTP_1_1_REQUIRED",
 }
 
 # Settings (RFC 9113 6.5.2).
@@ -149,6 +159,12 @@ def split_frames(data: bytes, max_frame: int = MAX_FRAME_LIMIT) -> tuple[list[Fr
         frames.append(Frame(frame_type, flags, stream_id & 0x7FFFFFFF, data[pos + 9 : stop]))
         pos = stop
     return frames, pos
+
+
+def frame_length(data: bytes) -> int:
+    """The payload length in the frame header at the start of `data` (at least 9 bytes)."""
+    hi, lo = HEAD.unpack_from(data)[:2]
+    return int(hi << 16 | lo)
 
 
 def strip_padding(flags: int, payload: bytes) -> bytes:

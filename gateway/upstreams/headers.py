@@ -24,19 +24,67 @@ Field = tuple[str, str]
 
 # RFC 7541 Appendix A.
 STATIC_TABLE: tuple[tuple[str, str], ...] = (
-    (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"), (":path", "/index.html"),
-    (":scheme", "http"), (":scheme", "https"), (":status", "200"), (":status", "204"), (":status", "206"),
-    (":status", "304"), (":status", "400"), (":status", "404"), (":status", "500"), ("accept-charset", ""),
-    ("accept-encoding", "gzip, deflate"), ("accept-language", ""), ("accept-ranges", ""), ("accept", ""),
-    ("access-control-allow-origin", ""), ("age", ""), ("allow", ""), ("authorization", ""),
-    ("cache-control", ""), ("content-disposition", ""), ("content-encoding", ""), ("content-language", ""),
-    ("content-length", ""), ("content-location", ""), ("content-range", ""), ("content-type", ""),
-    ("cookie", ""), ("date", ""), ("etag", ""), ("expect", ""), ("expires", ""), ("from", ""), ("host", ""),
-    ("if-match", ""), ("if-modified-since", ""), ("if-none-match", ""), ("if-range", ""),
-    ("if-unmodified-since", ""), ("last-modified", ""), ("link", ""), ("location", ""), ("max-forwards", ""),
-    ("proxy-authenticate", ""), ("proxy-authorization", ""), ("range", ""), ("referer", ""), ("refresh", ""),
-    ("retry-after", ""), ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""),
-    ("transfer-encoding", ""), ("user-agent", ""), ("vary", ""), ("via", ""), ("www-authenticate", ""),
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
 )
 _STATIC_LEN = len(STATIC_TABLE)
 _ENTRY_OVERHEAD = 32  # RFC 7541 4.1
@@ -49,6 +97,7 @@ class HeaderError(ValueError):
 
 
 # ---- encoding ---------------------------------------------------------------------------------------
+
 
 def _integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
     """RFC 7541 5.1 integer with an N-bit prefix; `first` holds the pattern bits above the prefix."""
@@ -74,17 +123,17 @@ def _string(data: bytes) -> bytes:
 
 
 def literal(name: bytes, value: bytes) -> bytes:
-    """"Literal header field without indexing, new name" (RFC 7541 6.2.2), no Huffman."""
+    """ "Literal header field without indexing, new name" (RFC 7541 6.2.2), no Huffman."""
     return b"\x00" + _string(name) + _string(value)
 
 
 def literal_indexed_name(index: int, value: bytes) -> bytes:
-    """"Literal header field without indexing, indexed name": the name from the static table."""
+    """ "Literal header field without indexing, indexed name": the name from the static table."""
     return _integer(index, 4) + _string(value)
 
 
 def indexed(index: int) -> bytes:
-    """"Indexed header field" (RFC 7541 6.1): a whole static-table entry in one or two octets."""
+    """ "Indexed header field" (RFC 7541 6.1): a whole static-table entry in one or two octets."""
     return _integer(index, 7, 0x80)
 
 
@@ -129,6 +178,7 @@ def metadata_block(metadata: Iterable[tuple[str, str | bytes]]) -> bytes:
 
 
 # ---- decoding ---------------------------------------------------------------------------------------
+
 
 class HeaderDecoder:
     """RFC 7541 decoder with its dynamic table; `mutations` counts every change of that table."""

@@ -10,6 +10,7 @@ repeats the same few header values, and this loop costs about a microsecond per 
 from __future__ import annotations
 
 # Code length of each symbol 0..256 (256 is EOS), straight from RFC 7541 Appendix B.
+# fmt: off
 _LENGTHS = (
     13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28, 28, 28,
     28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5, 5, 6, 6, 6, 6, 6,
@@ -22,6 +23,7 @@ _LENGTHS = (
     20, 21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27,
     27, 27, 27, 26, 30,
 )
+# fmt: on
 _EOS = 256
 _MAX_LEN = 30
 _PEEK = 8
