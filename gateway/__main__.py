@@ -1,4 +1,4 @@
-"""The `portcullis` command: serve, check and openapi (later: keys, screening and models)."""
+"""The `portcullis` command: serve, check, openapi and keys (later: screening and models)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("-c", "--config", type=Path, required=True)
     p_openapi = sub.add_parser("openapi", help="print the OpenAPI 3 document of a config")
     p_openapi.add_argument("-c", "--config", type=Path, required=True)
+    from gateway.policies.auth import keys_cli
+
+    keys_cli.register(sub)
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return keys_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":

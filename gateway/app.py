@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import edge, lifecycle
+from gateway import edge, lifecycle, metrics_registry
 from gateway.handlers import admin
 from gateway.keys import STATE
 from gateway.lifecycle import GatewayState
@@ -36,5 +36,6 @@ def build_apps(state: GatewayState) -> tuple[web.Application, web.Application]:
     admin_app.router.add_get("/readyz", admin.readyz)
     admin_app.router.add_get("/routes", admin.routes)
     admin_app.router.add_get("/openapi.json", admin.openapi)
+    admin_app.router.add_get("/metrics", metrics_registry.metrics_handler(lambda: state.current.upstreams))
     admin_app.router.add_post("/admin/reload", admin.reload)
     return public, admin_app

@@ -27,11 +27,18 @@ class PolicySpec:
 
 def _registry() -> dict[str, PolicySpec]:
     # Imported here so that each policy module stays importable on its own.
-    from gateway.policies import access_log, cors
+    from gateway.policies import access_log, cors, metrics, rate_limit, tracing
+    from gateway.policies.auth import api_key, authorize, jwt
 
     return {
         "access_log": PolicySpec(access_log.AccessLogConfig, access_log.build),
         "cors": PolicySpec(cors.CorsConfig, cors.build),
+        "api_key": PolicySpec(api_key.ApiKeyConfig, api_key.build),
+        "jwt": PolicySpec(jwt.JwtConfig, jwt.build),
+        "authorize": PolicySpec(authorize.AuthorizeConfig, authorize.build),
+        "metrics": PolicySpec(metrics.MetricsConfig, metrics.build),
+        "tracing": PolicySpec(tracing.TracingConfig, tracing.build),
+        "rate_limit": PolicySpec(rate_limit.RateLimitConfig, rate_limit.build),
     }
 
 

@@ -1,0 +1,203 @@
+"""Every Prometheus metric of the gateway, declared here, and how they are exposed at `/metrics`.
+
+Policies import the metric they write and increment it; nothing else declares one (Envoy's
+`stats.h`). Names are `portcullis_<area>_<what>`. Label values must come from bounded sets (route
+names, backend names, status codes, reason words), never from client input as such.
+
+Several workers (`serve --workers N`) share one port; the supervisor gives them one fresh directory
+in `PROMETHEUS_MULTIPROC_DIR` before spawning them (`worker_metrics_dir`), so prometheus-client
+writes every value to per-process files there and worker 0, which alone serves the admin listener,
+adds them up at scrape time (`MultiProcessCollector`). prometheus-client picks its mode once, when
+it is first imported, from that variable: a worker process is spawned with it already set. With one
+worker there is no directory and the process's own registry is exposed.
+
+Upstream health is not stored: `portcullis_upstream_healthy` is read from the upstreams'
+`health_report()` at scrape time, so it is the view of the worker that serves the scrape.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Seconds; finer than the client's default at the low end, where a gateway hop lives.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# No `*_created` series: multiprocess mode has none, so one worker and N workers expose the same names.
+disable_created_metrics()
+REGISTRY = CollectorRegistry(auto_describe=True)  # what one worker exposes when it is alone
+# Read once, as prometheus-client itself does on import: the mode cannot change in a running process.
+_SHARED_DIR = os.environ.get(MULTIPROC_ENV) or None
+
+# --- metrics: the policies and the server write these ---------------------------------------------
+HTTP_REQUESTS = Counter(
+    "portcullis_http_requests_total",
+    "Requests answered, by route, HTTP method and status.",
+    ("route", "method", "status"),
+    registry=REGISTRY,
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "portcullis_http_request_duration_seconds",
+    "Time from the request's arrival to its completion, by route.",
+    ("route",),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM_DURATION = Histogram(
+    "portcullis_upstream_duration_seconds",
+    "Time spent in the backend call (a whole stream for streams).",
+    ("route", "upstream"),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+HTTP_REQUESTS_IN_FLIGHT = Gauge(
+    "portcullis_http_requests_in_flight",
+    "Requests past routing and not yet completed.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+HTTP_CONNECTIONS_OPEN = Gauge(
+    "portcullis_http_connections_open",
+    "Open client connections on the public listener.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+# route: call.route, or "unmatched"; limit: the limit's configured name.
+RATELIMIT_REJECTIONS = Counter(
+    "portcullis_ratelimit_rejections_total",
+    "Requests refused by a rate limit, by route and limit name.",
+    ("route", "limit"),
+    registry=REGISTRY,
+)
+# reason: one word from a fixed set the auth policy defines (e.g. missing, invalid, expired, forbidden).
+AUTH_FAILURES = Counter(
+    "portcullis_auth_failures_total",
+    "Requests refused by authentication or authorization, by reason.",
+    ("reason",),
+    registry=REGISTRY,
+)
+TRACING_SPANS_FAILED = Counter(
+    "portcullis_tracing_spans_failed_total",
+    "Spans the OTLP exporter failed to deliver, after its own retries; they are dropped.",
+    registry=REGISTRY,
+)
+# Collected at scrape time from each upstream's health_report(); never stored.
+UPSTREAM_HEALTHY = "portcullis_upstream_healthy"
+
+
+class HealthReporter(Protocol):
+    def health_report(self) -> Mapping[str, bool]: ...
+
+
+class UpstreamHealth(Collector):
+    """`portcullis_upstream_healthy{upstream,address}`: 1 while the address passes its health check."""
+
+    def __init__(self, upstreams: Mapping[str, HealthReporter]) -> None:
+        self.upstreams = upstreams
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            UPSTREAM_HEALTHY,
+            "1 when the backend address passes its health check, else 0.",
+            labels=("upstream", "address"),
+        )
+        for name, upstream in sorted(self.upstreams.items()):
+            for address, ok in sorted(upstream.health_report().items()):
+                family.add_metric((name, address), 1.0 if ok else 0.0)
+        yield family
+
+
+def multiprocess_dir() -> str | None:
+    """The shared directory when prometheus-client runs in multiprocess mode, else None."""
+    return _SHARED_DIR
+
+
+def render(upstreams: Mapping[str, HealthReporter]) -> bytes:
+    """The Prometheus text exposition of every metric, all workers added up when there are several."""
+    registry = CollectorRegistry()  # per scrape: it holds no state and costs nothing to make
+    shared = multiprocess_dir()
+    if shared is not None:
+        multiprocess.MultiProcessCollector(registry, path=shared)
+    else:
+        registry.register(REGISTRY)
+    registry.register(UpstreamHealth(upstreams))
+    return generate_latest(registry)
+
+
+def metrics_handler(
+    upstreams: Callable[[], Mapping[str, HealthReporter]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`GET /metrics` for the admin app; `upstreams` gives the ones serving now (a reload swaps them)."""
+
+    async def serve_metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=render(upstreams()), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+    return serve_metrics
+
+
+def count_connections(runner: web.AppRunner) -> None:
+    """Keep `portcullis_http_connections_open` equal to the open connections of `runner`'s server.
+
+    aiohttp has no connection signal, but its low-level `Server` is told of every connection made
+    and lost by the protocol; the two hooks are wrapped on this one instance, after `setup()`.
+    """
+    server = runner.server
+    if server is None:
+        raise RuntimeError("count_connections needs a runner that was set up")
+    made, lost = server.connection_made, server.connection_lost
+
+    def connection_made(handler: web.RequestHandler, transport: object) -> None:
+        made(handler, transport)  # type: ignore[arg-type]
+        HTTP_CONNECTIONS_OPEN.inc()
+
+    def connection_lost(handler: web.RequestHandler, exc: BaseException | None = None) -> None:
+        lost(handler, exc)
+        HTTP_CONNECTIONS_OPEN.dec()
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+
+@contextmanager
+def worker_metrics_dir() -> Iterator[Path]:
+    """A fresh multiprocess directory in the environment of the workers spawned inside; removed after.
+
+    Always a new one: values left by an earlier run would be added to this run's.
+    """
+    path = Path(tempfile.mkdtemp(prefix="portcullis-metrics-"))
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_exited(pid: int | None, path: Path) -> None:
+    """Drop a dead worker's live gauges (in flight, connections); its counters stay in the totals."""
+    if pid is not None:
+        multiprocess.mark_process_dead(pid, str(path))

@@ -1,0 +1,136 @@
+"""API keys (`api_key`): the key from a header or query parameter, checked against the key file.
+
+A key found in the file's active keys makes its consumer the caller: `call.consumer`, the key's
+scopes in `call.scopes`, its rate-limit tier in `call.attributes["tier"]`, and the consumer id sent
+upstream as metadata `x-consumer-id` (a client header that would forge it is never forwarded).
+With `hide_credentials` the key itself never reaches the backend. A missing key, or one that is
+unknown or revoked, is a 401; with `anonymous: true` a missing key passes without a principal (so
+that a `jwt` policy or `authorize` decides), an invalid one still fails. Routes without auth set
+`enabled: false`.
+
+The key file is read at start-up (a missing or invalid file fails there) and watched by a
+background loop started in `start()`, so keys added or revoked with `portcullis keys` take effect
+within `reload_interval_s` without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.call import Call
+from gateway.policies.auth import keystore
+from gateway.policies.auth.keystore import KeyFileError, KeyStore
+from gateway.policies.auth.principal import grant, protect, reject
+from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
+
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"  # an RFC 9110 token
+
+
+class ApiKeyConfig(PolicyConfig):
+    enabled: bool = Field(True, description="Require an API key on these routes.")
+    key_file: Path = Field(description="Key file (YAML, or JSON if it ends in .json) kept by `portcullis keys`.")
+    header: str | None = Field(
+        "X-API-Key", pattern=HEADER_NAME, description="Request header carrying the key; null to not read one."
+    )
+    query_param: str | None = Field(
+        None, pattern=HEADER_NAME, max_length=64,
+        description="Query parameter carrying the key; off by default (URLs end up in logs and histories).",
+    )
+    hide_credentials: bool = Field(True, description="Strip the key header and query parameter before forwarding.")
+    anonymous: bool = Field(
+        False, description="Let requests without a key through unauthenticated (an invalid key still fails)."
+    )
+    consumer_metadata: str | None = Field(
+        "x-consumer-id", pattern=r"^[a-z0-9_.-]+$", description="Metadata key carrying the consumer id upstream."
+    )
+    reload_interval_s: float = Field(1.0, ge=0.05, le=3600, description="How often the key file is checked.")
+
+    @field_validator("key_file")
+    @classmethod
+    def _readable(cls, value: Path) -> Path:
+        try:
+            keystore.read(value)
+        except KeyFileError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("consumer_metadata")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("grpc-") or value.endswith("-bin")):
+            raise ValueError("must not start with 'grpc-' (reserved) or end with '-bin' (binary)")
+        return value
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> ApiKeyConfig:
+        if self.header is None and self.query_param is None:
+            raise ValueError("set header, query_param or both: the key has to come from somewhere")
+        return self
+
+
+class ApiKeyPolicy(BasePolicy):
+    name = "api_key"
+
+    def __init__(self, configs: RouteConfigs[ApiKeyConfig]) -> None:
+        self.configs = configs
+        # One store per key file, shared by every route that names it.
+        self.stores: dict[Path, KeyStore] = {}
+        for cfg in configs.all():
+            if cfg.key_file not in self.stores:
+                self.stores[cfg.key_file] = KeyStore(cfg.key_file)
+        self._watchers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        interval = min(c.reload_interval_s for c in self.configs.all())
+        for store in self.stores.values():
+            store.refresh()  # the file may have changed since the config was validated
+            self._watchers.append(asyncio.create_task(store.watch(interval), name=f"api_key watch {store.path}"))
+
+    async def stop(self) -> None:
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._watchers.clear()
+
+    async def on_request(self, call: Call) -> None:
+        cfg = self.configs.for_call(call)
+        if not cfg.enabled:
+            return
+        if cfg.consumer_metadata:
+            protect(call, cfg.consumer_metadata)
+        presented = None
+        if cfg.header is not None:
+            presented = call.headers.get(cfg.header)
+            if cfg.hide_credentials:
+                call.hidden_headers.add(cfg.header.lower())
+        if cfg.query_param is not None:
+            if presented is None:
+                presented = call.query.get(cfg.query_param)
+            if cfg.hide_credentials:
+                call.hidden_query.add(cfg.query_param)
+        challenge = {"WWW-Authenticate": _challenge(cfg)}
+        if not presented:
+            if cfg.anonymous:
+                return
+            raise reject(call, "missing_credentials", "an API key is required", headers=challenge)
+        record, outcome = self.stores[cfg.key_file].index.lookup(presented.strip())
+        if record is None:
+            assert outcome != "ok"
+            raise reject(call, outcome, "invalid API key", headers=challenge)
+        call.attributes["api_key_id"] = record.id
+        grant(call, record.consumer, frozenset(record.scopes), cfg.consumer_metadata, tier=record.tier)
+
+
+def _challenge(cfg: ApiKeyConfig) -> str:
+    where = f'header="{cfg.header}"' if cfg.header else f'query="{cfg.query_param}"'
+    return f'ApiKey realm="portcullis", {where}'
+
+
+def build(configs: RouteConfigs[ApiKeyConfig]) -> ApiKeyPolicy:
+    return ApiKeyPolicy(configs)

@@ -1,0 +1,342 @@
+"""Rate limiting (`rate_limit`): token buckets per consumer, client address, route or header.
+
+Config is the `RateLimitConfig` below, validated at start-up; per-service and per-method overrides
+replace whole fields (an override's `limits:` replaces the list). A route may carry several limits;
+a request passes only if all of them have a token (`bucket.py`), and per-tier parameters are picked
+by `call.attributes["tier"]`, which the API-key policy sets, so this policy sits after it.
+
+Backends behind one `take(buckets)` (`bucket.Backend`): `local` (in-process, the default, no
+dependency; `local.py`) and `redis` (shared by a fleet, one atomic script per request; `redis.py`).
+The remote backend is guarded by `timeout_ms` and a circuit breaker (`breaker.py`); when it cannot
+answer, `fail_open` decides: admit without headers, or refuse with 503 UNAVAILABLE and a
+`Retry-After` of the breaker's remaining cool-down. 503 rather than 429 because the client did
+nothing wrong and must not read it as "slow down"; it says "the gateway cannot serve you now".
+
+Every decided response carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+(draft-ietf-httpapi-ratelimit-headers; seconds until the bucket is full again) for the most
+restrictive limit: the one that refused, else the one with the fewest tokens left. A refusal is
+`GatewayError(RESOURCE_EXHAUSTED, "rate limit exceeded: <name>")` (429) with `Retry-After`, whole
+seconds rounded up, and `QuotaFailure` and `RetryInfo` details; it counts in
+`portcullis_ratelimit_rejections_total{route,limit}` and leaves `call.attributes["ratelimit"]` for
+the access log, as a fallback to the failure mode does. A limit's name is its identity: the
+same name anywhere shares one bucket per key, so two definitions of one name must be identical.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import grpc
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
+
+from gateway.call import Call
+from gateway.metrics_registry import RATELIMIT_REJECTIONS
+from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
+from gateway.policies.rate_limit.breaker import CircuitBreaker
+from gateway.policies.rate_limit.bucket import Backend, Bucket, LimiterUnavailable, Verdict
+from gateway.policies.rate_limit.identity import (
+    KeyPart,
+    TrustedProxies,
+    forwarded_for,
+    key_part,
+    parse_key,
+)
+from gateway.policies.rate_limit.local import LocalBackend
+from translators.errors import GatewayError
+
+log = logging.getLogger("portcullis.rate_limit")
+
+MAX_BURST = 1_000_000
+MIN_RATE, MAX_RATE = 0.001, 1_000_000.0  # bounded so time-to-full stays a sane Redis PEXPIRE
+
+
+class TierLimit(PolicyConfig):
+    burst: int | None = Field(
+        None, ge=1, le=MAX_BURST, description="Bucket size for this tier (default: the limit's)."
+    )
+    per_second: float | None = Field(
+        None, ge=MIN_RATE, le=MAX_RATE, description="Refill rate for this tier (default: the limit's)."
+    )
+
+
+class LimitConfig(PolicyConfig):
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Identity of the limit: reported in 429s and metrics, and part of every bucket key.",
+    )
+    key: str = Field(
+        "ip",
+        description="What is counted: consumer, ip, route, global or header:<Name>, or several joined by '+' "
+        "(e.g. consumer+route). A missing consumer or header falls back to the client address.",
+    )
+    burst: int = Field(
+        ge=1, le=MAX_BURST, description="Bucket size: requests admitted at once after a quiet period."
+    )
+    per_second: float = Field(ge=MIN_RATE, le=MAX_RATE, description="Tokens added back per second.")
+    tiers: dict[str, TierLimit] = Field(
+        default_factory=dict,
+        description="Per-tier overrides, chosen by call.attributes['tier'] (set by api_key).",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_parses(cls, value: str) -> str:
+        parse_key(value)
+        return value
+
+
+class RedisConfig(PolicyConfig):
+    url: str = Field(
+        "redis://127.0.0.1:6379/0", description="redis://, rediss:// or unix:// URL of the shared Redis."
+    )
+    key_prefix: str = Field(
+        "portcullis:rl:", max_length=128, description="Prefix of every bucket key in Redis."
+    )
+    max_connections: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="Connections per gateway process; requests queue for one within timeout_ms. Few is "
+        "right: one script is ~0.1 ms, and a burst opening many at once on a cold pool can outlast the timeout.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class BreakerConfig(PolicyConfig):
+    failures: int = Field(3, ge=1, le=1000, description="Consecutive backend failures that open the breaker.")
+    cooldown_s: float = Field(5.0, gt=0, le=3600, description="How long an open breaker skips the backend.")
+
+
+class LocalConfig(PolicyConfig):
+    max_keys: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="Most buckets held in process; least recently used go first.",
+    )
+
+
+class RateLimitConfig(PolicyConfig):
+    enabled: bool = Field(True, description="Apply rate limits on these routes.")
+    policy: Literal["local", "redis"] = Field(
+        "local", description="Backend: 'local' counts per process, 'redis' shares buckets across the fleet."
+    )
+    limits: tuple[LimitConfig, ...] = Field(
+        (), description="Limits that all apply; a request needs a token from each."
+    )
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = Field(
+        (), description="CIDRs of proxies whose X-Forwarded-For is believed when they are the direct peer."
+    )
+    fail_open: bool = Field(
+        True,
+        description="When the backend cannot answer: admit (true) or refuse with 503 UNAVAILABLE (false).",
+    )
+    timeout_ms: int = Field(
+        50, ge=1, le=10_000, description="Longest wait for the redis backend per request."
+    )
+    breaker: BreakerConfig = Field(
+        default_factory=BreakerConfig, description="Circuit breaker of the redis backend."
+    )
+    redis: RedisConfig = Field(default_factory=RedisConfig, description="The shared Redis (policy: redis).")
+    local: LocalConfig = Field(
+        default_factory=LocalConfig, description="The in-process store (policy: local)."
+    )
+    headers: bool = Field(True, description="Send RateLimit-Limit/-Remaining/-Reset on decided responses.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RateLimitConfig:
+        names = [limit.name for limit in self.limits]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"limit names must be unique (they name the buckets): {', '.join(twice)}")
+        return self
+
+
+# Settings of the one backend a gateway holds: an override may not change them.
+GATEWAY_WIDE = ("policy", "timeout_ms", "breaker", "redis", "local")
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    name: str
+    parts: tuple[KeyPart, ...]
+    burst: int
+    rate: float
+    tiers: dict[str, tuple[int, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One route's config compiled once: what to count, by how much, which peers to believe."""
+
+    enabled: bool
+    limits: tuple[_Limit, ...]
+    trusted: TrustedProxies | None
+    fail_open: bool
+    headers: bool
+
+    @staticmethod
+    def compile(cfg: RateLimitConfig) -> _Plan:
+        limits = tuple(
+            _Limit(
+                name=lim.name,
+                parts=parse_key(lim.key),
+                burst=lim.burst,
+                rate=lim.per_second,
+                tiers={
+                    tier: (t.burst or lim.burst, t.per_second or lim.per_second)
+                    for tier, t in lim.tiers.items()
+                },
+            )
+            for lim in cfg.limits
+        )
+        trusted = TrustedProxies(cfg.trusted_proxies) if cfg.trusted_proxies else None
+        return _Plan(cfg.enabled, limits, trusted, cfg.fail_open, cfg.headers)
+
+    def buckets(self, call: Call) -> list[Bucket]:
+        tier = call.attributes.get("tier")
+        tier = tier if isinstance(tier, str) else None
+        ip = call.client_ip
+        if self.trusted is not None:
+            ip = self.trusted.client_address(ip, forwarded_for(call.headers))
+        out = []
+        for lim in self.limits:
+            burst, rate = lim.tiers.get(tier, (lim.burst, lim.rate)) if tier else (lim.burst, lim.rate)
+            key = "|".join(key_part(p, call.consumer, call.method_name, call.headers, ip) for p in lim.parts)
+            out.append(Bucket(lim.name, f"{lim.name}:{key}", burst, rate))
+        return out
+
+
+def _ceil_s(seconds: float) -> int:
+    return max(0, math.ceil(seconds - 1e-9))  # 2.0000000001 s of float noise is still 2
+
+
+class RateLimit(BasePolicy):
+    name = "rate_limit"
+
+    def __init__(
+        self, configs: RouteConfigs[RateLimitConfig], backend: Backend, breaker: CircuitBreaker | None = None
+    ) -> None:
+        self.configs = configs
+        self.backend = backend
+        self.breaker = breaker  # None for a backend that cannot fail (local)
+        self._plans = {id(cfg): _Plan.compile(cfg) for cfg in configs.all()}
+        self.fallbacks = 0  # decisions made by the failure mode, not the backend
+
+    async def start(self) -> None:
+        await self.backend.start()
+
+    async def stop(self) -> None:
+        await self.backend.stop()
+
+    async def on_request(self, call: Call) -> None:
+        plan = self._plans[id(self.configs.for_call(call))]
+        if not plan.enabled or not plan.limits:
+            return
+        verdict = await self._decide(call, plan, plan.buckets(call))
+        if verdict is None:
+            return
+        lv = verdict.binding()
+        if plan.headers:
+            call.response_headers["RateLimit-Limit"] = str(lv.burst)
+            call.response_headers["RateLimit-Remaining"] = str(lv.remaining)
+            call.response_headers["RateLimit-Reset"] = str(_ceil_s(lv.reset_s))
+        if verdict.allowed:
+            return
+        retry = max(1, _ceil_s(lv.retry_after_s))
+        call.attributes["ratelimit"] = {"rejected": lv.limit, "retry_after_s": retry}
+        RATELIMIT_REJECTIONS.labels(route=call.route or "-", limit=lv.limit).inc()  # both from config
+        raise GatewayError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"rate limit exceeded: {lv.limit}",
+            details=[
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"subject": f"limit:{lv.limit}", "description": "rate limit exceeded"}],
+                },
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry}s"},
+            ],
+            headers={"Retry-After": str(retry)},
+        )
+
+    async def _decide(self, call: Call, plan: _Plan, buckets: list[Bucket]) -> Verdict | None:
+        breaker = self.breaker
+        if breaker is None:
+            return await self.backend.take(buckets)
+        if not breaker.allow():
+            self._fallback(call, plan, "breaker open")
+            return None
+        try:
+            verdict = await self.backend.take(buckets)
+        except LimiterUnavailable as exc:
+            opened = breaker.opened
+            breaker.failure()
+            if breaker.opened != opened:
+                log.warning(
+                    "rate limiter backend failing (%s): breaker open for %.1f s", exc, breaker.cooldown_s
+                )
+            self._fallback(call, plan, str(exc))
+            return None
+        except BaseException:
+            breaker.abandon()
+            raise
+        breaker.success()
+        return verdict
+
+    def _fallback(self, call: Call, plan: _Plan, reason: str) -> None:
+        """Apply the failure mode: return to admit, raise UNAVAILABLE to refuse."""
+        self.fallbacks += 1
+        call.attributes["ratelimit"] = {"fallback": "open" if plan.fail_open else "closed", "reason": reason}
+        if plan.fail_open:
+            return
+        assert self.breaker is not None
+        retry = max(1, _ceil_s(self.breaker.retry_after_s()))
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE, "rate limiter unavailable", headers={"Retry-After": str(retry)}
+        )
+
+
+def build(configs: RouteConfigs[RateLimitConfig]) -> RateLimit:
+    from gateway.policies import PolicyConfigError
+
+    default = configs.default
+    for route, cfg in configs.by_route.items():
+        for field in GATEWAY_WIDE:
+            if getattr(cfg, field) != getattr(default, field):
+                raise PolicyConfigError(
+                    f"rate_limit override for {route}: {field!r} is gateway-wide (one backend per gateway); "
+                    f"set it in the policies list entry instead"
+                )
+    seen: dict[str, LimitConfig] = {}
+    for cfg in configs.all():
+        for lim in cfg.limits:
+            if seen.setdefault(lim.name, lim) != lim:
+                raise PolicyConfigError(
+                    f"rate_limit: limit {lim.name!r} is defined twice with different settings; a name is one "
+                    f"set of buckets, so give the other definition its own name"
+                )
+    backend: Backend
+    breaker = None
+    if default.policy == "redis":
+        from gateway.policies.rate_limit.redis import RedisBackend
+
+        backend = RedisBackend(
+            default.redis.url,
+            default.redis.key_prefix,
+            default.timeout_ms / 1000,
+            default.redis.max_connections,
+        )
+        breaker = CircuitBreaker(default.breaker.failures, default.breaker.cooldown_s)
+    else:
+        backend = LocalBackend(default.local.max_keys)
+    return RateLimit(configs, backend, breaker)

@@ -1,0 +1,81 @@
+"""The in-process limiter backend: buckets in one LRU dict, exact within one gateway process.
+
+The default backend, with no dependency: every gateway process (and every worker) counts on its
+own, so a fleet of N admits up to N times the limit; use the Redis backend to share. Memory is
+bounded: a bucket idle until full is dropped (losing nothing, since a missing bucket is a full
+one), and past `max_keys` the least recently used bucket is dropped even if not yet full, which
+hands that key a fresh burst. That is the price of a hard bound when a flood of distinct keys
+(spoofed headers, scanning IPs) arrives; `max_keys` should exceed the keys active within the
+longest refill time. A decision never awaits, so on one event loop it is atomic across limits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from gateway.policies.rate_limit.bucket import Bucket, Verdict, full_after, level, refill
+
+_SWEEP_PER_CALL = 4  # full buckets dropped from the cold end per decision: amortised, no loop
+
+
+class LocalBackend:
+    def __init__(self, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_keys = max_keys
+        self.clock = clock
+        # key -> [tokens, ts, full_at]; order is least recently used first
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self.evicted_early = 0  # buckets dropped before they were full (the bound cost an answer)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._buckets.clear()
+
+    async def take(self, buckets: Sequence[Bucket]) -> Verdict:
+        return self.take_now(buckets)
+
+    def take_now(self, buckets: Sequence[Bucket]) -> Verdict:
+        now = self.clock()
+        store = self._buckets
+        tokens: list[float] = []
+        for b in buckets:
+            state = store.get(b.key)
+            if state is None:
+                tokens.append(float(b.burst))
+            else:
+                store.move_to_end(b.key)
+                tokens.append(refill(state[0], state[1], now, b.burst, b.rate))
+        allowed = all(t >= 1.0 for t in tokens)
+        if allowed:
+            for i, b in enumerate(buckets):
+                left = tokens[i] - 1.0
+                tokens[i] = left
+                state = store.get(b.key)
+                full_at = now + full_after(left, b.burst, b.rate)
+                if state is None:
+                    store[b.key] = [left, now, full_at]
+                else:
+                    state[0], state[1], state[2] = left, now, full_at
+            self._sweep(now)
+        return Verdict(
+            allowed, tuple(level(b.limit, tokens[i], b.burst, b.rate) for i, b in enumerate(buckets))
+        )
+
+    def _sweep(self, now: float) -> None:
+        store = self._buckets
+        for _ in range(_SWEEP_PER_CALL):
+            if not store:
+                return
+            oldest = next(iter(store.values()))
+            if oldest[2] > now:
+                break
+            store.popitem(last=False)
+        while len(store) > self.max_keys:
+            store.popitem(last=False)
+            self.evicted_early += 1

@@ -1,0 +1,129 @@
+"""Metrics policy and registry: what one call adds to which series, and the text exposition (no sockets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.call import Call
+from gateway.config import GatewayConfig
+from gateway.metrics_registry import REGISTRY, render
+from gateway.policies import PolicyConfigError, build_pipeline
+from gateway.policies.base import RouteConfigs
+from gateway.policies.metrics import Metrics, MetricsConfig
+
+ROUTE = "unit.v1.MetricsService.Get"
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def make_call(**fields: Any) -> Call:
+    call = Call(request_id="r", method="GET", path="/x", client_ip="127.0.0.1")
+    for key, item in fields.items():
+        setattr(call, key, item)
+    return call
+
+
+async def test_a_call_is_counted_timed_and_released() -> None:
+    policy = Metrics(RouteConfigs(MetricsConfig()))
+    labels = {"route": ROUTE, "method": "GET", "status": "200"}
+    before = value("portcullis_http_requests_total", **labels)
+    durations = value("portcullis_http_request_duration_seconds_count", route=ROUTE)
+    upstream = value("portcullis_upstream_duration_seconds_count", route=ROUTE, upstream="unit")
+    upstream_sum = value("portcullis_upstream_duration_seconds_sum", route=ROUTE, upstream="unit")
+    in_flight = value("portcullis_http_requests_in_flight")
+    calls = [make_call(route=ROUTE, service="unit.v1.MetricsService", upstream="unit") for _ in range(3)]
+    for call in calls:
+        await policy.on_request(call)
+    assert value("portcullis_http_requests_in_flight") == in_flight + 3
+    for call in calls:
+        call.status, call.upstream_s = 200, 0.25
+        await policy.on_complete(call)
+    assert value("portcullis_http_requests_in_flight") == in_flight
+    assert value("portcullis_http_requests_total", **labels) == before + 3
+    assert value("portcullis_http_request_duration_seconds_count", route=ROUTE) == durations + 3
+    assert value("portcullis_upstream_duration_seconds_count", route=ROUTE, upstream="unit") == upstream + 3
+    assert value("portcullis_upstream_duration_seconds_sum", route=ROUTE, upstream="unit") == pytest.approx(
+        upstream_sum + 0.75
+    )
+
+
+async def test_unrouted_calls_use_bounded_labels_and_are_never_in_flight() -> None:
+    policy = Metrics(RouteConfigs(MetricsConfig()))
+    in_flight = value("portcullis_http_requests_in_flight")
+    other = value("portcullis_http_requests_total", route="unmatched", method="OTHER", status="404")
+    get = value("portcullis_http_requests_total", route="unmatched", method="GET", status="404")
+    for method in ("BREW", "WHATEVER", "GET"):
+        await policy.on_complete(make_call(method=method, status=404))  # on_request never ran: no route
+    assert value("portcullis_http_requests_in_flight") == in_flight
+    assert (
+        value("portcullis_http_requests_total", route="unmatched", method="OTHER", status="404") == other + 2
+    )
+    assert value("portcullis_http_requests_total", route="unmatched", method="GET", status="404") == get + 1
+
+
+async def test_no_upstream_time_no_upstream_observation_and_disabled_routes() -> None:
+    configs = RouteConfigs(
+        MetricsConfig(),
+        {"unit.v1.Quiet": MetricsConfig(enabled=False), "unit.v1.Fast": MetricsConfig(latency=False)},
+    )
+    policy = Metrics(configs)
+    rejected = make_call(route="unit.v1.Loud.Get", service="unit.v1.Loud", upstream="unit", status=401)
+    quiet = make_call(route="unit.v1.Quiet.Get", service="unit.v1.Quiet", upstream="unit", status=200)
+    fast = make_call(route="unit.v1.Fast.Get", service="unit.v1.Fast", upstream="unit", status=200)
+    in_flight = value("portcullis_http_requests_in_flight")
+    for call in (rejected, quiet, fast):
+        await policy.on_request(call)
+    assert value("portcullis_http_requests_in_flight") == in_flight + 2  # the quiet route is not counted
+    for call in (rejected, quiet, fast):
+        await policy.on_complete(call)
+    assert value("portcullis_http_requests_in_flight") == in_flight
+    assert value("portcullis_http_requests_total", route="unit.v1.Loud.Get", method="GET", status="401") == 1
+    assert value("portcullis_upstream_duration_seconds_count", route="unit.v1.Loud.Get", upstream="unit") == 0
+    assert value("portcullis_http_requests_total", route="unit.v1.Quiet.Get", method="GET", status="200") == 0
+    assert value("portcullis_http_requests_total", route="unit.v1.Fast.Get", method="GET", status="200") == 1
+    assert value("portcullis_http_request_duration_seconds_count", route="unit.v1.Fast.Get") == 0
+
+
+def test_render_exposes_every_family_and_upstream_health() -> None:
+    class Upstream:
+        def health_report(self) -> dict[str, bool]:
+            return {"10.0.0.1:50051": True, "10.0.0.2:50051": False}
+
+    families = {f.name: f for f in text_string_to_metric_families(render({"unit": Upstream()}).decode())}
+    for name in (
+        "portcullis_http_requests",
+        "portcullis_http_request_duration_seconds",
+        "portcullis_upstream_duration_seconds",
+        "portcullis_http_requests_in_flight",
+        "portcullis_http_connections_open",
+        "portcullis_ratelimit_rejections",
+        "portcullis_auth_failures",
+        "portcullis_tracing_spans_failed",
+        "portcullis_upstream_healthy",
+    ):
+        assert name in families, name
+    health = {
+        (s.labels["upstream"], s.labels["address"]): s.value
+        for s in families["portcullis_upstream_healthy"].samples
+    }
+    assert health == {("unit", "10.0.0.1:50051"): 1.0, ("unit", "10.0.0.2:50051"): 0.0}
+
+
+def test_bad_config_names_the_key() -> None:
+    config = GatewayConfig.model_validate(
+        {
+            "descriptors": [{"kind": "stubs", "modules": ["echo.v1.echo_pb2"]}],
+            "backends": {"echo": {"addresses": ["127.0.0.1:1"]}},
+            "services": {"echo.v1.EchoService": {"backend": "echo"}},
+            "policies": [{"name": "access_log", "config": {}}, {"name": "metrics", "config": {"bogus": 1}}],
+        }
+    )
+    with pytest.raises(
+        PolicyConfigError, match=r"policies\.1\.config\.bogus: Extra inputs are not permitted"
+    ):
+        build_pipeline(config)
