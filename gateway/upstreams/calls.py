@@ -1,7 +1,8 @@
 """One call's state on a connection, and the pure rules for what a response means for it.
 
 `Call` (slots) is everything a connection keeps per HTTP/2 stream: its future (unary) or message
-queue (server stream), windows, deadline timer and unsent request bytes. The functions turn what
+queue (server stream), windows, deadline timer and unsent request bytes; `Admission` queues calls
+beyond the peer's stream limit. The functions turn what
 arrived (response headers, a reset) into the call's outcome, a `UnaryResult` or a `GatewayError`
 built the way `gateway.upstream.translate_rpc_error` builds one for grpc.aio: code from
 grpc-status, message from grpc-message (or the code's name), details from grpc-status-details-bin,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 import grpc
 
@@ -36,8 +38,10 @@ STREAM_WINDOW = 4 * 1024 * 1024
 DEADLINE_EXCEEDED = "Deadline Exceeded"  # grpc.aio's text, so both clients read the same
 # A server may count a finished stream against its limit a moment longer than we do (grpc's core
 # frees the slot after the trailers went out). REFUSED_STREAM guarantees the call was not processed,
-# so it is sent again at once, as grpc's transparent retry does.
-REFUSED_RETRIES = 5
+# so it is sent again (after one of our streams ended), as grpc's transparent retry does.
+REFUSED_RETRIES = 10
+REFUSED_PAUSE_S = 0.002  # doubled on each refusal of the same call, up to the maximum
+REFUSED_PAUSE_MAX_S = 0.05
 
 Outcome = tuple[UnaryResult | None, GatewayError | None]
 
@@ -142,3 +146,74 @@ def reset_error(error_code: int, before_headers: bool, backend: str) -> GatewayE
     if error_code == F.REFUSED_STREAM and before_headers:
         return RefusedStream(code, message)
     return GatewayError(code, message)
+
+
+class Admission:
+    """First come, first served admission under the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+
+    The connection asks `must_wait(active)` on every call (one comparison when nobody queues) and
+    only then awaits `wait`; it calls `release` when a stream ends and `fail` when it goes away.
+    """
+
+    __slots__ = ("limit", "waiters")
+
+    def __init__(self) -> None:
+        self.limit = 2**31 - 1  # unlimited until the peer's SETTINGS say otherwise
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def must_wait(self, active: int) -> bool:
+        return bool(self.waiters) or active >= self.limit
+
+    async def wait(
+        self,
+        active: Callable[[], int],
+        usable: Callable[[], bool],
+        deadline: float | None,
+        retry: bool = False,
+    ) -> None:
+        """Queue behind earlier callers until fewer than `limit` streams are `active`.
+
+        `retry`: the peer refused our last stream although we were under its limit, so it still
+        counts streams we saw end. Wait at the head of the queue until one of ours ends, then go.
+        """
+        after_release = retry and active() > 0
+        woken = False
+        while after_release or active() >= self.limit or (self.waiters and not woken and not retry):
+            if not usable():
+                raise GatewayError(_C.UNAVAILABLE, "connection is closing")
+            waiter = asyncio.get_running_loop().create_future()
+            if woken or retry:
+                self.waiters.appendleft(waiter)  # keep our place ahead of later arrivals
+            else:
+                self.waiters.append(waiter)
+            try:
+                if deadline is None:
+                    await waiter
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        await waiter
+            except TimeoutError:
+                raise GatewayError(_C.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED) from None
+            finally:
+                if not waiter.done() or waiter.cancelled():
+                    try:
+                        self.waiters.remove(waiter)
+                    except ValueError:
+                        pass
+            woken = True
+            after_release = False
+
+    def release(self, count: int = 1) -> None:
+        """Wake `count` waiters; each checks again, so waking too many is harmless."""
+        waiters = self.waiters
+        while waiters and count > 0:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
+
+    def fail(self, error: GatewayError) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections import deque
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -27,8 +26,11 @@ from gateway.upstream import UnaryResult
 from gateway.upstreams import frames as F
 from gateway.upstreams.calls import (
     DEADLINE_EXCEEDED,
+    REFUSED_PAUSE_MAX_S,
+    REFUSED_PAUSE_S,
     REFUSED_RETRIES,
     STREAM_WINDOW,
+    Admission,
     Call,
     RefusedStream,
     http_error,
@@ -83,11 +85,10 @@ class H2Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._need = 9
         self._calls: dict[int, Call] = {}
-        self._queue: deque[asyncio.Future[None]] = deque()  # calls waiting for a stream slot
+        self._admission = Admission()  # calls waiting for a stream slot
         self._blocked: list[Call] = []  # calls waiting for send window
         self._next_id = 1
-        self._goaway = False
-        self._max_streams = _LAST_STREAM_ID
+        self._draining = False  # GOAWAY received or ids exhausted: close once idle
         self._peer_window = F.DEFAULT_WINDOW
         self._peer_max_frame = F.DEFAULT_MAX_FRAME
         self._send_window = F.DEFAULT_WINDOW
@@ -105,10 +106,10 @@ class H2Connection(asyncio.Protocol):
     # ---- calls -------------------------------------------------------------------------------------
 
     async def unary(self, path: str, body: bytes, metadata: Metadata, deadline: float | None) -> UnaryResult:
+        if self._admission.must_wait(len(self._calls)):
+            await self._wait_for_slot(deadline)
         refused = 0
         while True:
-            if self._queue or len(self._calls) >= self._max_streams:
-                await self._wait_for_slot(deadline)
             call = self._start(path, body, metadata, deadline, True)
             try:
                 if call.pending is not None:
@@ -121,9 +122,22 @@ class H2Connection(asyncio.Protocol):
                 refused += 1
                 if refused > REFUSED_RETRIES:
                     raise
+                await self.after_refusal(refused, deadline)
 
-    async def open_stream(self, path: str, body: bytes, metadata: Metadata, deadline: float | None) -> Call:
-        if self._queue or len(self._calls) >= self._max_streams:
+    async def after_refusal(self, refused: int, deadline: float | None) -> None:
+        """Before sending a refused call again: a short pause (grpc's core server counts a stream
+        until its handler is cleaned up, well after the trailers), then the head of the queue."""
+        pause = min(REFUSED_PAUSE_MAX_S, REFUSED_PAUSE_S * 2 ** (refused - 1))
+        if deadline is not None and self._loop.time() + pause >= deadline:
+            raise GatewayError(_C.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
+        await asyncio.sleep(pause)
+        await self._wait_for_slot(deadline, retry=True)
+
+    async def open_stream(
+        self, path: str, body: bytes, metadata: Metadata, deadline: float | None, admitted: bool = False
+    ) -> Call:
+        """Start a server-streaming call; `admitted` when `after_refusal` already gave it its slot."""
+        if not admitted and self._admission.must_wait(len(self._calls)):
             await self._wait_for_slot(deadline)
         call = self._start(path, body, metadata, deadline, False)
         try:
@@ -167,6 +181,7 @@ class H2Connection(asyncio.Protocol):
         self._next_id = sid + 2
         if self._next_id > _LAST_STREAM_ID:
             self.usable = False  # stream ids exhausted: the upstream opens a fresh connection
+            self._draining = True
         block = self._prefixes.get(path)
         if block is None:
             block = self._prefixes[path] = request_prefix(self._scheme, self._authority, path)
@@ -203,32 +218,13 @@ class H2Connection(asyncio.Protocol):
             call.pending = memoryview(PREFIX.pack(0, n) + body)
         return call
 
-    async def _wait_for_slot(self, deadline: float | None) -> None:
-        """Queue behind earlier callers until the peer's SETTINGS_MAX_CONCURRENT_STREAMS lets us in."""
-        woken = False
-        while len(self._calls) >= self._max_streams or (self._queue and not woken):
-            if not self.usable:
-                raise unavailable(self.backend, f"{self.address}: connection is closing")
-            waiter = self._loop.create_future()
-            if woken:
-                self._queue.appendleft(waiter)  # keep our place ahead of later arrivals
-            else:
-                self._queue.append(waiter)
-            try:
-                if deadline is None:
-                    await waiter
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        await waiter
-            except TimeoutError:
-                raise GatewayError(_C.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED) from None
-            finally:
-                if not waiter.done() or waiter.cancelled():
-                    try:
-                        self._queue.remove(waiter)
-                    except ValueError:
-                        pass
-            woken = True
+    async def _wait_for_slot(self, deadline: float | None, retry: bool = False) -> None:
+        try:
+            await self._admission.wait(lambda: len(self._calls), lambda: self.usable, deadline, retry)
+        except GatewayError as exc:
+            if exc.code is _C.UNAVAILABLE:
+                raise unavailable(self.backend, f"{self.address}: {exc.message}") from None
+            raise
 
     async def _send_pending(self, call: Call) -> None:
         """Send what flow control held back, frame by frame, as the peer's windows open."""
@@ -286,15 +282,9 @@ class H2Connection(asyncio.Protocol):
             self._released()
 
     def _released(self) -> None:
-        queue = self._queue
-        while queue:
-            waiter = queue.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
-        if self._goaway and not self._calls and self._transport is not None:
-            self._flush()
-            self._transport.close()  # drained after GOAWAY
+        self._admission.release()
+        if self._draining and not self._calls:
+            self.close()
 
     def _reset(self, call: Call, code: int, error: GatewayError) -> None:
         self._write(F.rst_stream(call.sid, code))
@@ -492,7 +482,7 @@ class H2Connection(asyncio.Protocol):
     def _on_settings(self, payload: bytes) -> None:
         for key, value in F.parse_settings(payload):
             if key == F.MAX_CONCURRENT_STREAMS:
-                self._max_streams = value
+                self._admission.limit = value
             elif key == F.INITIAL_WINDOW_SIZE:
                 if value > F.MAX_WINDOW:
                     raise F.FrameError(F.FLOW_CONTROL_ERROR, "initial window size too large")
@@ -510,25 +500,23 @@ class H2Connection(asyncio.Protocol):
             self.usable = True
             self.ready.set_result(None)
         self._wake_blocked()
-        for _ in range(len(self._queue)):  # a larger stream limit may admit queued calls
-            self._released()
+        self._admission.release(len(self._admission.waiters))  # a larger limit may admit some
 
     def _on_goaway(self, last_sid: int, error_code: int, debug: bytes) -> None:
         if error_code != F.NO_ERROR:
             name = F.ERROR_NAMES.get(error_code, error_code)
             text = debug[:200].decode("utf-8", "replace")
             log.warning("backend %s at %s sent GOAWAY %s: %s", self.backend, self.address, name, text)
-        self._goaway = True
+        self._draining = True
         self.usable = False
         refused = unavailable(
             self.backend, f"{self.address}: connection going away (GOAWAY), call not processed"
         )
         for call in [c for sid, c in self._calls.items() if sid > last_sid]:
             self._finish(call, None, refused)
-        self._fail_queued(refused)
-        if not self._calls and self._transport is not None:
-            self._flush()
-            self._transport.close()
+        self._admission.fail(refused)
+        if not self._calls:
+            self.close()
 
     def _wake_blocked(self) -> None:
         blocked, self._blocked = self._blocked, []
@@ -537,16 +525,10 @@ class H2Connection(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
-    def _fail_queued(self, error: GatewayError) -> None:
-        while self._queue:
-            waiter = self._queue.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
-
     def _fail_all(self, error: GatewayError) -> None:
         for call in list(self._calls.values()):
             self._finish(call, None, error)
-        self._fail_queued(error)
+        self._admission.fail(error)
         self._wake_blocked()
 
     def _abort(self, code: int, why: str) -> None:

@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import random
+import socket
 import ssl
 from collections.abc import AsyncGenerator
 
@@ -41,6 +42,7 @@ BACKOFF_INITIAL_S = 0.25
 BACKOFF_MULTIPLIER = 1.6
 BACKOFF_MAX_S = 5.0
 BACKOFF_JITTER = 0.2
+KEEPALIVE_IDLE_S = 30  # like the grpc.aio channels' keepalive_time_ms
 HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
 
 
@@ -117,7 +119,8 @@ class H2Upstream:
                     refused += 1
                     if refused > REFUSED_RETRIES:
                         raise
-                    call = await conn.open_stream(rpc_path, request, metadata, deadline)
+                    await conn.after_refusal(refused, deadline)
+                    call = await conn.open_stream(rpc_path, request, metadata, deadline, admitted=True)
                     continue
                 if message is None:
                     return
@@ -232,6 +235,7 @@ class H2Upstream:
                     ssl=self._ssl,
                     server_hostname=(self._server_name or address.host) if self._ssl is not None else None,
                 )
+                _keep_alive(transport.get_extra_info("socket"))
                 ssl_object = transport.get_extra_info("ssl_object")
                 alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else "h2"
                 if alpn not in ("h2", None):
@@ -257,6 +261,17 @@ class H2Upstream:
         for slot in self._slots:
             if slot.conn is conn:
                 slot.conn = None
+
+
+def _keep_alive(sock: socket.socket | None) -> None:
+    """TCP keepalive finds a peer host that vanished (no FIN, no RST) within about a minute, in the
+    kernel: no HTTP/2 PINGs, which grpc servers answer with GOAWAY when they come too often."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _reason(exc: OSError) -> str:

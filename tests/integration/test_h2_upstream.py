@@ -755,3 +755,15 @@ async def test_max_concurrent_streams_from_settings_is_respected() -> None:
         replies = await asyncio.gather(*(h2.unary("/x", str(i).encode(), [], 10) for i in range(30)))
         assert [r.body for r in replies] == [str(i).encode() for i in range(30)]
         assert peak == 3 and len(server.connections) == 1
+
+
+async def test_exhausted_stream_ids_move_to_a_new_connection() -> None:
+    async with _raw(_by_path) as (server, h2):
+        assert (await h2.unary("/ok", b"1", [], 5)).body == b"1"
+        (first,) = h2._conns
+        first._next_id = 2**31 - 3  # two stream ids left
+        assert (await h2.unary("/ok", b"2", [], 5)).body == b"2"
+        assert (await h2.unary("/ok", b"3", [], 5)).body == b"3"  # the last id: the connection drains
+        await asyncio.wait_for(first.closed, 2)
+        assert (await h2.unary("/ok", b"4", [], 5)).body == b"4"
+        assert len(server.connections) == 2

@@ -6,20 +6,25 @@ its Decoder, and our decoder must read what its Encoder writes (Huffman or not, 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 
 import grpc
 import hpack
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.upstream import UnaryResult
 from gateway.upstreams import frames as F
 from gateway.upstreams import huffman
+from gateway.upstreams.calls import Admission, Call, RefusedStream, outcome, reset_error
 from gateway.upstreams.grpc_wire import (
     MessageError,
     MessageReader,
+    ResponseBlocks,
     ResponseHeaders,
     code_for_http_status,
     code_for_reset,
@@ -36,6 +41,7 @@ from gateway.upstreams.headers import (
     metadata_block,
     request_prefix,
 )
+from translators.errors import GatewayError
 
 _C = grpc.StatusCode
 
@@ -393,3 +399,87 @@ def test_http_status_mapping_is_the_grpc_table(status: int, code: grpc.StatusCod
 )
 def test_rst_stream_mapping_is_the_grpc_table(error: int, code: grpc.StatusCode) -> None:
     assert code_for_reset(error) is code
+
+
+# ---- what a response means for a call ------------------------------------------------------------------
+
+
+def _call(unary: bool = True, chunks: list[bytes] | None = None) -> Call:
+    call = Call(1, unary, None, 65535)
+    call.chunks = chunks or []
+    return call
+
+
+def test_outcome_of_an_ok_unary_response() -> None:
+    call = _call(chunks=[frame_message(b"body")])
+    call.initial = (("x-h", "1"),)
+    result, error = outcome(call, ResponseHeaders([("grpc-status", "0"), ("x-t", "2")]), False, "echo")
+    assert error is None and result == UnaryResult(b"body", [("x-h", "1")], [("x-t", "2")])
+    result, error = outcome(_call(), ResponseHeaders([("grpc-status", "0")]), False, "echo")
+    assert result is None and error is not None and error.code is _C.INTERNAL
+
+
+def test_outcome_errors_are_built_like_translate_rpc_error() -> None:
+    status = status_pb2.Status(code=3, message="bad")
+    status.details.add().Pack(
+        error_details_pb2.BadRequest(field_violations=[{"field": "f", "description": "d"}])
+    )
+    details = base64.b64encode(status.SerializeToString()).decode().rstrip("=")
+    info = ResponseHeaders(
+        [("grpc-status", "3"), ("grpc-message", "bad"), ("grpc-status-details-bin", details)]
+    )
+    _, error = outcome(_call(), info, True, "echo")
+    assert error is not None and (error.code, error.message) == (_C.INVALID_ARGUMENT, "bad")
+    assert error.details[0]["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    _, error = outcome(_call(), ResponseHeaders([("grpc-status", "14")]), True, "echo")
+    assert error is not None and error.message == "backend echo unavailable: UNAVAILABLE"
+    _, error = outcome(_call(), ResponseHeaders([(":status", "429")]), True, "echo")
+    assert error is not None and error.code is _C.UNAVAILABLE and "HTTP status 429" in error.message
+    _, error = outcome(_call(), ResponseHeaders([(":status", "200")]), True, "echo")
+    assert error is not None and error.code is _C.UNKNOWN
+    _, error = outcome(_call(unary=False), ResponseHeaders([("grpc-status", "0")]), False, "echo")
+    assert error is None
+
+
+def test_only_a_refusal_before_headers_may_be_retried() -> None:
+    assert isinstance(reset_error(F.REFUSED_STREAM, True, "echo"), RefusedStream)
+    late = reset_error(F.REFUSED_STREAM, False, "echo")
+    assert not isinstance(late, RefusedStream) and late.code is _C.UNAVAILABLE
+    assert reset_error(F.CANCEL, True, "echo").code is _C.CANCELLED
+
+
+def test_response_blocks_are_cached_while_the_table_stands_still() -> None:
+    encoder, blocks = hpack.Encoder(), ResponseBlocks()
+    first = encoder.encode([(":status", "200"), ("content-type", "application/grpc")])
+    info = blocks.read(first)
+    assert info.status == 200 and info.is_grpc
+    warm = encoder.encode([(":status", "200"), ("content-type", "application/grpc")])
+    assert blocks.read(warm) is blocks.read(warm)  # fully indexed: one decode, then a lookup
+    fresh = blocks.read(encoder.encode([("grpc-status", "0"), ("x-new", "v")]))  # inserts: not cached
+    assert fresh.metadata == (("x-new", "v"),)
+
+
+async def test_admission_is_first_come_first_served() -> None:
+    admission = Admission()
+    admission.limit = 1
+    active = [1]
+    order: list[int] = []
+
+    async def enter(i: int) -> None:
+        await admission.wait(lambda: active[0], lambda: True, None)
+        order.append(i)
+
+    tasks = [asyncio.ensure_future(enter(i)) for i in range(3)]
+    await asyncio.sleep(0)
+    assert admission.must_wait(0)  # callers queue: newcomers go behind them
+    for _ in range(3):
+        active[0] = 0
+        admission.release()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        active[0] = 1
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2]
+    with pytest.raises(GatewayError) as info:
+        await admission.wait(lambda: 1, lambda: True, asyncio.get_running_loop().time() + 0.01)
+    assert info.value.code is _C.DEADLINE_EXCEEDED
