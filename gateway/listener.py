@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 
@@ -47,11 +48,12 @@ class GuardedProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self._guard
-        self._transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
+        tcp = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport instances
+        self._transport = tcp
         if guard.open >= guard.max_connections:
             guard.refused += 1
-            self._transport.write(_REFUSAL)
-            self._transport.close()
+            tcp.write(_REFUSAL)
+            tcp.close()
             return
         guard.open += 1
         self._counted = True

@@ -102,7 +102,6 @@ class RedisBackend:
         self._pool = aioredis.ConnectionPool.from_url(
             self.url,
             max_connections=self.max_connections,
-            socket_timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 0),  # a retry would spend the timeout the request is waiting on
             client_name=CLIENT_NAME,  # who holds these connections, in CLIENT LIST
