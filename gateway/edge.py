@@ -55,7 +55,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         preflight = request.method == "OPTIONS" and asked is not None
         binding, variables = runtime.routes.match(asked if preflight and asked else request.method, raw_path)
         call.route, call.service = binding.name, binding.service
-        call.upstream = runtime.backend_of(binding.service)
+        call.upstream = runtime.settings[binding.name].backend
         await runtime.pipeline.on_request(call)
         if preflight:
             raise MethodNotAllowed("OPTIONS", [binding.http_method])

@@ -65,6 +65,11 @@ class RetryBudget:
         return False
 
 
+def retries_possible(config: RetryConfig, http_method: str) -> bool:
+    idempotent = config.idempotent if config.idempotent is not None else http_method in IDEMPOTENT_HTTP
+    return idempotent and config.attempts > 1
+
+
 async def with_retries(
     attempt: Callable[[float], Awaitable[T]],
     config: RetryConfig,
@@ -74,8 +79,7 @@ async def with_retries(
 ) -> T:
     """Run `attempt(remaining_timeout)` until it succeeds or may not be retried; re-raise the last error."""
     deadline = time.monotonic() + timeout_s
-    idempotent = config.idempotent if config.idempotent is not None else http_method in IDEMPOTENT_HTTP
-    tries = config.attempts if idempotent else 1
+    tries = config.attempts if retries_possible(config, http_method) else 1
     for number in range(1, tries + 1):
         remaining = deadline - time.monotonic()
         if remaining <= 0:

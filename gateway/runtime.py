@@ -20,9 +20,19 @@ from gateway.config import (
     StubsSource,
 )
 from gateway.pipeline import Pipeline
+from gateway.resilience import RetryConfig
 from translators.descriptors import ServiceInfo, from_descriptor_set, from_modules, from_reflection
 from translators.openapi import build_openapi
 from translators.routes import RouteTable, compile_routes
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSettings:
+    """What the request path needs of a binding's config, resolved once instead of per request."""
+
+    backend: str
+    timeout_s: float
+    retry: RetryConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,7 @@ class Runtime:
     pipeline: Pipeline
     forward_headers: frozenset[str]
     openapi: dict[str, Any]  # built once: the route table never changes under a runtime
+    settings: dict[str, RouteSettings]  # by binding name
 
     def backend_of(self, service: str) -> str:
         return self.config.services[service].backend
@@ -77,4 +88,12 @@ def build_runtime(config: GatewayConfig, pipeline: Pipeline | None = None) -> Ru
         pipeline=pipeline,
         forward_headers=frozenset(h.lower() for h in config.metadata.forward_headers),
         openapi=build_openapi(routes),
+        settings={
+            b.name: RouteSettings(
+                backend=config.services[b.service].backend,
+                timeout_s=config.timeout_s(b.name.split("#", 1)[0]),
+                retry=config.retry_for(b.name.split("#", 1)[0]),
+            )
+            for b in routes.bindings
+        },
     )

@@ -17,7 +17,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from gateway.call import Call
-from gateway.resilience import with_retries
+from gateway.resilience import retries_possible, with_retries
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
 from translators.errors import GatewayError, PayloadTooLarge, RequestTimeout
@@ -36,10 +36,15 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(limit)
-    chunks, size = [], 0
+    content = request.content
+    # A small body has usually arrived with the head: take it without a timer or an iterator.
+    first = content.read_nowait(-1)
+    if content.at_eof():
+        return first
+    chunks, size = [first], len(first)
     try:
         async with asyncio.timeout(timeout_s):
-            async for chunk in request.content.iter_any():
+            async for chunk in content.iter_any():
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(limit)
@@ -63,9 +68,8 @@ def upstream_metadata(request: web.Request, call: Call, runtime: Runtime) -> lis
     return metadata
 
 
-def deadline(request: web.Request, runtime: Runtime, binding: Binding) -> float:
+def deadline(request: web.Request, route_timeout: float) -> float:
     """The route's timeout, shortened by the client's `Grpc-Timeout` when that is smaller."""
-    route_timeout = runtime.config.timeout_s(binding.name.split("#", 1)[0])
     given = request.headers.get("Grpc-Timeout")
     if given is None:
         return route_timeout
@@ -89,19 +93,23 @@ async def handle(
         query = [(k, v) for k, v in query if k not in call.hidden_query]  # type: ignore[assignment]
     message = build_request(binding.request, variables, query, request.headers.get("Content-Type"), body)
     metadata = upstream_metadata(request, call, runtime)
-    timeout = deadline(request, runtime, binding)
+    settings = runtime.settings[binding.name]
+    timeout = deadline(request, settings.timeout_s)
     payload = message.SerializeToString()
     if binding.server_streaming:
         return await _stream(request, call, upstream, binding, payload, metadata, timeout)
     started = time.perf_counter()
     try:
-        result = await with_retries(
-            lambda remaining: upstream.unary(binding.rpc_path, payload, metadata, remaining),
-            runtime.config.retry_for(binding.name.split("#", 1)[0]),
-            request.method,
-            timeout,
-            getattr(upstream, "retry_budget", None),
-        )
+        if retries_possible(settings.retry, request.method):
+            result = await with_retries(
+                lambda remaining: upstream.unary(binding.rpc_path, payload, metadata, remaining),
+                settings.retry,
+                request.method,
+                timeout,
+                getattr(upstream, "retry_budget", None),
+            )
+        else:
+            result = await upstream.unary(binding.rpc_path, payload, metadata, timeout)
     finally:
         call.upstream_s = time.perf_counter() - started
     try:
@@ -110,7 +118,7 @@ async def handle(
         raise GatewayError(grpc.StatusCode.INTERNAL, "backend sent a response that does not decode") from None
     out = render(binding.response, reply)
     call.bytes_out = len(out)
-    response = web.Response(body=out, content_type=JSON)
+    response = web.Response(body=out, headers={"Content-Type": JSON})
     for key, value in response_headers(result.initial_metadata, result.trailing_metadata):
         response.headers.add(key, value)
     return response
