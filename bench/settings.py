@@ -1,0 +1,143 @@
+"""`Settings`: the benchmark's knobs, read once from the environment, then frozen.
+
+Every knob has a default that makes `make bench` the full run of issue 2 (10 s per cell after a 2 s
+warm-up, 3 repeats, 16 and 32 connections, all four scenarios, about 10 minutes); `BENCH_QUICK=1`
+is the smoke test (3 s, 1 repeat, about a minute). A bad value fails at start-up with the variable
+named. The knobs:
+
+    BENCH_QUICK=1          smoke-test defaults for the knobs below
+    BENCH_DUR              seconds measured per cell (10; quick 3)
+    BENCH_WARM             seconds of warm-up before each cell (2; quick 1)
+    BENCH_REPEATS          runs of every cell, order reversed every other repeat (3; quick 1)
+    BENCH_CONNS            connection counts for the gateways (16,32)
+    BENCH_DIRECT_CONNS     connection counts for direct gRPC (16: the one the latency ratio uses)
+    BENCH_PHASES           peer, portcullis (= portcullis-w1,portcullis-w2), direct (all)
+    BENCH_QUIET_WAIT       run-wide budget, in s, of waits for the machine to go idle before a cell (at
+                           most 10 s each), so a busy machine cannot stretch the run (90; quick 10)
+    BENCH_QUIET_MAX        "idle" and "undisturbed" threshold, % of one core used by others (25)
+    BENCH_RETRIES          run-wide budget of re-measurements of disturbed cells, one per cell (4; quick 0)
+    BENCH_OUTPUT           report file (docs/benchmarks.md)
+    PEER_DIR               the peer's build folder (/tmp/portcullis-peers/grpc-gateway)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.gateways import REPO_ROOT
+from bench.report import DIRECT, PC1, PC2, PEER
+
+# Names accepted in BENCH_PHASES, and the scenarios each one selects.
+PHASE_ALIASES = {
+    "peer": (PEER,),
+    "grpc-gateway": (PEER,),
+    "portcullis": (PC1, PC2),
+    "portcullis-w1": (PC1,),
+    "portcullis-w2": (PC2,),
+    "direct": (DIRECT,),
+}
+ALL_SCENARIOS = (PEER, PC1, PC2, DIRECT)
+# The environment variables above, quoted in the report's command line when set.
+KNOBS = (
+    "BENCH_QUICK",
+    "BENCH_DUR",
+    "BENCH_WARM",
+    "BENCH_REPEATS",
+    "BENCH_CONNS",
+    "BENCH_DIRECT_CONNS",
+    "BENCH_PHASES",
+    "BENCH_QUIET_WAIT",
+    "BENCH_QUIET_MAX",
+    "BENCH_RETRIES",
+    "BENCH_OUTPUT",
+    "PEER_DIR",
+)
+
+
+class SettingsError(ValueError):
+    """A benchmark environment variable has a value we cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one `python -m bench` run measures, and where it writes."""
+
+    quick: bool
+    dur_s: float
+    warm_s: float
+    repeats: int
+    conns: tuple[int, ...]
+    direct_conns: tuple[int, ...]
+    scenarios: tuple[str, ...]
+    quiet_wait_s: float
+    quiet_max_pct: float
+    retries: int
+    output: Path
+    peer_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        """Read the knobs listed in the module docstring."""
+        quick = env.get("BENCH_QUICK", "") not in ("", "0", "false", "no")
+
+        def number(name: str, default: float, low: float) -> float:
+            raw = env.get(name, "")
+            try:
+                value = float(raw) if raw else default
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r}: expected a number") from None
+            if value < low:
+                raise SettingsError(f"{name}={raw!r}: expected at least {low:g}")
+            return value
+
+        def counts(name: str, default: str) -> tuple[int, ...]:
+            raw = env.get(name, "") or default
+            try:
+                values = tuple(int(c) for c in raw.replace(",", " ").split())
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r}: expected numbers like 16,32") from None
+            if not values or min(values) < 1:
+                raise SettingsError(f"{name}={raw!r}: expected at least one connection count >= 1")
+            return values
+
+        conns = counts("BENCH_CONNS", "16,32")
+        scenarios: list[str] = []
+        for name in env.get("BENCH_PHASES", "peer,portcullis,direct").replace(",", " ").split():
+            if name not in PHASE_ALIASES:
+                raise SettingsError(
+                    f"BENCH_PHASES: unknown phase {name!r}; known: {', '.join(PHASE_ALIASES)}"
+                )
+            scenarios += [s for s in PHASE_ALIASES[name] if s not in scenarios]
+        if not scenarios:
+            raise SettingsError("BENCH_PHASES: no phase selected")
+        return cls(
+            quick=quick,
+            dur_s=number("BENCH_DUR", 3.0 if quick else 10.0, 1),
+            warm_s=number("BENCH_WARM", 1.0 if quick else 2.0, 0),
+            repeats=int(number("BENCH_REPEATS", 1 if quick else 3, 1)),
+            conns=conns,
+            direct_conns=counts("BENCH_DIRECT_CONNS", "16" if 16 in conns else str(min(conns))),
+            scenarios=tuple(s for s in ALL_SCENARIOS if s in scenarios),
+            quiet_wait_s=number("BENCH_QUIET_WAIT", 10.0 if quick else 90.0, 0),
+            quiet_max_pct=number("BENCH_QUIET_MAX", 25.0, 0),
+            retries=int(number("BENCH_RETRIES", 0 if quick else 4, 0)),
+            output=Path(env.get("BENCH_OUTPUT", str(REPO_ROOT / "docs" / "benchmarks.md"))),
+            peer_dir=Path(env.get("PEER_DIR", "/tmp/portcullis-peers/grpc-gateway")),
+        )
+
+    def describe(self) -> str:
+        """One paragraph for the report."""
+        mode = " (`BENCH_QUICK` smoke run)" if self.quick else ""
+        return (
+            f"{self.dur_s:g} s per cell after a {self.warm_s:g} s warm-up, {self.repeats} repeat(s){mode}, the "
+            f"scenario order reversed on every other repeat; gateways at {', '.join(map(str, self.conns))} "
+            f"connections (wrk `-t2 -cN --latency`), direct gRPC at {', '.join(map(str, self.direct_conns))} "
+            f"(h2load `-t1 -cN -m1`); scenarios {', '.join(self.scenarios)}. Before each cell the run waits up "
+            f"to 10 s for the machine to be idle ({self.quiet_wait_s:g} s of such waits per run at most); a cell "
+            "during which other processes used "
+            f"more than {self.quiet_max_pct:g}% of a core is measured once more, keeping the less disturbed run "
+            f"(at most {self.retries} such re-measurements per run). Knobs: `BENCH_*`, see `bench/settings.py`."
+        )
