@@ -101,7 +101,7 @@ class RedisConfig(PolicyConfig):
         ge=1,
         le=1024,
         description="Connections per gateway process; requests queue for one within timeout_ms. Few is "
-        "right: one script is ~0.1 ms, and a burst opening many at once on a cold pool can outlast the timeout.",
+        "right: a script takes ~0.1 ms, and opening many at once on a cold pool can outlast the timeout.",
     )
 
     @field_validator("url")

@@ -16,12 +16,13 @@ test can hold it to the same answers as `bucket.py`.
 
 Every failure (refused connection, timeout, server error) leaves this module as
 `LimiterUnavailable`; the policy decides, by config, whether that admits or refuses. The client is
-made in `start()` and closed in `stop()`, never at import, with no retries and a socket timeout of
-`timeout_ms`, so a dead or hung Redis costs at most that per request (and nothing once the breaker
-is open). A request given up on may still run in a slow Redis later and spend its tokens; its
-connection is dropped on the timeout (redis-py disconnects a cancelled command), so no late reply
-is ever read as another request's answer. The pool is small on purpose: a script is ~0.1 ms, and
-a burst that opens dozens of connections at once on a cold pool can outlast `timeout_ms` by itself.
+made in `start()` and closed in `stop()`, never at import, with no retries; each request runs under
+one `asyncio.timeout(timeout_ms)` covering the wait for a connection, connecting and the reply, so
+a dead or hung Redis costs at most that per request (and nothing once the breaker is open). A
+request given up on may still run in a slow Redis later and spend its tokens; its connection is
+dropped on the timeout (redis-py disconnects a cancelled command), so no late reply is ever read
+as another request's answer. The pool is small on purpose: a script is ~0.1 ms, and a burst that
+opens dozens of connections at once on a cold pool can outlast `timeout_ms` by itself.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class RedisBackend:
         self._pool = aioredis.ConnectionPool.from_url(
             self.url,
             max_connections=self.max_connections,
-            socket_connect_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,  # no socket_timeout: the request's timeout covers reads
             retry=Retry(NoBackoff(), 0),  # a retry would spend the timeout the request is waiting on
             client_name=CLIENT_NAME,  # who holds these connections, in CLIENT LIST
         )
