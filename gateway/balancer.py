@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -137,6 +137,34 @@ class BalancedUpstream:
             await stream.aclose()
         if not recorded:
             self._record(entry, None)
+
+    async def client_stream(
+        self, rpc_path: str, requests: AsyncIterable[bytes], metadata: Metadata, timeout: float
+    ) -> UnaryResult:
+        entry = self._choose()
+        try:
+            result = await entry.upstream.client_stream(rpc_path, requests, metadata, timeout)
+        except GatewayError as err:
+            self._record(entry, err)
+            raise
+        self._record(entry, None)
+        return result
+
+    async def bidi(
+        self, rpc_path: str, requests: AsyncIterable[bytes], metadata: Metadata, timeout: float
+    ) -> AsyncGenerator[bytes, None]:
+        entry = self._choose()
+        stream = entry.upstream.bidi(rpc_path, requests, metadata, timeout)
+        error: GatewayError | None = None
+        try:
+            async for message in stream:
+                yield message
+        except GatewayError as err:
+            error = err
+            raise
+        finally:
+            await stream.aclose()
+            self._record(entry, error)
 
     def healthy(self) -> bool:
         return any(e.upstream.healthy() for e in self._entries)

@@ -131,6 +131,11 @@ class TranscodingConfig(_Model):
     always_print_primitive_fields: bool | None = Field(None, description="Print fields holding defaults.")
     preserve_proto_field_names: bool | None = Field(None, description="snake_case names out.")
     enums_as_ints: bool | None = Field(None, description="Enums as numbers out.")
+    stream_format: Literal["ndjson", "json_array"] | None = Field(
+        None,
+        description="Server streams over plain HTTP: newline-delimited JSON (default) or one JSON array; "
+        "a client sending Accept: text/event-stream gets Server-Sent Events either way.",
+    )
 
     def over(self, base: TranscodeOptions) -> TranscodeOptions:
         changes = {k: v for k, v in self.model_dump().items() if v is not None}
@@ -141,6 +146,94 @@ def _options_dict(options: TranscodeOptions) -> dict[str, object]:
     return {name: getattr(options, name) for name in TranscodeOptions.__slots__}
 
 
+def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
+    for origin in value:
+        scheme, sep, host = origin.partition("://")
+        if not sep or scheme not in ("http", "https") or not host or "/" in host or "*" in host:
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com (no wildcards, no path)")
+    return tuple(o.lower() for o in value)
+
+
+class WebSocketConfig(_Model):
+    """gRPC streams over WebSocket. Set globally; a service's or method's block overrides the keys it sets."""
+
+    enabled: bool = Field(True, description="Serve this route's streaming methods to WebSocket upgrades.")
+    allowed_origins: tuple[str, ...] = Field(
+        (),
+        description="Browser origins (scheme://host[:port]) that may open the WebSocket; an upgrade with "
+        "any other Origin is a 403. An upgrade without Origin (not a browser) is allowed. No wildcard.",
+    )
+    max_message_bytes: int = Field(
+        1024 * 1024, ge=1, le=64 * 1024 * 1024, description="Largest inbound frame; larger closes with 1009."
+    )
+    idle_timeout_s: float = Field(300.0, gt=0, description="No frame either way for this long closes with 1001.")
+    heartbeat_s: float = Field(
+        20.0, gt=0, description="Ping the client this often; no pong within half of it closes the socket."
+    )
+    max_duration_s: float = Field(
+        3600.0, gt=0, description="gRPC deadline of a stream opened over WebSocket (instead of the route timeout)."
+    )
+    inbound_queue: int = Field(
+        16, ge=1, le=4096,
+        description="Client messages read ahead of the backend; when full the gateway stops reading the socket.",
+    )
+    auth_cookie: str | None = Field(
+        None,
+        description="Cookie whose value is the bearer token when the upgrade carries no Authorization header "
+        "(browsers cannot set headers on a WebSocket).",
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _origins(value)
+
+    def over(self, override: WebSocketConfig | None) -> WebSocketConfig:
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_unset=True))
+
+
+class WebSocketRoute(_Model):
+    """A WebSocket route proxied as is to a WebSocket backend (no transcoding)."""
+
+    path: str = Field(description="Exact request path, e.g. /chat.")
+    upstream: str = Field(description="ws:// or wss:// URL of the backend.")
+    allowed_origins: tuple[str, ...] = Field(
+        (), description="Browser origins allowed to connect; other Origins get a 403; no wildcard."
+    )
+    subprotocols: tuple[str, ...] = Field(
+        (), description="Subprotocols a client may ask for; those it offers are offered to the backend, "
+        "and the backend's choice is the client's."
+    )
+    max_message_bytes: int = Field(1024 * 1024, ge=1, description="Largest message either way; larger: 1009.")
+    idle_timeout_s: float = Field(300.0, gt=0, description="No message either way for this long closes both.")
+    heartbeat_s: float = Field(20.0, gt=0, description="Ping both sides this often; a missing pong closes both.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Opening the backend connection; then 502.")
+    max_connections_per_client: int = Field(
+        100, ge=1, description="Open connections to this route per client IP; more are refused with 429."
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _origins(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"{value!r} is not a ws:// or wss:// URL")
+        return value
+
+
 class MethodConfig(_Model):
     timeout_ms: int | None = Field(None, ge=1, description="Deadline of this method; overrides the service's.")
     retry: RetryConfig | None = Field(None, description="Retries of this method; overrides the service's.")
@@ -148,6 +241,7 @@ class MethodConfig(_Model):
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-method policy settings, by policy name, over the service's."
     )
+    websocket: WebSocketConfig | None = Field(None, description="WebSocket settings over the service's.")
 
 
 class ServiceConfig(_Model):
@@ -159,6 +253,7 @@ class ServiceConfig(_Model):
     policies: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-service policy settings, by policy name, over the global ones."
     )
+    websocket: WebSocketConfig | None = Field(None, description="WebSocket settings over the global ones.")
 
 
 class HttpRuleConfig(_Model):
@@ -198,6 +293,12 @@ class GatewayConfig(_Model):
     policies: tuple[PolicyEntry, ...] = Field(
         (), description="Policies in the order their phases run; the response renderer is outside them all."
     )
+    websocket: WebSocketConfig = Field(
+        default_factory=WebSocketConfig, description="gRPC streams over WebSocket: global settings."
+    )
+    websocket_routes: tuple[WebSocketRoute, ...] = Field(
+        (), description="WebSocket routes proxied to WebSocket backends."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -207,6 +308,9 @@ class GatewayConfig(_Model):
         for source in self.descriptors:
             if isinstance(source, ReflectionSource) and source.backend not in self.backends:
                 raise ValueError(f"descriptors: reflection backend {source.backend!r} is not defined")
+        paths = [route.path for route in self.websocket_routes]
+        if len(paths) != len(set(paths)):
+            raise ValueError("websocket_routes: a path is listed twice")
         return self
 
     def options_for(self, method: str) -> TranscodeOptions:
@@ -226,6 +330,13 @@ class GatewayConfig(_Model):
         service = self.services[service_name]
         override = service.methods.get(method_name)
         return override.retry if override is not None and override.retry is not None else service.retry
+
+    def websocket_for(self, method: str) -> WebSocketConfig:
+        """WebSocket settings of "pkg.Service.Method": global, then service, then method keys set."""
+        service_name, _, method_name = method.rpartition(".")
+        service = self.services[service_name]
+        override = service.methods.get(method_name)
+        return self.websocket.over(service.websocket).over(override.websocket if override else None)
 
     def timeout_s(self, method: str) -> float:
         service_name, _, method_name = method.rpartition(".")

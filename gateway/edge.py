@@ -8,6 +8,14 @@ carrying the headers policies added (rate-limit headers, CORS, request id) like 
 
 A CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) is routed by the method it asks
 about, so the CORS policy of that route answers it; with no CORS policy it is a 405.
+
+A WebSocket upgrade goes to a passthrough route when its path is one (`handlers/passthrough.py`),
+else to the streaming method on that path (`handlers/websocket.py`). Its Origin is checked and its
+credentials (a `bearer.<token>` subprotocol or a cookie) put on the call before `on_request` runs,
+so authentication and rate limits apply at the upgrade; errors before the 101 are ordinary
+responses (403 for a refused Origin), after it they are close frames. A gRPC-Web request (POST
+with a grpc-web content type) is routed by its gRPC path to `handlers/grpc_web.py`, and its errors
+are rendered as gRPC-Web trailers-only responses instead of JSON.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ import grpc
 from aiohttp import web
 
 from gateway.call import Call
-from gateway.handlers import rest
-from gateway.handlers.rest import finish_headers
-from gateway.keys import STATE
+from gateway.handlers import grpc_web, passthrough, rest, websocket
+from gateway.handlers.responses import finish_headers
+from gateway.handlers.sockets import is_upgrade, screen_upgrade
+from gateway.keys import SOCKETS, STATE
+from gateway.lifecycle import Snapshot
 from gateway.pipeline import Reply
-from translators.errors import GatewayError, MethodNotAllowed
+from translators.errors import GatewayError, MethodNotAllowed, NotFound
 from translators.status import render_error
 
 log = logging.getLogger("portcullis.edge")
@@ -50,28 +60,23 @@ async def handle(request: web.Request) -> web.StreamResponse:
     call = new_call(request)
     response: web.StreamResponse
     try:
-        raw_path = request.raw_path.split("?", 1)[0]
-        asked = request.headers.get("Access-Control-Request-Method")
-        preflight = request.method == "OPTIONS" and asked is not None
-        binding, variables = runtime.routes.match(asked if preflight and asked else request.method, raw_path)
-        call.route, call.service = binding.name, binding.service
-        call.upstream = runtime.settings[binding.name].backend
-        await runtime.pipeline.on_request(call)
-        if preflight:
-            raise MethodNotAllowed("OPTIONS", [binding.http_method])
-        upstream = snapshot.upstreams[call.upstream]
-        response = await rest.handle(request, call, runtime, upstream, binding, variables)
+        if is_upgrade(request):
+            response = await _upgrade(request, call, snapshot)
+        elif grpc_web.is_grpc_web(request):
+            response = await _grpc_web(request, call, snapshot)
+        else:
+            response = await _http(request, call, snapshot)
         call.grpc_code = call.grpc_code or "OK"
     except Reply as reply:
         response = web.Response(status=reply.status, headers=reply.headers, body=reply.body)
     except GatewayError as err:
         call.error, call.grpc_code = err, err.code.name
-        response = error_response(err)
+        response = grpc_web.error_response(request, err) if grpc_web.is_grpc_web(request) else error_response(err)
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, call.request_id)
         internal = GatewayError(grpc.StatusCode.INTERNAL, "internal gateway error")
         call.error, call.grpc_code = internal, internal.code.name
-        response = error_response(internal)
+        response = grpc_web.error_response(request, internal) if grpc_web.is_grpc_web(request) else error_response(internal)
     except BaseException:  # the client went away (CancelledError): still log the call
         call.status = 499
         call.grpc_code = grpc.StatusCode.CANCELLED.name
@@ -83,3 +88,48 @@ async def handle(request: web.Request) -> web.StreamResponse:
     await runtime.pipeline.on_complete(call)
     return response
 
+
+
+async def _http(request: web.Request, call: Call, snapshot: Snapshot) -> web.StreamResponse:
+    runtime = snapshot.runtime
+    raw_path = request.raw_path.split("?", 1)[0]
+    asked = request.headers.get("Access-Control-Request-Method")
+    preflight = request.method == "OPTIONS" and asked is not None
+    binding, variables = runtime.routes.match(asked if preflight and asked else request.method, raw_path)
+    call.route, call.service = binding.name, binding.service
+    call.upstream = runtime.settings[binding.name].backend
+    await runtime.pipeline.on_request(call)
+    if preflight:
+        raise MethodNotAllowed("OPTIONS", [binding.http_method])
+    upstream = snapshot.upstreams[call.upstream]
+    return await rest.handle(request, call, runtime, upstream, binding, variables)
+
+
+async def _grpc_web(request: web.Request, call: Call, snapshot: Snapshot) -> web.StreamResponse:
+    runtime = snapshot.runtime
+    binding = runtime.routes.match_rpc(request.path)
+    call.route, call.service = binding.name, binding.service
+    call.upstream = runtime.settings[binding.name].backend
+    await runtime.pipeline.on_request(call)
+    return await grpc_web.handle(request, call, runtime, snapshot.upstreams[call.upstream], binding)
+
+
+async def _upgrade(request: web.Request, call: Call, snapshot: Snapshot) -> web.StreamResponse:
+    runtime = snapshot.runtime
+    raw_path = request.raw_path.split("?", 1)[0]
+    hub = request.app[SOCKETS]
+    route = runtime.passthrough.get(raw_path)
+    if route is not None:
+        call.route, call.upstream = f"websocket {route.path}", route.upstream
+        screen_upgrade(request, call, route.allowed_origins)
+        await runtime.pipeline.on_request(call)
+        return await passthrough.handle(request, call, runtime, route, hub)
+    binding, variables = runtime.routes.match_websocket(raw_path)
+    settings = runtime.settings[binding.name]
+    if not settings.websocket.enabled:
+        raise NotFound(f"{binding.rpc_path} is not served over WebSocket")
+    call.route, call.service, call.upstream = binding.name, binding.service, settings.backend
+    screen_upgrade(request, call, settings.websocket.allowed_origins, settings.websocket.auth_cookie)
+    await runtime.pipeline.on_request(call)
+    upstream = snapshot.upstreams[call.upstream]
+    return await websocket.handle(request, call, runtime, upstream, binding, variables, hub)

@@ -7,13 +7,16 @@ call is forwarded) to add both: a connection over `max_connections` gets a 503 a
 once, and a connection whose request head has not fully arrived (`\\r\\n\\r\\n` seen) within
 `header_timeout_s` of opening is closed. After the first request aiohttp's keep-alive timer covers
 later request heads. `Listener` binds the socket with this factory and closes it before the runner
-drains, so shutdown stops accepting first.
+drains, so shutdown stops accepting first. The guard also tells a long response that its client is
+gone (`lost_future`): aiohttp does not cancel handlers, and a stream waiting on a quiet backend
+would otherwise only notice at its next write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -36,7 +39,7 @@ class ConnectionGuard:
 
 
 class GuardedProtocol(asyncio.Protocol):
-    __slots__ = ("_counted", "_guard", "_inner", "_tail", "_timer", "_transport")
+    __slots__ = ("_counted", "_guard", "_inner", "_lost", "_tail", "_timer", "_transport")
 
     def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
         self._inner = inner
@@ -45,6 +48,15 @@ class GuardedProtocol(asyncio.Protocol):
         self._tail = b""
         self._transport: asyncio.Transport | None = None
         self._counted = False
+        self._lost: asyncio.Future[None] | None = None
+
+    def when_lost(self) -> asyncio.Future[None]:
+        """A future that resolves when this connection is lost (made on first use)."""
+        if self._lost is None:
+            self._lost = asyncio.get_running_loop().create_future()
+            if self._transport is None or self._transport.is_closing():
+                self._lost.set_result(None)
+        return self._lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self._guard
@@ -81,6 +93,8 @@ class GuardedProtocol(asyncio.Protocol):
         return self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -96,12 +110,24 @@ class GuardedProtocol(asyncio.Protocol):
         self._inner.resume_writing()
 
 
+def lost_future(transport: asyncio.BaseTransport | None) -> asyncio.Future[None] | None:
+    """When the connection behind `transport` is lost, if it came through a `GuardedProtocol`."""
+    if transport is None:
+        return None
+    protocol = transport.get_protocol()
+    return protocol.when_lost() if isinstance(protocol, GuardedProtocol) else None
+
+
 class Listener:
     """One bound socket serving an `AppRunner` through the guard."""
 
-    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard) -> None:
+    def __init__(
+        self, runner: web.AppRunner, guard: ConnectionGuard,
+        before_drain: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.runner = runner
         self.guard = guard
+        self.before_drain = before_drain  # e.g. closing WebSockets, which never end by themselves
         self._server: asyncio.Server | None = None
 
     async def start(
@@ -125,4 +151,6 @@ class Listener:
         """Stop accepting, then let the runner drain in-flight requests and close."""
         if self._server is not None:
             self._server.close()
+        if self.before_drain is not None:
+            await self.before_drain()
         await self.runner.cleanup()

@@ -18,6 +18,8 @@ from gateway.config import (
     GatewayConfig,
     ReflectionSource,
     StubsSource,
+    WebSocketConfig,
+    WebSocketRoute,
 )
 from gateway.pipeline import Pipeline
 from gateway.resilience import RetryConfig
@@ -33,6 +35,7 @@ class RouteSettings:
     backend: str
     timeout_s: float
     retry: RetryConfig
+    websocket: WebSocketConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class Runtime:
     forward_headers: frozenset[str]
     openapi: dict[str, Any]  # built once: the route table never changes under a runtime
     settings: dict[str, RouteSettings]  # by binding name
+    passthrough: dict[str, WebSocketRoute]  # WebSocket routes proxied as they are, by exact path
 
     def backend_of(self, service: str) -> str:
         return self.config.services[service].backend
@@ -93,7 +97,9 @@ def build_runtime(config: GatewayConfig, pipeline: Pipeline | None = None) -> Ru
                 backend=config.services[b.service].backend,
                 timeout_s=config.timeout_s(b.name.split("#", 1)[0]),
                 retry=config.retry_for(b.name.split("#", 1)[0]),
+                websocket=config.websocket_for(b.name.split("#", 1)[0]),
             )
-            for b in routes.bindings
+            for b in routes.all_bindings()
         },
+        passthrough={route.path: route for route in config.websocket_routes},
     )

@@ -25,6 +25,7 @@ from gateway import metrics_registry
 from gateway.app import build_apps
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.handlers.admin import SUPERVISED_ENV
+from gateway.keys import SOCKETS
 from gateway.lifecycle import GatewayState
 from gateway.listener import ConnectionGuard, Listener
 from gateway.runtime import build_runtime
@@ -82,7 +83,9 @@ async def start_serving(
     )
     await runner.setup()
     metrics_registry.count_connections(runner)
-    public_listener = Listener(runner, ConnectionGuard(limits.max_connections, limits.header_timeout_s))
+    public_listener = Listener(
+        runner, ConnectionGuard(limits.max_connections, limits.header_timeout_s), public[SOCKETS].shutdown
+    )
     public_port = await public_listener.start(
         config.listen.host, config.listen.port, ssl_context, reuse_port
     )

@@ -4,14 +4,21 @@
 addresses) and the grpc.health.v1 view that feeds `/readyz`. Calls carry already serialized
 protobuf bytes: the translators own the messages, the upstream only moves bytes. It is created and
 closed by `lifecycle.py`, never at module level.
+
+Client and bidirectional streams take their requests as an async iterable. One writer task per
+call, owned by the call (cancelled and awaited when it ends), moves them to the backend as fast as
+the backend's flow control allows, then half-closes. An exception raised by the iterable ends the
+call (the backend sees a cancellation) and is what the caller gets. Closing a response stream
+early (`aclose`) cancels the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +56,14 @@ class Upstream(Protocol):
         self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float
     ) -> AsyncGenerator[bytes, None]: ...
 
+    async def client_stream(
+        self, rpc_path: str, requests: AsyncIterable[bytes], metadata: Metadata, timeout: float
+    ) -> UnaryResult: ...
+
+    def bidi(
+        self, rpc_path: str, requests: AsyncIterable[bytes], metadata: Metadata, timeout: float
+    ) -> AsyncGenerator[bytes, None]: ...
+
     def healthy(self) -> bool: ...
 
     config: BackendConfig
@@ -62,6 +77,25 @@ class Upstream(Protocol):
 
 def _identity(data: bytes) -> bytes:
     return data
+
+
+async def stop_writer(writer: asyncio.Task[None]) -> BaseException | None:
+    """Cancel a call's writer task if it still runs, wait for it, and return what it failed with."""
+    if not writer.done():
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        return None
+    if writer.cancelled():
+        return None
+    return writer.exception()
+
+
+def writer_failure(writer: asyncio.Task[None]) -> BaseException | None:
+    """The exception a finished writer task raised (the requests iterable failed), if any."""
+    if writer.done() and not writer.cancelled():
+        return writer.exception()
+    return None
 
 
 def translate_rpc_error(exc: grpc.aio.AioRpcError, backend: str) -> GatewayError:
@@ -131,6 +165,40 @@ class GrpcUpstream:
         finally:
             call.cancel()  # the client went away or the stream ended: never leave the call running
 
+    async def client_stream(
+        self, rpc_path: str, requests: AsyncIterable[bytes], metadata: Metadata, timeout: float
+    ) -> UnaryResult:
+        _, channel = self._pick()
+        call = channel.stream_unary(rpc_path, request_serializer=_identity, response_deserializer=_identity)(
+            metadata=metadata, timeout=timeout
+        )
+        writer = asyncio.get_running_loop().create_task(_write_all(call, requests))
+        try:
+            body = await call
+            return UnaryResult(body, list(await call.initial_metadata() or ()), list(await call.trailing_metadata() or ()))
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            raise _stream_error(exc, writer, self.name) from None
+        finally:
+            call.cancel()
+            await stop_writer(writer)
+
+    async def bidi(
+        self, rpc_path: str, requests: AsyncIterable[bytes], metadata: Metadata, timeout: float
+    ) -> AsyncGenerator[bytes, None]:
+        _, channel = self._pick()
+        call = channel.stream_stream(rpc_path, request_serializer=_identity, response_deserializer=_identity)(
+            metadata=metadata, timeout=timeout
+        )
+        writer = asyncio.get_running_loop().create_task(_write_all(call, requests))
+        try:
+            async for message in call:
+                yield message
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            raise _stream_error(exc, writer, self.name) from None
+        finally:
+            call.cancel()  # the client went away or the stream ended: never leave the call running
+            await stop_writer(writer)
+
     def healthy(self) -> bool:
         return any(self._health.values())
 
@@ -161,6 +229,37 @@ class GrpcUpstream:
         await asyncio.gather(*(c.close() for c in self._channels))
 
 
+def _stream_error(
+    exc: grpc.aio.AioRpcError | asyncio.CancelledError, writer: asyncio.Task[None], backend: str
+) -> BaseException:
+    """What a client or bidi stream fails with: the requests' own failure first (the writer cancelled
+    the call for it, which grpc.aio reports as CancelledError), else the backend's status."""
+    task = asyncio.current_task()
+    if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+        return exc  # our caller is being cancelled: let that through
+    failure = writer_failure(writer)
+    if failure is not None:
+        return failure
+    if isinstance(exc, asyncio.CancelledError):
+        return GatewayError(grpc.StatusCode.CANCELLED, "call cancelled")
+    return translate_rpc_error(exc, backend)
+
+
+async def _write_all(
+    call: grpc.aio.StreamUnaryCall | grpc.aio.StreamStreamCall, requests: AsyncIterable[bytes]
+) -> None:
+    """Send every request, then half-close; a failing iterable cancels the call and re-raises."""
+    try:
+        async for message in requests:
+            await call.write(message)
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        return  # the call ended first: its status says why, and the reader reports it
+    except Exception:
+        call.cancel()
+        raise
+
+
 def _credentials(config: BackendConfig) -> grpc.ChannelCredentials | None:
     tls = config.tls
     if tls is None:
@@ -186,4 +285,6 @@ def build_upstreams(backends: dict[str, BackendConfig]) -> dict[str, Upstream]:
     }
 
 
-__all__: Sequence[str] = ("GrpcUpstream", "UnaryResult", "Upstream", "build_upstreams", "translate_rpc_error")
+__all__: Sequence[str] = (
+    "GrpcUpstream", "UnaryResult", "Upstream", "build_upstreams", "stop_writer", "translate_rpc_error", "writer_failure",
+)

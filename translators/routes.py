@@ -6,6 +6,12 @@ Any bad template, unknown field or duplicate route fails here, at start-up, nami
 where its descriptor came from. `RouteTable.match` then finds the binding for a request: templates
 are tried per HTTP method in rank order (a literal segment before a variable, `*` before `**`), so
 the most specific template wins; a path that matches under another method is a 405 with `Allow`.
+
+WebSocket upgrades (`match_websocket`) reach every streaming method: on the path of any of its
+HTTP bindings, whatever their HTTP method, and, for a streaming method without an HTTP binding, on
+`/ws/{package.Service}/{Method}` (those bindings are kept apart, in `ws_paths`: they are no HTTP
+routes and stay out of `/routes` and OpenAPI). gRPC-Web requests name their method by its gRPC
+path (`match_rpc`), annotated or not.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from google.api import http_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
+from grpc import StatusCode
 
 from translators.descriptors import ServiceInfo
-from translators.errors import MethodNotAllowed, NotFound
+from translators.errors import GatewayError, MethodNotAllowed, NotFound
 from translators.http_rule import PathTemplate, TemplateError, parse_template
 from translators.options import DEFAULT_OPTIONS, TranscodeOptions
 from translators.request import PlanError, RequestPlan, make_plan
@@ -72,6 +79,8 @@ class Binding:
 class RouteTable:
     bindings: tuple[Binding, ...]
     _by_method: dict[str, tuple[Binding, ...]] = field(repr=False)
+    ws_paths: Mapping[str, Binding] = field(default_factory=dict)  # "/ws/pkg.Service/Method" -> binding
+    rpc_paths: Mapping[str, Binding] = field(default_factory=dict)  # "/pkg.Service/Method" -> a binding
 
     def match(self, http_method: str, raw_path: str) -> tuple[Binding, dict[str, str]]:
         """The binding and its decoded path variables; `NotFound` or `MethodNotAllowed` otherwise."""
@@ -91,6 +100,39 @@ class RouteTable:
             raise MethodNotAllowed(http_method, allowed)
         raise NotFound(f"no route for {http_method} {raw_path.split('?', 1)[0]}")
 
+    def match_websocket(self, raw_path: str) -> tuple[Binding, dict[str, str]]:
+        """The streaming method a WebSocket upgrade on `raw_path` opens, and its path variables."""
+        found = self.ws_paths.get(raw_path)
+        if found is not None:
+            return found, {}
+        unary = None
+        for group in self._by_method.values():
+            for binding in group:
+                variables = binding.template.match(raw_path)
+                if variables is None:
+                    continue
+                if binding.client_streaming or binding.server_streaming:
+                    return binding, variables
+                unary = binding
+        if unary is not None:
+            raise GatewayError(
+                StatusCode.UNIMPLEMENTED, f"{unary.rpc_path} is a unary method: call it over HTTP, not WebSocket"
+            )
+        raise NotFound(f"no streaming method on {raw_path.split('?', 1)[0]}")
+
+    def match_rpc(self, rpc_path: str) -> Binding:
+        """The method a gRPC path names (gRPC-Web requests), whether or not it has an HTTP binding."""
+        found = self.rpc_paths.get(rpc_path)
+        if found is None:
+            raise GatewayError(StatusCode.UNIMPLEMENTED, f"unknown method {rpc_path}")
+        return found
+
+    def all_bindings(self) -> tuple[Binding, ...]:
+        """Every binding that needs route settings: HTTP, WebSocket-only and gRPC-path-only ones."""
+        seen = {b.name for b in self.bindings}
+        extra = [b for b in (*self.ws_paths.values(), *self.rpc_paths.values()) if b.name not in seen]
+        return (*self.bindings, *{b.name: b for b in extra}.values())
+
     def describe(self) -> list[dict[str, Any]]:
         return [b.describe() for b in self.bindings]
 
@@ -103,12 +145,24 @@ def compile_routes(
     """Compile every annotated method; `options_for` gets "pkg.Service.Method"."""
     extra = dict(extra_rules or {})
     bindings: list[Binding] = []
+    ws_paths: dict[str, Binding] = {}
+    rpc_paths: dict[str, Binding] = {}
     seen: dict[tuple[str, str], str] = {}
     for info in services:
         for method in info.descriptor.methods:
             full = f"{info.name}.{method.name}"
             rule = extra.pop(full, None) or info.rules.get(method.name)
             if rule is None:
+                # No HTTP binding: reachable over WebSocket (streaming) and gRPC-Web only.
+                streaming = method.client_streaming or method.server_streaming
+                kind, path = ("WEBSOCKET", f"/ws/{info.name}/{method.name}") if streaming else (
+                    "GRPC", f"/{info.name}/{method.name}")
+                plain = http_pb2.HttpRule(body="*")
+                plain.custom.kind, plain.custom.path = kind, path
+                only = _compile_one(full, info, method, plain, options_for(full))
+                if streaming:
+                    ws_paths[only.template.source] = only
+                rpc_paths.setdefault(only.rpc_path, only)
                 continue
             options = options_for(full)
             rules = [rule, *rule.additional_bindings]
@@ -124,13 +178,14 @@ def compile_routes(
                     )
                 seen[key] = name
                 bindings.append(binding)
+                rpc_paths.setdefault(binding.rpc_path, binding)
     if extra:
         raise RouteError(f"http rules for unknown methods: {', '.join(sorted(extra))}")
     by_method: dict[str, list[Binding]] = {}
     for b in bindings:
         by_method.setdefault(b.http_method, []).append(b)
     ordered = {m: tuple(sorted(group, key=lambda b: b.template.rank)) for m, group in by_method.items()}
-    return RouteTable(tuple(bindings), ordered)
+    return RouteTable(tuple(bindings), ordered, ws_paths, rpc_paths)
 
 
 def _compile_one(

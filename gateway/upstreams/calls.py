@@ -1,7 +1,8 @@
 """One call's state on a connection, and the pure rules for what a response means for it.
 
-`Call` (slots) is everything a connection keeps per HTTP/2 stream: its future (unary) or message
-queue (server stream), windows, deadline timer and unsent request bytes; `Admission` queues calls
+`Call` (slots) is everything a connection keeps per HTTP/2 stream: its future (unary response) or
+message queue (streamed response), windows, deadline timer, unsent request bytes and whether its
+request side is still open (client and bidi streams); `Admission` queues calls
 beyond the peer's stream limit. The functions turn what
 arrived (response headers, a reset) into the call's outcome, a `UnaryResult` or a `GatewayError`
 built the way `gateway.upstream.translate_rpc_error` builds one for grpc.aio: code from
@@ -56,6 +57,7 @@ class Call:
     __slots__ = (
         "chunks",
         "done",
+        "end_after",
         "error",
         "future",
         "headers_seen",
@@ -67,6 +69,7 @@ class Call:
         "recv_window",
         "send_waiter",
         "send_window",
+        "sending",
         "sid",
         "size",
         "timer",
@@ -95,6 +98,8 @@ class Call:
         self.send_window = window
         self.pending: memoryview | None = None  # request bytes flow control held back
         self.send_waiter: asyncio.Future[None] | None = None
+        self.end_after = True  # END_STREAM goes with the last pending bytes (False: more messages follow)
+        self.sending = False  # a client or bidi stream whose request side is still open
 
 
 def unavailable(backend: str, why: str) -> GatewayError:

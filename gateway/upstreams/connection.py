@@ -2,7 +2,8 @@
 
 Owns the socket's bytes and every call open on it; `H2Upstream` (h2.py) owns the connections and
 picks one per call. `unary` starts a call and awaits its future; `open_stream` starts one whose
-messages queue up for `next_message`. Writes are corked: the frames of one event-loop iteration
+messages queue up for `next_message`; `open_call` starts a client or bidi stream whose request
+messages `send_all` sends one DATA run each, under the peer's flow control, then half-closes. Writes are corked: the frames of one event-loop iteration
 leave in one `transport.write` (measured: a third less CPU per call than a write per frame).
 Inbound bytes are cut into frames with one `struct` per frame header and dispatched by type.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from functools import lru_cache
 
 import grpc
@@ -148,6 +149,31 @@ class H2Connection(asyncio.Protocol):
             raise
         return call
 
+    async def open_call(self, path: str, metadata: Metadata, deadline: float | None, unary: bool) -> Call:
+        """Start a client stream (`unary`: one response, on `call.future`) or a bidi stream (responses
+        via `next_message`); only the headers go now, request messages follow through `send_all`."""
+        if self._admission.must_wait(len(self._calls)):
+            await self._wait_for_slot(deadline)
+        return self._start(path, None, metadata, deadline, unary)
+
+    async def send_all(self, call: Call, requests: AsyncIterable[bytes]) -> None:
+        """Send each request message as flow control allows, then half-close. Stops quietly when the
+        call ends first; a failing `requests` resets the call (CANCEL) and re-raises."""
+        try:
+            async for message in requests:
+                if call.done:
+                    return
+                call.pending = memoryview(PREFIX.pack(0, len(message)) + message)
+                call.end_after = False
+                await self._send_pending(call)
+            if not call.done and call.sending:
+                call.sending = False
+                self._write(F.header(0, F.DATA, F.END_STREAM, call.sid))
+        except Exception:
+            if not call.done:
+                self._reset(call, F.CANCEL, GatewayError(_C.CANCELLED, "request stream failed"))
+            raise
+
     async def next_message(self, call: Call) -> bytes | None:
         """The stream's next message, None at its clean end, or its error raised."""
         while True:
@@ -174,7 +200,9 @@ class H2Connection(asyncio.Protocol):
             self._write(F.rst_stream(call.sid, F.CANCEL))
             self._finish(call, None, GatewayError(_C.CANCELLED, "call cancelled by the gateway"), quiet=True)
 
-    def _start(self, path: str, body: bytes, metadata: Metadata, deadline: float | None, unary: bool) -> Call:
+    def _start(
+        self, path: str, body: bytes | None, metadata: Metadata, deadline: float | None, unary: bool
+    ) -> Call:
         if not self.usable:
             raise unavailable(self.backend, f"{self.address}: connection is closing")
         sid = self._next_id
@@ -197,8 +225,6 @@ class H2Connection(asyncio.Protocol):
         self._calls[sid] = call
         if deadline is not None:
             call.timer = loop.call_at(deadline, self._expire, call)
-        n = len(body)
-        framed = n + 5
         max_frame = self._peer_max_frame
         size = len(block)
         out = self._out
@@ -209,6 +235,11 @@ class H2Connection(asyncio.Protocol):
             out.append(block)
         else:
             out.append(F.headers(sid, block, max_frame))
+        if body is None:  # a client or bidi stream: its messages follow
+            call.sending = True
+            return call
+        n = len(body)
+        framed = n + 5
         if framed <= self._send_window and framed <= call.send_window and framed <= max_frame:
             self._send_window -= framed
             call.send_window -= framed
@@ -243,7 +274,7 @@ class H2Connection(asyncio.Protocol):
             last = len(chunk) == len(data)
             self._send_window -= len(chunk)
             call.send_window -= len(chunk)
-            self._write(F.header(len(chunk), F.DATA, F.END_STREAM if last else 0, call.sid))
+            self._write(F.header(len(chunk), F.DATA, F.END_STREAM if last and call.end_after else 0, call.sid))
             self._write(chunk.tobytes())
             call.pending = None if last else data[room:]
 
@@ -260,8 +291,9 @@ class H2Connection(asyncio.Protocol):
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
-        if call.pending is not None:  # the backend answered before the request was all sent
+        if call.pending is not None or call.sending:  # the backend answered before the request ended
             call.pending = None
+            call.sending = False
             if error is None:
                 self._write(F.rst_stream(call.sid, F.NO_ERROR))
         if call.send_waiter is not None and not call.send_waiter.done():

@@ -19,14 +19,14 @@ import os
 import random
 import socket
 import ssl
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterable
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from gateway.config import BackendConfig, BackendTLS
-from gateway.upstream import UnaryResult
+from gateway.upstream import UnaryResult, stop_writer, writer_failure
 from gateway.upstreams.calls import DEADLINE_EXCEEDED, REFUSED_RETRIES, RefusedStream
 from gateway.upstreams.connection import H2Connection
 from translators.errors import GatewayError
@@ -127,6 +127,52 @@ class H2Upstream:
                 yield message
         finally:
             conn.cancel(call)  # the client went away or the stream ended: never leave the call running
+
+    async def client_stream(
+        self, rpc_path: str, requests: AsyncIterable[bytes], metadata: Metadata, timeout: float
+    ) -> UnaryResult:
+        conn, deadline = await self._for_call(timeout)
+        call = await conn.open_call(rpc_path, metadata, deadline, unary=True)
+        # The writer belongs to this call: cancelled and awaited below, whatever happens.
+        writer = asyncio.get_running_loop().create_task(conn.send_all(call, requests))
+        try:
+            return await call.future  # type: ignore[misc]
+        except GatewayError:
+            failure = writer_failure(writer)
+            if failure is not None:
+                raise failure from None
+            raise
+        finally:
+            conn.cancel(call)
+            await stop_writer(writer)
+
+    async def bidi(
+        self, rpc_path: str, requests: AsyncIterable[bytes], metadata: Metadata, timeout: float
+    ) -> AsyncGenerator[bytes, None]:
+        # A refused stream is not sent again, unlike unary and server-streaming calls: its request
+        # messages were taken from `requests` and cannot be replayed; it fails with UNAVAILABLE.
+        conn, deadline = await self._for_call(timeout)
+        call = await conn.open_call(rpc_path, metadata, deadline, unary=False)
+        writer = asyncio.get_running_loop().create_task(conn.send_all(call, requests))
+        try:
+            while (message := await conn.next_message(call)) is not None:
+                yield message
+        except GatewayError:
+            failure = writer_failure(writer)
+            if failure is not None:
+                raise failure from None
+            raise
+        finally:
+            conn.cancel(call)  # the client went away or the stream ended: never leave the call running
+            await stop_writer(writer)
+
+    async def _for_call(self, timeout: float) -> tuple[H2Connection, float | None]:
+        slot = next(self._next)
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        conn = slot.conn
+        if conn is None or not conn.usable:
+            conn = await self._connection(slot, deadline)
+        return conn, deadline
 
     def healthy(self) -> bool:
         return any(self._health.values())

@@ -1,7 +1,7 @@
 """`make run`: the demo backends and the gateway as child processes, all stopped on Ctrl-C.
 
-Starts the echo backend on 127.0.0.1:50061 and the library backend on 127.0.0.1:50062 (the
-addresses `config/demo.yaml` names), waits for their ports, then runs `portcullis serve` in the
+Starts the echo backend on 127.0.0.1:50061, the library backend on 127.0.0.1:50062 and the
+WebSocket chat backend on 127.0.0.1:50063 (the addresses `config/demo.yaml` names), waits for their ports, then runs `portcullis serve` in the
 foreground. Ctrl-C or SIGTERM stops the gateway first (it drains), then the backends, by PID.
 """
 
@@ -17,6 +17,7 @@ import time
 BACKENDS = (
     ("tests.support.echo_backend", "127.0.0.1:50061"),
     ("tests.support.library_backend", "127.0.0.1:50062"),
+    ("tests.support.chat_backend", "127.0.0.1:50063"),
 )
 
 

@@ -22,6 +22,9 @@ Test hooks, for gateway tests; none of them fires on ordinary requests:
   "__metadata__"       as Echo's or a Chat message's `message`: the response labels also hold every
                        request metadata entry (binary `-bin` values base64-encoded; repeated keys
                        joined with ","), to check which headers the gateway forwards.
+  `Stats`                  pass one to `serve(stats=...)` to count what the streaming RPCs did:
+                       messages StreamItems and Chat sent, and RPCs cancelled by the client (with
+                       the loop time of each cancellation), for cancellation and backpressure tests.
   metadata `x-echo-metadata: <v>` on any RPC: the server sends initial metadata `x-echo-header: <v>`
                        and trailing metadata `x-echo-trailer: <v>`; `x-echo-metadata-bin` gives
                        `x-echo-header-bin` and `x-echo-trailer-bin` the same way. Each value is sent
@@ -36,7 +39,7 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -69,6 +72,15 @@ class Hook:
 
     error: grpc.StatusCode | None = None
     delay_s: float = 0.0
+
+
+@dataclass
+class Stats:
+    """What the streaming RPCs did; only the test that made it reads it."""
+
+    sent: int = 0  # messages StreamItems and Chat yielded (handed to grpc)
+    cancelled: int = 0  # streaming RPCs the client cancelled
+    cancelled_at: list[float] = field(default_factory=list)  # loop time of each cancellation
 
 
 class HookError(ValueError):
@@ -150,6 +162,13 @@ async def _answer(request: echo_pb2.EchoRequest, context: grpc.aio.ServicerConte
 class EchoService(echo_pb2_grpc.EchoServiceServicer):
     """EchoService as the Go peer serves it, plus the hooks above."""
 
+    def __init__(self, stats: Stats | None = None) -> None:
+        self.stats = stats or Stats()
+
+    def _cancelled(self) -> None:
+        self.stats.cancelled += 1
+        self.stats.cancelled_at.append(asyncio.get_running_loop().time())
+
     async def Echo(
         self, request: echo_pb2.EchoRequest, context: grpc.aio.ServicerContext
     ) -> echo_pb2.EchoResponse:
@@ -174,10 +193,15 @@ class EchoService(echo_pb2_grpc.EchoServiceServicer):
         hook = await _read_hook(request.prefix, context)
         prefix = DEFAULT_PREFIX if hook is not None or not request.prefix else request.prefix
         delay_s = hook.delay_s if hook is not None else 0.0
-        for i in range(max(0, request.count)):
-            if delay_s:
-                await asyncio.sleep(delay_s)
-            yield _item(f"{prefix}{i}")
+        try:
+            for i in range(max(0, request.count)):
+                if delay_s:
+                    await asyncio.sleep(delay_s)
+                yield _item(f"{prefix}{i}")
+                self.stats.sent += 1
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
         if hook is not None and hook.error is not None:
             await context.abort(hook.error, f"test hook {request.prefix!r} after {request.count} items")
 
@@ -185,17 +209,23 @@ class EchoService(echo_pb2_grpc.EchoServiceServicer):
         self, request_iterator: AsyncIterator[echo_pb2.EchoRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[echo_pb2.EchoResponse]:
         await _echo_metadata(context)
-        async for request in request_iterator:
-            yield await _answer(request, context)
+        try:
+            async for request in request_iterator:
+                yield await _answer(request, context)
+                self.stats.sent += 1
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
 
 
-def _register(server: grpc.aio.Server) -> None:
-    echo_pb2_grpc.add_EchoServiceServicer_to_server(EchoService(), server)
+async def serve(address: str = "127.0.0.1:0", stats: Stats | None = None) -> RunningServer:
+    """Start the echo backend with health and reflection; the caller stops it. `stats` counts the
+    streaming RPCs' messages and cancellations."""
 
+    def register(server: grpc.aio.Server) -> None:
+        echo_pb2_grpc.add_EchoServiceServicer_to_server(EchoService(stats), server)
 
-async def serve(address: str = "127.0.0.1:0") -> RunningServer:
-    """Start the echo backend with health and reflection; the caller stops it."""
-    return await start_server(address, _register, (SERVICE_NAME,))
+    return await start_server(address, register, (SERVICE_NAME,))
 
 
 async def start(address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, int]:

@@ -90,3 +90,36 @@ def test_unknown_service_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_shipped_demo_config_checks() -> None:
     assert main(["check", "-c", "config/demo.yaml"]) == 0
+
+
+def test_websocket_settings_merge_per_service_and_method(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "services:\n  echo.v1.EchoService: {backend: echo, timeout_ms: 1000, methods: {Echo: {timeout_ms: 50}}}",
+        "websocket: {allowed_origins: ['https://A.example'], idle_timeout_s: 30}\n"
+        "services:\n  echo.v1.EchoService:\n    backend: echo\n    websocket: {idle_timeout_s: 5}\n"
+        "    methods: {Chat: {websocket: {max_message_bytes: 100}}}\n"
+        "    transcoding: {stream_format: json_array}\n",
+    )
+    config = load_config(write(tmp_path, text))
+    chat = config.websocket_for("echo.v1.EchoService.Chat")
+    assert chat.allowed_origins == ("https://a.example",)  # kept from the global block, lower-cased
+    assert (chat.idle_timeout_s, chat.max_message_bytes) == (5, 100)
+    assert config.websocket_for("echo.v1.EchoService.Echo").max_message_bytes == 1024 * 1024
+    assert config.options_for("echo.v1.EchoService.StreamItems").stream_format == "json_array"
+
+
+@pytest.mark.parametrize(
+    ("extra", "where"),
+    [
+        ("websocket: {allowed_origins: ['*']}", "websocket.allowed_origins"),
+        ("websocket: {allowed_origins: ['https://a.example/path']}", "websocket.allowed_origins"),
+        ("websocket_routes: [{path: chat, upstream: 'ws://h:1'}]", "websocket_routes.0.path"),
+        ("websocket_routes: [{path: /c, upstream: 'http://h:1'}]", "websocket_routes.0.upstream"),
+        ("websocket_routes: [{path: /c, upstream: 'ws://h:1'}, {path: /c, upstream: 'ws://h:2'}]", "listed twice"),
+        ("transcoding: {stream_format: xml}", "transcoding.stream_format"),
+    ],
+)
+def test_websocket_config_errors_name_the_key(tmp_path: Path, extra: str, where: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, VALID + extra + "\n"))
+    assert where in str(err.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from google.api import http_pb2
 
-from translators.errors import MethodNotAllowed, NotFound
+from translators.errors import GatewayError, MethodNotAllowed, NotFound
 from translators.routes import RouteError, RouteTable, compile_routes
 
 
@@ -89,3 +89,24 @@ def test_describe_lists_every_binding(table: RouteTable) -> None:
     rows = table.describe()
     assert len(rows) == len(table.bindings)
     assert {"name", "http_method", "path", "grpc_method"} <= rows[0].keys()
+
+
+def test_websocket_matching(table: RouteTable) -> None:
+    assert table.match_websocket("/v1/items:stream")[0].name == "echo.v1.EchoService.StreamItems"
+    chat, variables = table.match_websocket("/ws/echo.v1.EchoService/Chat")  # no HTTP binding
+    assert chat.rpc_path == "/echo.v1.EchoService/Chat" and variables == {}
+    with pytest.raises(GatewayError) as unary:
+        table.match_websocket("/v1/echo")
+    assert unary.value.code.name == "UNIMPLEMENTED"
+    with pytest.raises(NotFound):
+        table.match_websocket("/ws/echo.v1.EchoService/Echo")  # unary methods get no /ws path
+    assert "/ws/echo.v1.EchoService/Chat" not in {b.template.source for b in table.bindings}
+
+
+def test_rpc_path_matching(table: RouteTable) -> None:
+    assert table.match_rpc("/echo.v1.EchoService/Echo").name == "echo.v1.EchoService.Echo"
+    assert table.match_rpc("/library.v1.LibraryService/GetBook").name == "library.v1.LibraryService.GetBook"
+    assert table.match_rpc("/echo.v1.EchoService/Chat").client_streaming
+    with pytest.raises(GatewayError):
+        table.match_rpc("/echo.v1.EchoService/Nope")
+    assert {b.name for b in table.all_bindings()} >= {"echo.v1.EchoService.Chat", "echo.v1.EchoService.Echo"}

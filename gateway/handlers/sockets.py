@@ -1,0 +1,142 @@
+"""Open WebSockets: the hub that counts and stops them, the race that runs a socket's pumps, and the
+checks every upgrade passes before any policy runs.
+
+`SocketHub` is held by the public app (`keys.SOCKETS`), one per worker: it knows every open
+WebSocket session (gRPC or passthrough), counts them per client address for the per-client limit,
+and on shutdown asks each to end (close 1001) so the runner's drain is not spent waiting on
+conversations that would never end by themselves. The public listener calls `shutdown` after it
+stops accepting and before aiohttp's drain (whose first step stops reading every connection, so a
+close handshake started later would never hear the client's answer). `race` runs a session's pumps in one TaskGroup:
+the first to finish gives the result and the others are cancelled, so when one side ends both do.
+`screen_upgrade` checks `Origin` against the route's allowed origins and turns a `bearer.<token>`
+subprotocol entry or an auth cookie into an `Authorization` header on the call, since browsers
+cannot set headers on a WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import grpc
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.call import Call
+from translators.errors import GatewayError
+from translators.stream_framing import split_subprotocols
+
+T = TypeVar("T")
+SHUTDOWN_WAIT_S = 2.0  # how long shutdown waits for sessions to send their last frame and close
+CLOSE_TIMEOUT_S = 2.0  # how long a close waits for the peer's close frame before dropping the connection
+
+
+class TooManySockets(GatewayError):
+    http_status = 429
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {limit} open WebSockets per client")
+
+
+class SocketHub:
+    """Every open WebSocket session of this worker: per-client counts and a stop signal each."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[asyncio.Event, tuple[str, str]] = {}  # stop signal -> (route, client)
+        self._per_client: Counter[tuple[str, str]] = Counter()
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    @property
+    def open(self) -> int:
+        return len(self._sessions)
+
+    def enter(self, route: str, client: str, limit: int | None = None) -> asyncio.Event:
+        """Register a session; the event it returns is set when the session must end (shutdown)."""
+        key = (route, client)
+        if limit is not None and self._per_client[key] >= limit:
+            raise TooManySockets(limit)
+        self._per_client[key] += 1
+        stop = asyncio.Event()
+        self._sessions[stop] = key
+        self._drained.clear()
+        return stop
+
+    def leave(self, stop: asyncio.Event) -> None:
+        key = self._sessions.pop(stop, None)
+        if key is not None:
+            self._per_client[key] -= 1
+            if self._per_client[key] <= 0:
+                del self._per_client[key]
+        if not self._sessions:
+            self._drained.set()
+
+    async def shutdown(self) -> None:
+        """Ask every session to end, and give them a moment to say so to their clients."""
+        for stop in list(self._sessions):
+            stop.set()
+        try:
+            async with asyncio.timeout(SHUTDOWN_WAIT_S):
+                await self._drained.wait()
+        except TimeoutError:
+            pass
+
+
+async def race(*coros: Coroutine[Any, Any, T]) -> T:
+    """Run the coroutines in one TaskGroup; the first to return gives the result, the rest are
+    cancelled. An exception in any of them cancels the others and propagates (as an ExceptionGroup)."""
+    result: list[T] = []
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(coro) for coro in coros]
+
+        def first(task: asyncio.Task[T]) -> None:
+            if result or task.cancelled() or task.exception() is not None:
+                return
+            result.append(task.result())
+            for other in tasks:
+                if other is not task:
+                    other.cancel()
+
+        for task in tasks:
+            task.add_done_callback(first)
+    return result[0]
+
+
+async def idle_or_stop(last_active: Callable[[], float], idle_s: float, stop: asyncio.Event) -> bool:
+    """Wait until nothing happened for `idle_s` (False) or `stop` is set (True)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        remaining = last_active() + idle_s - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            async with asyncio.timeout(remaining):
+                await stop.wait()
+            return True
+        except TimeoutError:
+            continue
+
+
+def screen_upgrade(
+    request: web.Request, call: Call, allowed_origins: tuple[str, ...], auth_cookie: str | None = None
+) -> None:
+    """Refuse a browser Origin not allowed (403), then give the call the upgrade's credentials as
+    an Authorization header when it has none: a `bearer.<token>` subprotocol, else the cookie."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() not in allowed_origins:
+        raise GatewayError(grpc.StatusCode.PERMISSION_DENIED, f"origin {origin!r} may not open this WebSocket")
+    if "Authorization" in request.headers:
+        return
+    _, token = split_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
+    if token is None and auth_cookie:
+        token = request.cookies.get(auth_cookie)
+    if token:
+        headers = CIMultiDict(request.headers)
+        headers["Authorization"] = f"Bearer {token}"
+        call.headers = CIMultiDictProxy(headers)
+
+
+def is_upgrade(request: web.Request) -> bool:
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
