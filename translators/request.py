@@ -2,7 +2,8 @@
 
 A `RequestPlan` is resolved once per binding at start-up (field descriptors of every path variable
 and of the body field); per request, `build_request` assembles one JSON-shaped tree from the body,
-the path variables and the query parameters, then parses it once with `json_format.ParseDict`, so
+the path variables and the query parameters, then parses it once with the plan's compiled
+`fastjson.MessageParser`, which defers to `json_format.ParseDict` on anything it is not sure of, so
 the proto3 JSON mapping (both field names, int64 strings, enums by name or number, well-known types)
 is protobuf's own. All bad input ends here as `BadRequest`, `UnsupportedMediaType` or
 `PayloadTooLarge`.
@@ -20,6 +21,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from translators.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from translators.fastjson import MessageParser, parser_for
 from translators.fields import STRING_WKT, WRAPPERS, is_map, is_repeated
 from translators.options import TranscodeOptions
 
@@ -38,6 +40,7 @@ class RequestPlan:
     body: str  # "" (no body), "*" (whole message) or a top-level field name
     body_field: FieldDescriptor | None
     options: TranscodeOptions
+    parser: MessageParser  # of message_class, compiled once
 
     @property
     def takes_body(self) -> bool:
@@ -79,7 +82,7 @@ def make_plan(
         body_field = desc.fields_by_name.get(body)
         if body_field is None:
             raise PlanError(f"body {body!r} is not a top-level field of {desc.full_name}")
-    return RequestPlan(message_class, path_fields, body, body_field, options)
+    return RequestPlan(message_class, path_fields, body, body_field, options, parser_for(message_class))
 
 
 def build_request(
@@ -112,14 +115,12 @@ def build_request(
         _assign(tree, chain, _scalar(chain[-1], value, name), name, opts, from_path=True)
     if query:
         _apply_query(plan, tree, query)
-    message = plan.message_class()
     try:
-        json_format.ParseDict(tree, message, ignore_unknown_fields=not opts.reject_unknown_fields)
+        return plan.parser.parse(tree, ignore_unknown_fields=not opts.reject_unknown_fields)
     except json_format.ParseError as exc:
         raise BadRequest(f"invalid request: {exc}") from None
     except RecursionError:
         raise BadRequest("request body nests too deeply") from None
-    return message
 
 
 def _check_media_type(content_type: str | None) -> None:

@@ -1,7 +1,8 @@
 """Protobuf response messages to JSON bytes, honouring `response_body` and the print options.
 
 The proto3 JSON mapping is `json_format`'s (lowerCamelCase names, int64 as strings, enums by name,
-well-known types); `orjson` writes the bytes compactly.
+well-known types), printed by `fastjson`'s compiled printers, which give `MessageToDict`'s output;
+`orjson` writes the bytes compactly.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from translators.fastjson import message_to_dict
 from translators.fields import is_plain_message
 from translators.options import TranscodeOptions
 
@@ -25,7 +26,7 @@ class ResponsePlan:
 
 
 def to_dict(message: Message, options: TranscodeOptions) -> Any:
-    return json_format.MessageToDict(
+    return message_to_dict(
         message,
         always_print_fields_with_no_presence=options.always_print_primitive_fields,
         preserving_proto_field_name=options.preserve_proto_field_names,
@@ -45,7 +46,7 @@ def to_json_value(plan: ResponsePlan, message: Message) -> Any:
     if is_plain_message(field):
         return to_dict(getattr(message, field.name), plan.options)
     # A scalar, repeated or map field: print it with its default so the body is never empty.
-    whole = json_format.MessageToDict(
+    whole = message_to_dict(
         message,
         always_print_fields_with_no_presence=True,
         preserving_proto_field_name=plan.options.preserve_proto_field_names,

@@ -1,0 +1,482 @@
+"""A compiled proto3 JSON path that gives `json_format`'s results exactly: it is sure, or it defers.
+
+`parser_for(cls)` (at plan-build time) and `printer_for(descriptor, ...)` (on first use) compile one
+message type into per-field converters. `MessageParser.parse` reads a JSON tree (from `orjson.loads`,
+plus path and query strings) into a message like `json_format.ParseDict`; `message_to_dict` prints
+like `json_format.MessageToDict`, key order included. The parser takes only forms that json_format
+reads the same way: strings, bools, exact ints and ASCII digit strings for integer fields, finite
+numbers and plain number strings for doubles, enum names and numbers, base64 for bytes, lists,
+string-keyed maps and nested messages of those, Timestamp, Duration, FieldMask and wrappers. On
+anything else (null, an unknown or doubled key, two members of a oneof, float32, Struct, Any, ...)
+or any error, json_format parses the untouched tree and succeeds or raises its own error. The
+printer handles every field kind (Any, Struct and Value print through json_format per value; its
+printer is context-free); an extension or an error sends the whole message to json_format.
+`fallbacks` on each parser and printer counts the hand-overs. Property tests: test_fastjson.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.internal import type_checkers
+from google.protobuf.message import Message
+
+from translators.fields import is_map, is_repeated
+
+_F = FieldDescriptor
+_INTS = frozenset({_F.CPPTYPE_INT32, _F.CPPTYPE_INT64, _F.CPPTYPE_UINT32, _F.CPPTYPE_UINT64})
+_GENERIC_WKT = frozenset(
+    {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
+)
+_MAX_DEPTH = 32  # json_format refuses past 100 levels; deep trees are rare, so they take its path
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # a subset of float()'s syntax
+
+Conv = Callable[[Any, int], Any]  # (JSON value, depth) -> constructor value; raises _Fallback
+Emit = Callable[[Any], Any]  # field value -> JSON value
+
+
+class _Fallback(Exception):
+    """Not sure: let json_format do it."""
+
+
+class _Never:
+    """A type no JSON value has: fields whose every value needs converting."""
+
+
+def _is_wrapper(desc: Descriptor) -> bool:
+    return bool(desc.file.name == "google/protobuf/wrappers.proto")
+
+
+def _json_enum_extension() -> Any:
+    try:
+        return descriptor_pool.Default().FindExtensionByName("pb.enumvalue.json")
+    except KeyError:
+        return None
+
+
+# ---- parsing ---------------------------------------------------------------------------------------
+
+
+class MessageParser:
+    """dict -> message for one type; `fallbacks` counts the trees handed to json_format."""
+
+    __slots__ = ("_fields", "_maps", "_oneofs", "_usable", "descriptor", "fallbacks", "message_class")
+
+    def __init__(self, message_class: type[Message]) -> None:
+        self.descriptor: Descriptor = message_class.DESCRIPTOR
+        self.message_class = message_class
+        self.fallbacks = 0
+        # JSON key -> (field name, the type that passes unchanged, converter), json_format's lookup order.
+        self._fields: dict[str, tuple[str, type, Conv]] = {}
+        self._oneofs: tuple[tuple[str, ...], ...] = ()  # field names of each real oneof
+        self._maps: tuple[str, ...] = ()
+        self._usable = True
+
+    def parse(self, tree: Any, ignore_unknown_fields: bool = False) -> Message:
+        """What `json_format.ParseDict(tree, cls(), ignore_unknown_fields)` gives, or its `ParseError`."""
+        if self._usable:
+            try:
+                kwargs = self._kwargs(tree, 0)
+                if not self._maps:
+                    return self.message_class(**kwargs)
+                # upb builds a map from a constructor argument slowly; filling it afterwards is cheaper.
+                maps = [(name, kwargs.pop(name)) for name in self._maps if name in kwargs]
+                message = self.message_class(**kwargs)
+                for name, entries in maps:
+                    target = getattr(message, name)
+                    for key in entries:
+                        target[key] = entries[key]
+                return message
+            except Exception:  # noqa: BLE001 - json_format then parses or raises as it would have
+                # upb refuses what json_format refuses (types, int ranges, surrogates): those land here too.
+                self.fallbacks += 1
+        message = self.message_class()
+        json_format.ParseDict(tree, message, ignore_unknown_fields=ignore_unknown_fields)
+        return message
+
+    def _kwargs(self, js: Any, depth: int) -> dict[str, Any]:
+        """Constructor arguments for `js`, `depth` messages deep; raises _Fallback or KeyError if unsure."""
+        if type(js) is not dict or depth >= _MAX_DEPTH or not self._usable:
+            raise _Fallback
+        fields = self._fields
+        kwargs: dict[str, Any] = {}
+        for key, value in js.items():
+            name, plain, conv = fields[key]  # KeyError: a key json_format ignores or refuses
+            # No plain type is NoneType, and every converter refuses None, which json_format reads as "clear".
+            kwargs[name] = value if type(value) is plain else conv(value, depth + 1)
+        if len(kwargs) != len(js):  # a field under both its names: json_format merges or lets the last win
+            raise _Fallback
+        for members in self._oneofs:
+            found = False
+            for name in members:
+                if name in kwargs:
+                    if found:
+                        raise _Fallback
+                    found = True
+        return kwargs
+
+    def _compile(self, parsers: dict[str, MessageParser]) -> None:
+        desc = self.descriptor
+        # json_format looks a key up by JSON name first, then by proto name, among all fields.
+        by_key = {f.name: f for f in desc.fields} | {f.json_name: f for f in desc.fields}
+        specs = {field.name: _parse_spec(field, parsers) for field in desc.fields}
+        self._fields = {key: spec for key, field in by_key.items() if (spec := specs[field.name]) is not None}
+        self._maps = tuple(f.name for f in desc.fields if is_map(f) and specs[f.name] is not None)
+        # Real oneofs only: a proto3 `optional` field is alone in its synthetic one.
+        self._oneofs = tuple(tuple(f.name for f in o.fields) for o in desc.oneofs if len(o.fields) > 1)
+        # json_format also records oneof names among the keys seen; a key equal to one is its business.
+        names = {f.name for f in desc.fields} | {f.json_name for f in desc.fields}
+        self._usable = not any(o.name in names for o in desc.oneofs)
+
+
+def parser_for(message_class: type[Message]) -> MessageParser:
+    """The compiled parser of `message_class`, shared per message type (and per descriptor pool)."""
+    desc = message_class.DESCRIPTOR
+    cached = _PARSERS.get(desc.full_name)
+    if cached is not None and cached.descriptor is desc:
+        return cached
+    return _parser(desc, {})
+
+
+_PARSERS: dict[str, MessageParser] = {}  # full name -> parser; replaced when a reload brings a new pool
+
+
+def _parser(desc: Descriptor, compiling: dict[str, MessageParser]) -> MessageParser:
+    if desc.full_name in compiling:  # a recursive type: its parser is already being filled in
+        return compiling[desc.full_name]
+    cached = _PARSERS.get(desc.full_name)
+    if cached is not None and cached.descriptor is desc:
+        return cached
+    parser = compiling[desc.full_name] = MessageParser(message_factory.GetMessageClass(desc))
+    parser._compile(compiling)
+    _PARSERS[desc.full_name] = parser
+    return parser
+
+
+def _parse_spec(field: FieldDescriptor, parsers: dict[str, MessageParser]) -> tuple[str, type, Conv] | None:
+    if is_map(field):
+        key_field, value_field = _entry_fields(field)
+        scalar = _scalar_conv(value_field, parsers)
+        if key_field.type != _F.TYPE_STRING or value_field.type == _F.TYPE_MESSAGE or scalar is None:
+            return None
+        return field.name, _Never, _map_conv(*scalar)
+    conv = _scalar_conv(field, parsers)
+    if conv is None:
+        return None
+    plain, element = conv
+    if not is_repeated(field):
+        return field.name, plain, element
+    # upb checks the elements of string and integer lists as strictly as json_format: they pass as they are.
+    as_is = field.type == _F.TYPE_STRING or field.cpp_type in _INTS
+    return field.name, (list if as_is else _Never), _list_conv(plain, element)
+
+
+def _entry_fields(map_field: FieldDescriptor) -> tuple[FieldDescriptor, FieldDescriptor]:
+    entry = map_field.message_type
+    return entry.fields_by_name["key"], entry.fields_by_name["value"]
+
+
+def _scalar_conv(field: FieldDescriptor, parsers: dict[str, MessageParser]) -> tuple[type, Conv] | None:
+    """(the type that passes unchanged, the converter) of one value of `field`; None: not handled."""
+    ftype, cpp = field.type, field.cpp_type
+    if ftype == _F.TYPE_STRING:
+        return str, _reject  # surrogates make upb raise UnicodeEncodeError, as json_format fails on them
+    if ftype == _F.TYPE_BOOL:
+        return bool, _reject
+    if cpp in _INTS:
+        return int, _int_text  # upb range-checks ints and refuses bools and floats
+    if ftype == _F.TYPE_DOUBLE:
+        return _Never, _double
+    if ftype == _F.TYPE_BYTES:
+        return _Never, _bytes
+    if ftype == _F.TYPE_ENUM:
+        return _enum_conv(field.enum_type)
+    if ftype != _F.TYPE_MESSAGE:  # float (32-bit ranges), groups
+        return None
+    sub = field.message_type
+    if sub.full_name in _GENERIC_WKT:
+        return _Never, _generic_conv(message_factory.GetMessageClass(sub))
+    if _is_wrapper(sub):
+        inner = _scalar_conv(sub.fields_by_name["value"], parsers)
+        return None if inner is None else (_Never, _wrapper_conv(*inner))
+    if sub.full_name.startswith("google.protobuf.") and sub.full_name != "google.protobuf.Empty":
+        return None  # Any, Struct, Value, ListValue
+    return _Never, _parser(sub, parsers)._kwargs
+
+
+def _reject(value: Any, depth: int) -> Any:
+    raise _Fallback
+
+
+def _int_text(value: Any, depth: int) -> int:
+    # json_format reads ints with int(): " 5", "+5", "5_0", "5.0" and non-ASCII digits are its business.
+    if type(value) is str and value.lstrip("-").isdigit() and value.isascii() and value.count("-") < 2:
+        return int(value)
+    raise _Fallback
+
+
+def _double(value: Any, depth: int) -> float:
+    kind = type(value)
+    if kind is float:
+        if value - value == 0.0:  # finite; json_format refuses NaN and infinities as numbers
+            return value  # type: ignore[no-any-return]
+    elif kind is int:
+        return float(value)  # as json_format does, including its OverflowError past 1e308
+    elif kind is str and _NUMBER.fullmatch(value):
+        return float(value)
+    raise _Fallback
+
+
+def _bytes(value: Any, depth: int) -> bytes:
+    if type(value) is not str:
+        raise _Fallback
+    encoded = value.encode("utf-8")  # json_format's own decoding: padding added, URL-safe alphabet too
+    return base64.urlsafe_b64decode(encoded + b"=" * (4 - len(encoded) % 4))
+
+
+def _enum_conv(enum: EnumDescriptor) -> tuple[type, Conv] | None:
+    if enum.full_name == "google.protobuf.NullValue":
+        return None
+    numbers = {v.name: v.number for v in enum.values}
+    known = frozenset(numbers.values())
+
+    def conv(value: Any, depth: int) -> int:
+        kind = type(value)
+        if kind is str:
+            return numbers[value]  # KeyError: an unknown name, which json_format may ignore or refuse
+        if kind is int and value in known:
+            return value  # type: ignore[no-any-return]
+        raise _Fallback
+
+    # An open enum takes any int32 number, as upb does; a closed one only its own.
+    return (_Never if enum.is_closed else int), conv
+
+
+def _generic_conv(message_class: type[Message]) -> Conv:
+    def conv(value: Any, depth: int) -> Message:
+        if type(value) is not str:
+            raise _Fallback
+        message = message_class()
+        message.FromJsonString(value)  # type: ignore[attr-defined]  # what json_format calls
+        return message
+
+    return conv
+
+
+def _wrapper_conv(plain: type, inner: Conv) -> Conv:
+    return lambda value, depth: {"value": value if type(value) is plain else inner(value, depth)}
+
+
+def _list_conv(plain: type, element: Conv) -> Conv:
+    def conv(value: Any, depth: int) -> list[Any]:
+        if type(value) is not list:
+            raise _Fallback
+        return [item if type(item) is plain else element(item, depth) for item in value]
+
+    return conv
+
+
+def _map_conv(plain: type, element: Conv) -> Conv:
+    def conv(value: Any, depth: int) -> dict[str, Any]:
+        if type(value) is not dict:
+            raise _Fallback
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Fallback
+            out[key] = item if type(item) is plain else element(item, depth)
+        return out
+
+    return conv
+
+
+# ---- printing --------------------------------------------------------------------------------------
+
+
+class MessagePrinter:
+    """message -> `json_format.MessageToDict` output for one type and one set of print options."""
+
+    __slots__ = ("_defaults", "_fields", "_options", "descriptor", "fallbacks")
+
+    def __init__(self, desc: Descriptor, options: tuple[bool, bool, bool]) -> None:
+        self.descriptor = desc
+        self.fallbacks = 0
+        self._options = options  # (always print fields with no presence, proto names, enums as ints)
+        self._fields: dict[FieldDescriptor, tuple[str, Emit | None]] = {}
+        self._defaults: tuple[tuple[str, Any], ...] = ()
+
+    def to_json(self, message: Message) -> Any:
+        try:
+            return self._print(message)
+        except Exception:  # noqa: BLE001 - a FieldMask path without JSON form, say: json_format raises
+            self.fallbacks += 1
+            return json_format.MessageToDict(message, *self._options)
+
+    def _print(self, message: Message) -> dict[str, Any]:
+        fields = self._fields
+        js: dict[str, Any] = {}
+        for field, value in message.ListFields():  # field-number order, as json_format prints
+            spec = fields.get(field)
+            if spec is None:  # an extension
+                raise _Fallback
+            key, emit = spec
+            js[key] = value if emit is None else emit(value)
+        for key, default in self._defaults:  # always_print: then the unset ones, in declaration order
+            if key not in js:
+                js[key] = default.copy() if type(default) in (list, dict) else default
+        return js
+
+    def _compile(self, printers: dict[Descriptor, MessagePrinter]) -> None:
+        always, proto_names, _ = self._options
+        defaults: list[tuple[str, Any]] = []
+        for field in self.descriptor.fields:
+            key = field.name if proto_names else field.json_name
+            emit = _field_emit(field, self._options, printers)
+            self._fields[field] = (key, emit)
+            if always and not field.has_presence:
+                if is_map(field):
+                    defaults.append((key, {}))
+                elif is_repeated(field):
+                    defaults.append((key, []))
+                else:
+                    value = field.default_value
+                    defaults.append((key, value if emit is None else emit(value)))
+        self._defaults = tuple(defaults)
+
+
+def printer_for(
+    desc: Descriptor, always_print: bool = False, proto_names: bool = False, enums_as_ints: bool = False
+) -> MessagePrinter:
+    """The compiled printer of `desc` under these options, made on first use and kept."""
+    options = (always_print, proto_names, enums_as_ints)
+    cache = _PRINTERS[always_print * 4 + proto_names * 2 + enums_as_ints]
+    if desc not in cache and len(cache) > 10_000:  # descriptors of pools that reloads replaced
+        cache.clear()
+    return _printer(desc, options, {})
+
+
+def message_to_dict(
+    message: Message,
+    always_print_fields_with_no_presence: bool = False,
+    preserving_proto_field_name: bool = False,
+    use_integers_for_enums: bool = False,
+) -> Any:
+    """`json_format.MessageToDict(message, ...)` with these options, through the compiled printer."""
+    always, proto_names, as_ints = (
+        always_print_fields_with_no_presence,
+        preserving_proto_field_name,
+        use_integers_for_enums,
+    )
+    printer = _PRINTERS[always * 4 + proto_names * 2 + as_ints].get(message.DESCRIPTOR)
+    return (printer or printer_for(message.DESCRIPTOR, always, proto_names, as_ints)).to_json(message)
+
+
+# One cache per option set, keyed by the descriptor itself: the cheapest lookup per response.
+_PRINTERS: list[dict[Descriptor, MessagePrinter]] = [{} for _ in range(8)]
+
+
+def _printer(
+    desc: Descriptor, options: tuple[bool, bool, bool], compiling: dict[Descriptor, MessagePrinter]
+) -> MessagePrinter:
+    cache = _PRINTERS[options[0] * 4 + options[1] * 2 + options[2]]
+    printer = compiling.get(desc) or cache.get(desc)  # a recursive type is in `compiling` meanwhile
+    if printer is None:
+        printer = compiling[desc] = MessagePrinter(desc, options)
+        printer._compile(compiling)
+        cache[desc] = printer
+    return printer
+
+
+def _field_emit(
+    field: FieldDescriptor, options: tuple[bool, bool, bool], printers: dict[Descriptor, MessagePrinter]
+) -> Emit | None:
+    """How json_format prints a value of `field`: None when the value is its own JSON."""
+    if is_map(field):
+        key_field, value_field = _entry_fields(field)
+        value_emit = _value_emit(value_field, options, printers)
+        if key_field.type == _F.TYPE_BOOL:
+            return lambda m: {("true" if k else "false"): _apply(value_emit, m[k]) for k in m}
+        if key_field.type == _F.TYPE_STRING:
+            if value_emit is None:
+                return lambda m: {k: m[k] for k in m}
+            return lambda m: {k: value_emit(m[k]) for k in m}
+        return lambda m: {str(k): _apply(value_emit, m[k]) for k in m}
+    emit = _value_emit(field, options, printers)
+    if not is_repeated(field):
+        return emit
+    if emit is None:
+        return list
+    return lambda values: [emit(v) for v in values]
+
+
+def _apply(emit: Emit | None, value: Any) -> Any:
+    return value if emit is None else emit(value)
+
+
+def _value_emit(
+    field: FieldDescriptor, options: tuple[bool, bool, bool], printers: dict[Descriptor, MessagePrinter]
+) -> Emit | None:
+    cpp = field.cpp_type
+    if cpp == _F.CPPTYPE_MESSAGE:
+        sub = field.message_type
+        if sub.full_name in _GENERIC_WKT:
+            return lambda m: m.ToJsonString()
+        if _is_wrapper(sub):
+            inner = _value_emit(sub.fields_by_name["value"], options, printers)
+            return lambda m: _apply(inner, m.value)
+        if sub.full_name.startswith("google.protobuf.") and sub.full_name != "google.protobuf.Empty":
+            # Any, Struct, Value, ListValue: json_format's printer has no state, so this is its output.
+            return lambda m: json_format.MessageToDict(m, *options)
+        return _printer(sub, options, printers)._print
+    if cpp == _F.CPPTYPE_ENUM:
+        return _enum_emit(field.enum_type, options[2])
+    if field.type == _F.TYPE_BYTES:
+        return lambda b: base64.b64encode(b).decode("utf-8")
+    if cpp in (_F.CPPTYPE_INT64, _F.CPPTYPE_UINT64):
+        return str
+    if cpp == _F.CPPTYPE_DOUBLE:
+        return _print_double
+    if cpp == _F.CPPTYPE_FLOAT:
+        return lambda v: _print_double(v) if v - v != 0.0 else type_checkers.ToShortestFloat(v)
+    return None  # strings, bools and 32-bit ints print as they are
+
+
+def _print_double(value: float) -> float | str:
+    if value - value == 0.0:
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _enum_emit(enum: EnumDescriptor, as_ints: bool) -> Emit | None:
+    if as_ints:
+        return None
+    if enum.full_name == "google.protobuf.NullValue":
+        return lambda v: None
+    # json_format prints values_by_number's pick among aliases (indexing it gives the first; iterating
+    # it yields them all) under its `pb.enumvalue.json` name, if it has one.
+    ext = _json_enum_extension()
+    names = {}
+    for number in {v.number for v in enum.values}:
+        value = enum.values_by_number[number]
+        options = value.GetOptions()
+        has_custom = ext is not None and options.HasExtension(ext)
+        names[number] = options.Extensions[ext].string if has_custom else value.name
+    closed = enum.is_closed
+
+    def emit(number: int) -> Any:
+        name = names.get(number)
+        if name is not None:
+            return name
+        if closed:  # json_format refuses to print it
+            raise _Fallback
+        return number
+
+    return emit
