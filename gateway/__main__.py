@@ -1,4 +1,4 @@
-"""The `portcullis` command: serve, check, openapi and keys (later: screening and models)."""
+"""The `portcullis` command: serve, check, openapi, keys, screening and models."""
 
 from __future__ import annotations
 
@@ -24,9 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.policies.auth import keys_cli
 
     keys_cli.register(sub)
+    from screening import cli as screening_cli
+
+    screening_cli.register(sub)
     args = parser.parse_args(argv)
     if args.command == "keys":
         return keys_cli.run(args)
+    if args.command in ("screening", "models"):
+        return screening_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import edge, lifecycle, metrics_registry
-from gateway.handlers import admin
-from gateway.keys import STATE
+from gateway.handlers import admin, models_admin
+from gateway.handlers.sockets import SocketHub
+from gateway.keys import SOCKETS, STATE
 from gateway.lifecycle import GatewayState
 
 
@@ -27,6 +28,7 @@ def build_apps(state: GatewayState) -> tuple[web.Application, web.Application]:
             yield
 
     public.cleanup_ctx.append(state_ctx)
+    public[SOCKETS] = SocketHub()  # the public listener ends open WebSockets (1001) before it drains
     public.router.add_get("/openapi.json", admin.openapi)
     public.router.add_route("*", "/{tail:.*}", edge.handle)
 
@@ -38,4 +40,5 @@ def build_apps(state: GatewayState) -> tuple[web.Application, web.Application]:
     admin_app.router.add_get("/openapi.json", admin.openapi)
     admin_app.router.add_get("/metrics", metrics_registry.metrics_handler(lambda: state.current.upstreams))
     admin_app.router.add_post("/admin/reload", admin.reload)
+    models_admin.add_routes(admin_app)
     return public, admin_app

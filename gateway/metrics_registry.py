@@ -101,6 +101,52 @@ TRACING_SPANS_FAILED = Counter(
     "Spans the OTLP exporter failed to deliver, after its own retries; they are dropped.",
     registry=REGISTRY,
 )
+# Screening (gateway/policies/screening.py). verdict: allow, flag (monitor mode, over the threshold),
+# block, skip (mode off or nothing to screen), error (the model failed; see fallbacks).
+SCREENING_DECISIONS = Counter(
+    "portcullis_screening_decisions_total",
+    "Screening decisions, by route and verdict.",
+    ("route", "verdict"),
+    registry=REGISTRY,
+)
+SCREENING_SCORE = Histogram(
+    "portcullis_screening_score",
+    "Screening scores of requests (the highest row of a request), by route.",
+    ("route",),
+    buckets=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+    registry=REGISTRY,
+)
+SCREENING_INFERENCE_DURATION = Histogram(
+    "portcullis_screening_inference_duration_seconds",
+    "Time of one onnxruntime run (one batch).",
+    buckets=(0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
+    registry=REGISTRY,
+)
+SCREENING_BATCH_SIZE = Histogram(
+    "portcullis_screening_batch_size",
+    "Feature rows per onnxruntime run.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
+# reason: error (inference failed), timeout, unavailable (no model loaded).
+SCREENING_FALLBACKS = Counter(
+    "portcullis_screening_fallbacks_total",
+    "Requests the model could not score, let through (fail_open) or refused, by reason.",
+    ("reason", "outcome"),
+    registry=REGISTRY,
+)
+SCREENING_SHADOW_DISAGREEMENTS = Counter(
+    "portcullis_screening_shadow_disagreements_total",
+    "Requests on which the shadow model's verdict differs from the active model's, by route.",
+    ("route",),
+    registry=REGISTRY,
+)
+SCREENING_MODEL_SWAPS = Counter(
+    "portcullis_screening_model_swaps_total",
+    "Model activations and rollbacks that took effect; refused loads, by outcome.",
+    ("outcome",),
+    registry=REGISTRY,
+)
 # Collected at scrape time from each upstream's health_report(); never stored.
 UPSTREAM_HEALTHY = "portcullis_upstream_healthy"
 

@@ -1,0 +1,427 @@
+"""Screening: score each request with the ONNX model and allow, flag or block it, per route.
+
+The gateway side of `screening/` (the library does the work; this module is transport glue). The
+request head (path, query, selected headers) and its message are screened together, once:
+`on_request` only notes the call, and `on_message` (which the REST handler calls with the request
+message it built, and the stream and WebSocket handlers call per message) builds one
+`RequestRecord`, extracts features and scores them through the `Scorer`. A WebSocket upgrade is
+screened in `on_request` (its head), then each message on its own.
+
+Per route: `mode` (`off`, `monitor`: score and log, never block; `block`), `threshold` (default:
+the model manifest's), and `fields`: a field (`body.comment`, `query.q`, `header.user-agent`) can
+be skipped, or scored on its own against its own threshold. A block is a 403
+`application/problem+json` with `type`, `title`, `status`, `request_id` and a reason `category`;
+never the score or the model's internals. A model failure (error, timeout, full queue) lets the
+request through when `fail_open`, else answers 503; both are counted.
+
+The access log gets `screening` (verdict, score, threshold, model version, top contributing
+features, category) in `call.attributes`; metrics are declared in `gateway.metrics_registry`.
+The model lifecycle (activate, rollback, shadow) is driven by the admin API through `activate`,
+`rollback` and `set_shadow`; a load happens in a thread and is verified before the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+import numpy as np
+import orjson
+from google.protobuf.message import Message
+from prometheus_client import Counter, Histogram
+from pydantic import Field, model_validator
+
+from gateway.call import Call
+from gateway.metrics_registry import (
+    SCREENING_BATCH_SIZE,
+    SCREENING_DECISIONS,
+    SCREENING_FALLBACKS,
+    SCREENING_INFERENCE_DURATION,
+    SCREENING_MODEL_SWAPS,
+    SCREENING_SCORE,
+    SCREENING_SHADOW_DISAGREEMENTS,
+)
+from gateway.pipeline import Reply
+from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
+from screening import features, record
+from screening.inference import Scorer, Scores
+from screening.registry import LoadedModel, ModelRefused, ModelRegistry, ScoringError
+from translators.errors import GatewayError
+
+log = logging.getLogger("portcullis.screening")
+PROBLEM_TYPE = "https://portcullis.dev/problems/request-blocked"
+MODEL_KEYS = ("models_dir", "model", "version", "inference", "workers", "max_batch", "max_pending", "shadow")
+
+
+class FieldRule(PolicyConfig):
+    skip: bool = Field(False, description="Do not screen this field (a known free-text field).")
+    threshold: float | None = Field(
+        None, gt=0, le=1, description="Screen this field on its own, blocking at this score."
+    )
+
+
+class ScreeningConfig(PolicyConfig):
+    mode: Literal["off", "monitor", "block"] = Field("monitor", description="off, monitor (log only) or block.")
+    threshold: float | None = Field(None, gt=0, le=1, description="Block at this score; default: the manifest's.")
+    fields: dict[str, FieldRule] = Field(
+        default_factory=dict, description="Per-field rules by name: body.<json path>, query.<key>, header.<name>."
+    )
+    headers: tuple[str, ...] = Field(record.SCREENED_HEADERS, description="Request headers screened (lower case).")
+    fail_open: bool = Field(True, description="When the model fails or times out: allow (true) or answer 503.")
+    timeout_ms: float = Field(50.0, gt=0, le=10_000, description="Longest wait for a score.")
+    top_features: int = Field(3, ge=0, le=20, description="Top contributing features written to the access log.")
+    # Model settings: global only (one Scorer serves every route).
+    models_dir: Path = Field(Path("models"), description="Model registry root (relative to the working directory).")
+    model: str = Field("request-screening", description="Model name in the registry.")
+    version: str | None = Field(None, description="Version to serve at start-up; default: the latest.")
+    shadow: str | None = Field(None, description="A candidate version scored beside the active one, never blocking.")
+    inference: Literal["batch", "inline"] = Field(
+        "batch", description="batch: micro-batched in a worker thread; inline: on the event loop."
+    )
+    workers: int = Field(1, ge=1, le=16, description="Inference threads (batches running at once).")
+    max_batch: int = Field(256, ge=1, le=4096, description="Most feature rows in one onnxruntime run.")
+    max_pending: int = Field(4096, ge=1, description="Requests waiting for a score; beyond, the fallback applies.")
+
+    @model_validator(mode="after")
+    def _field_names(self) -> ScreeningConfig:
+        for name in self.fields:
+            if name != "path" and name.split(".", 1)[0] not in ("body", "query", "header", "ws"):
+                raise ValueError(f"fields.{name}: expected path, body.<path>, query.<key>, header.<name> or ws.<path>")
+        return self
+
+
+class Screening(BasePolicy):
+    name = "screening"
+
+    def __init__(self, configs: RouteConfigs[ScreeningConfig]) -> None:
+        self.configs = configs
+        self.settings = configs.default
+        self.registry = ModelRegistry(self.settings.models_dir)
+        self.scorer: Scorer | None = None
+        self.load_error: str | None = None
+        self._pending: set[int] = set()  # calls whose head waits for their first message
+        self._streams: set[int] = set()  # upgraded calls: head already screened, messages alone
+        self._lock = asyncio.Lock()
+        self._decisions: dict[tuple[str, str], Counter] = {}
+        self._scores: dict[str, Histogram] = {}
+        self.shadow_disagreements = 0
+        self.shadow_scored = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        return any(cfg.mode != "off" for cfg in self.configs.all())
+
+    async def start(self) -> None:
+        if not self.enabled:
+            return
+        cfg = self.settings
+        try:
+            model = await asyncio.to_thread(self.registry.load, cfg.model, cfg.version)
+        except ModelRefused as exc:
+            self.load_error = str(exc)
+            if not cfg.fail_open:
+                raise
+            log.error("screening runs without a model (fail_open): %s", exc)
+            return
+        self.scorer = Scorer(model, mode=cfg.inference, workers=cfg.workers, max_batch=cfg.max_batch,
+                             max_pending=cfg.max_pending, observer=_Observer())
+        self.scorer.start()
+        if cfg.shadow:
+            await self.set_shadow(cfg.shadow)
+        log.info("screening with %s (threshold %.4f)", model.key, model.manifest.threshold)
+
+    async def stop(self) -> None:
+        if self.scorer is not None:
+            await asyncio.to_thread(self.scorer.close)
+
+    # --- model lifecycle (admin API) ------------------------------------------------------------------
+    async def load(self, version: str, name: str | None = None) -> LoadedModel:
+        """Load and verify a version in a thread; raises `ModelRefused` (nothing changes then)."""
+        try:
+            return await asyncio.to_thread(self.registry.load, name or self.settings.model, version)
+        except ModelRefused:
+            SCREENING_MODEL_SWAPS.labels("refused").inc()
+            raise
+
+    async def activate(self, version: str, name: str | None = None) -> LoadedModel:
+        async with self._lock:
+            model = await self.load(version, name)
+            if self.scorer is None:
+                cfg = self.settings
+                self.scorer = Scorer(model, mode=cfg.inference, workers=cfg.workers, max_batch=cfg.max_batch,
+                                     max_pending=cfg.max_pending, observer=_Observer())
+                self.scorer.start()
+            else:
+                self.scorer.activate(model)
+            SCREENING_MODEL_SWAPS.labels("activated").inc()
+            log.info("screening model %s activated", model.key)
+            return model
+
+    async def rollback(self) -> LoadedModel:
+        async with self._lock:
+            if self.scorer is None:
+                raise LookupError("no model is loaded")
+            model = self.scorer.rollback()
+            SCREENING_MODEL_SWAPS.labels("rolled_back").inc()
+            log.info("screening model rolled back to %s", model.key)
+            return model
+
+    async def set_shadow(self, version: str | None, name: str | None = None) -> LoadedModel | None:
+        async with self._lock:
+            if self.scorer is None:
+                raise LookupError("no model is loaded")
+            model = await self.load(version, name) if version else None
+            self.scorer.set_shadow(model)
+            self.shadow_disagreements = self.shadow_scored = 0
+            return model
+
+    def status(self) -> dict[str, Any]:
+        scorer = self.scorer
+        return {
+            "active": scorer.active.describe() if scorer else None,
+            "previous": scorer.previous.describe() if scorer and scorer.previous else None,
+            "shadow": scorer.shadow.describe() if scorer and scorer.shadow else None,
+            "shadow_scored": self.shadow_scored,
+            "shadow_disagreements": self.shadow_disagreements,
+            "swaps": scorer.swaps if scorer else 0,
+            "load_error": self.load_error,
+            "available": [{"name": n, "version": v} for n in self.registry.names() for v in self.registry.versions(n)],
+        }
+
+    # --- phases -------------------------------------------------------------------------------------
+    async def on_request(self, call: Call) -> None:
+        cfg = self.configs.for_call(call)
+        if cfg.mode == "off":
+            return
+        if call.headers.get("Upgrade", "").lower() == "websocket":
+            self._streams.add(id(call))
+            head = record.from_parts(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
+            await self._screen(call, cfg, head, stream=False)
+        else:
+            self._pending.add(id(call))
+
+    async def on_message(self, call: Call, message: Any) -> None:
+        key = id(call)
+        cfg = self.configs.for_call(call)
+        if cfg.mode == "off":
+            return
+        body = _document(message)
+        if key in self._pending:
+            self._pending.discard(key)
+            head = record.from_parts(call.method, call.path, call.query.items(), call.headers, body, cfg.headers)
+            await self._screen(call, cfg, head, stream=False)
+        else:
+            leaves, dropped = record.leaves(body) if body is not None else ([], 0)
+            message_record = record.RequestRecord(call.method, call.path, (), (), (), tuple(leaves), dropped)
+            await self._screen(call, cfg, message_record, stream=True)
+
+    async def on_complete(self, call: Call) -> None:
+        self._pending.discard(id(call))
+        self._streams.discard(id(call))
+
+    # --- scoring ------------------------------------------------------------------------------------
+    async def _screen(self, call: Call, cfg: ScreeningConfig, rec: record.RequestRecord, stream: bool) -> None:
+        route = call.route or "unmatched"
+        scorer = self.scorer
+        if scorer is None:
+            self._fallback(call, cfg, route, "unavailable")
+            return
+        model = scorer.active  # read once: a swap during this request does not change its model
+        rows, thresholds, row_values = self._rows(rec, cfg, model)
+        if not rows:
+            self._decide(route, "skip")
+            return
+        try:
+            scores = await scorer.score(np.stack(rows), model, cfg.timeout_ms / 1000)
+        except ScoringError as exc:
+            self._fallback(call, cfg, route, "timeout" if "longer than" in str(exc) else "error", str(exc))
+            return
+        values = scores.values[:, 0]
+        over = values >= np.asarray(thresholds)
+        worst = int(np.argmax(values - np.asarray(thresholds)))
+        score = float(values.max())
+        verdict = "allow" if not over.any() else ("block" if cfg.mode == "block" else "flag")
+        note: dict[str, Any] = {"verdict": verdict, "score": round(score, 4), "threshold": round(thresholds[worst], 4),
+                                "model": model.key}
+        if verdict != "allow":
+            # Named features (the hashed n-grams resolved against this request's values) for the log
+            # and for the reason category; allowed requests log the cheaper unresolved names.
+            top = features.top_contributions(rows[worst], model.weights, max(cfg.top_features, 12), row_values[worst])
+            note["top_features"] = [name for name, _ in top[: cfg.top_features]]
+            note["category"] = category([name for name, _ in top])
+        elif cfg.top_features:
+            note["top_features"] = [n for n, _ in features.top_contributions(rows[worst], model.weights, cfg.top_features)]
+        if scores.shadow is not None and scores.shadow_values is not None:
+            self._compare_shadow(call, route, scores, over, note)
+        previous = call.attributes.get("screening")
+        if previous is None or previous.get("score", 0) <= note["score"]:
+            call.attributes["screening"] = note
+        self._decide(route, verdict)
+        self._observe(route, score)
+        if verdict == "block":
+            log.info("request %s blocked on %s: score %.3f (%s)", call.request_id, route, score, note.get("category"))
+            reason = note.get("category", "anomalous-request")
+            if stream:
+                raise GatewayError(grpc.StatusCode.PERMISSION_DENIED, f"message blocked by screening ({reason})")
+            raise Reply(403, {"Content-Type": "application/problem+json"}, problem(call.request_id, reason))
+
+    def _rows(self, rec: record.RequestRecord, cfg: ScreeningConfig, model: LoadedModel,
+              ) -> tuple[list[np.ndarray], list[float], list[list[str]]]:
+        """Feature rows: the request without its special fields, then one row per field with its own threshold."""
+        threshold = cfg.threshold or model.manifest.threshold
+        if not cfg.fields:
+            values = features.field_values(rec)
+            return [features.combine(features.field_vectors(values), rec.dropped)], [threshold], [values]
+        main: list[str] = []
+        own: list[tuple[str, float]] = []
+        for field in rec.fields():
+            rule = cfg.fields.get(field.name)
+            if rule is None:
+                main.append(field.value)
+                if field.location == "query" and not features._plain(field.key):
+                    main.append(field.key)
+            elif rule.skip:
+                continue
+            elif rule.threshold is not None:
+                own.append((field.value, rule.threshold))
+            else:
+                main.append(field.value)
+        rows, thresholds, row_values = [], [], []
+        if main:
+            rows.append(features.combine(features.field_vectors(main), rec.dropped))
+            thresholds.append(threshold)
+            row_values.append(main)
+        for value, field_threshold in own:
+            rows.append(features.combine(features.field_vectors([value])))
+            thresholds.append(field_threshold)
+            row_values.append([value])
+        return rows, thresholds, row_values
+
+    def _compare_shadow(self, call: Call, route: str, scores: Scores, over: np.ndarray, note: dict[str, Any]) -> None:
+        assert scores.shadow is not None and scores.shadow_values is not None
+        shadow_threshold = scores.shadow.manifest.threshold
+        shadow_over = bool((scores.shadow_values[:, 0] >= shadow_threshold).any())
+        self.shadow_scored += 1
+        note["shadow"] = {"model": scores.shadow.key, "score": round(float(scores.shadow_values[:, 0].max()), 4)}
+        if shadow_over != bool(over.any()):
+            self.shadow_disagreements += 1
+            SCREENING_SHADOW_DISAGREEMENTS.labels(route).inc()
+            note["shadow"]["disagrees"] = True
+            log.info("request %s on %s: shadow %s %s, active %s %s", call.request_id, route, scores.shadow.key,
+                     "flags" if shadow_over else "allows", scores.model.key, "flags" if over.any() else "allows")
+
+    def _fallback(self, call: Call, cfg: ScreeningConfig, route: str, reason: str, detail: str = "") -> None:
+        outcome = "allowed" if cfg.fail_open or cfg.mode == "monitor" else "refused"
+        SCREENING_FALLBACKS.labels(reason, outcome).inc()
+        self._decide(route, "error")
+        call.attributes["screening"] = {"verdict": "error", "reason": reason, "fallback": outcome}
+        if detail:
+            log.warning("request %s: screening %s (%s): %s", call.request_id, reason, outcome, detail)
+        if outcome == "refused":
+            raise GatewayError(grpc.StatusCode.UNAVAILABLE, "request screening is unavailable")
+
+    def _decide(self, route: str, verdict: str) -> None:
+        child = self._decisions.get((route, verdict))
+        if child is None:
+            child = self._decisions[route, verdict] = SCREENING_DECISIONS.labels(route, verdict)
+        child.inc()
+
+    def _observe(self, route: str, score: float) -> None:
+        child = self._scores.get(route)
+        if child is None:
+            child = self._scores[route] = SCREENING_SCORE.labels(route)
+        child.observe(score)
+
+
+class _Observer:
+    def batch(self, size: int, seconds: float) -> None:
+        SCREENING_BATCH_SIZE.observe(size)
+        SCREENING_INFERENCE_DURATION.observe(seconds)
+
+
+_CATEGORIES = (
+    ("sql_", "sql-injection"), ("html", "cross-site-scripting"), ("event_handler", "cross-site-scripting"),
+    ("js_", "cross-site-scripting"), ("shell", "command-injection"), ("path_", "path-traversal"),
+    ("internal_host", "server-side-request-forgery"), ("rare_scheme", "server-side-request-forgery"),
+    ("xml", "xml-external-entity"), ("entity_ref", "xml-external-entity"), ("tpl_", "template-injection"),
+    ("py_dunder", "template-injection"), ("jndi", "jndi-injection"), ("lookup_default", "jndi-injection"),
+    ("ldap", "ldap-injection"), ("xpath", "xpath-injection"), ("nosql", "nosql-injection"),
+    ("crlf", "header-injection"), ("deser", "deserialization"), ("scanner", "scanner"), ("scan_path", "scanner"),
+    ("dollar_brace", "template-injection"),
+)
+
+
+def category(feature_names: list[str]) -> str:
+    """A reason category for a block, from the names of its top features (never the score itself)."""
+    for name in feature_names:
+        for marker, label in _CATEGORIES:
+            if marker in name:
+                return label
+    return "anomalous-request"
+
+
+def problem(request_id: str, reason: str) -> bytes:
+    return orjson.dumps({
+        "type": PROBLEM_TYPE,
+        "title": "Request blocked",
+        "status": 403,
+        "detail": "The request was refused by the gateway's request screening.",
+        "request_id": request_id,
+        "category": reason,
+    })
+
+
+def _document(message: Any) -> Any:
+    """A JSON-like document of a message: a protobuf message's fields, a JSON text's value, or the text."""
+    if message is None:
+        return None
+    if isinstance(message, Message):
+        return _proto_fields(message)
+    if isinstance(message, bytes | bytearray | memoryview):
+        raw = bytes(message)
+        if not raw:
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw[: record.MAX_VALUE_CHARS * 2].decode("utf-8", "replace")
+    if isinstance(message, str):
+        try:
+            return orjson.loads(message)
+        except orjson.JSONDecodeError:
+            return message
+    return message
+
+
+def _proto_fields(message: Message) -> dict[str, Any]:
+    """Set fields of a protobuf message as nested dicts and lists, without a JSON round trip."""
+    out: dict[str, Any] = {}
+    for descriptor, value in message.ListFields():
+        name = descriptor.name
+        if descriptor.message_type is not None:
+            if descriptor.message_type.GetOptions().map_entry:
+                out[name] = {k: (_proto_fields(v) if isinstance(v, Message) else v) for k, v in value.items()}
+            elif descriptor.is_repeated:
+                out[name] = [_proto_fields(v) for v in value]
+            else:
+                out[name] = _proto_fields(value)
+        elif isinstance(value, bytes):
+            out[name] = value[: record.MAX_VALUE_CHARS].decode("utf-8", "replace")
+        elif descriptor.is_repeated:
+            out[name] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
+        else:
+            out[name] = value
+    return out
+
+
+def build(configs: RouteConfigs[ScreeningConfig]) -> Screening:
+    default = configs.default
+    for route, cfg in configs.by_route.items():
+        for key in MODEL_KEYS:
+            if getattr(cfg, key) != getattr(default, key):
+                raise ValueError(f"services.{route}.policies.screening.{key}: model settings are global only")
+    return Screening(configs)

@@ -1,0 +1,169 @@
+"""The model registry on disk and the loader that refuses anything it cannot vouch for.
+
+Layout: `<root>/<name>/<version>/{model.onnx, manifest.json}`; versions sort by name, so date-based
+versions (`2026.11.29-1`) sort in time order. `load` is the Loader role of TensorFlow Serving: read
+the manifest, check the model file's sha256 and the feature schema, open an onnxruntime session,
+run the golden inputs and compare their scores; any failure raises `ModelRefused` with the reason,
+and nothing is swapped. A `LoadedModel` is an immutable value: a request holds the one it started
+with. Serving needs numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
+
+from screening import features
+from screening.manifest import MANIFEST, MODEL, Manifest
+from screening.record import RequestRecord
+
+OUTPUTS = ("score", "attack_probability", "anomaly")
+GOLDEN_TOLERANCE = 1e-4
+# onnxruntime's own exception types (they derive from Exception directly), plus what numpy raises
+# for an input of the wrong shape or type: the only errors translated where inference enters.
+ORT_ERRORS: tuple[type[Exception], ...] = (
+    _ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidProtobuf, _ort_errors.NoSuchFile,
+    _ort_errors.NoModel, _ort_errors.RuntimeException, _ort_errors.InvalidGraph, _ort_errors.EPFail,
+    _ort_errors.NotImplemented, RuntimeError, ValueError, TypeError,
+)
+
+
+class ModelRefused(Exception):
+    """A model that failed a check; `reason` says which, in words an operator can act on."""
+
+    def __init__(self, name: str, version: str, reason: str) -> None:
+        super().__init__(f"model {name}/{version} refused: {reason}")
+        self.name, self.version, self.reason = name, version, reason
+
+
+class ScoringError(Exception):
+    """Inference failed (onnxruntime's errors are translated to this where they enter)."""
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    manifest: Manifest
+    session: ort.InferenceSession
+    weights: np.ndarray
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.manifest.name}/{self.manifest.version}"
+
+    def run(self, X: np.ndarray) -> np.ndarray:
+        """Scores of a [N, F] batch as [N, 3]: score, attack probability, anomaly."""
+        try:
+            outputs = self.session.run(list(OUTPUTS), {"X": X})
+        except ORT_ERRORS as exc:
+            raise ScoringError(f"{self.key}: inference failed: {type(exc).__name__}: {exc}") from None
+        return np.concatenate(outputs, axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"name": m.name, "version": m.version, "feature_schema": m.feature_schema, "sha256": m.sha256,
+                "threshold": m.threshold, "created": m.created, "metrics": m.metrics.get("summary", {})}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # One thread per run: the gateway bounds concurrency itself, and small batches gain nothing from more.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+class ModelRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def versions(self, name: str) -> list[str]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / MANIFEST).is_file())
+
+    def latest(self, name: str) -> str | None:
+        versions = self.versions(name)
+        return versions[-1] if versions else None
+
+    def folder(self, name: str, version: str) -> Path:
+        if "/" in name or "/" in version or name.startswith(".") or version.startswith("."):
+            raise ModelRefused(name, version, "names and versions are single path segments")
+        return self.root / name / version
+
+    def manifest(self, name: str, version: str) -> Manifest:
+        return Manifest.read(self.folder(name, version))
+
+    def load(self, name: str, version: str | None = None) -> LoadedModel:
+        """Load and verify one version (the latest when None); raises `ModelRefused`."""
+        version = version or self.latest(name)
+        if version is None:
+            raise ModelRefused(name, "-", f"no versions under {self.root / name}")
+        return load_folder(self.folder(name, version), name, version)
+
+
+def load_folder(folder: Path, name: str = "", version: str = "") -> LoadedModel:
+    name, version = name or folder.parent.name, version or folder.name
+    try:
+        manifest = Manifest.read(folder)
+    except (OSError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise ModelRefused(name, version, f"unreadable manifest: {exc}") from None
+    if manifest.feature_schema != features.SCHEMA or manifest.n_features != features.N_FEATURES:
+        raise ModelRefused(name, version, f"feature schema {manifest.feature_schema} is not this gateway's "
+                                          f"{features.SCHEMA}")
+    model_path = folder / MODEL
+    try:
+        digest = sha256(model_path)
+    except OSError as exc:
+        raise ModelRefused(name, version, f"unreadable model file: {exc.strerror}") from None
+    if digest != manifest.sha256:
+        raise ModelRefused(name, version, f"checksum mismatch: file {digest[:12]}, manifest {manifest.sha256[:12]}")
+    try:
+        session = ort.InferenceSession(str(model_path), session_options(), providers=["CPUExecutionProvider"])
+    except ORT_ERRORS as exc:
+        raise ModelRefused(name, version, f"onnxruntime cannot load it: {type(exc).__name__}") from None
+    weights = np.asarray(manifest.weights, dtype=np.float32)
+    if len(weights) not in (0, features.N_FEATURES):
+        raise ModelRefused(name, version, "explanation weights do not match the feature width")
+    model = LoadedModel(manifest, session, weights, folder)
+    smoke_test(model)
+    return model
+
+
+def smoke_test(model: LoadedModel) -> None:
+    """Golden inputs must score as they did at export; a model without them is refused."""
+    golden = model.manifest.golden
+    name, version = model.manifest.name, model.manifest.version
+    if not golden:
+        raise ModelRefused(name, version, "the manifest has no golden inputs to smoke-test with")
+    X = features.extract_many([RequestRecord.from_json(g.record) for g in golden])
+    try:
+        got = model.run(X)[:, 0]
+    except ScoringError as exc:
+        raise ModelRefused(name, version, f"smoke test failed to run: {exc}") from None
+    expected = np.asarray([g.score for g in golden])
+    worst = float(np.max(np.abs(got - expected)))
+    if not np.isfinite(worst) or worst > GOLDEN_TOLERANCE:
+        raise ModelRefused(name, version, f"smoke test: golden scores differ by {worst:.2e}")

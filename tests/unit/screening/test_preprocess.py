@@ -1,0 +1,82 @@
+"""Preprocessing: idempotent, total (never raises), bounded, and undoing the encodings attackers stack."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from screening.preprocess import MAX_ROUNDS, base64_text, normalize, normalize_with_rounds
+
+# Text biased towards the characters the decoders react to, so escapes actually meet.
+_ALPHABET = st.sampled_from(list("%&#;\\xuU0123456789abcdefABCDEF/*!<>-'\" \r\n\t\x00ｓＳ％＆") + ["ß", "İ", "ﬁ"])
+tricky_text = st.lists(_ALPHABET, max_size=80).map("".join)
+escapes = st.lists(
+    st.sampled_from(["%25", "%2", "%", "5", "27", "%u0025", "&amp;", "&#37;", "&", "#", "x", "\\x25", "\\u0025",
+                     "/*", "*/", "<!--", "-->", "%c0%af", "%e0%80%af", "\ud800", "Ｓ", "ß"]),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(), tricky_text, escapes))
+def test_idempotent_on_text(value: str) -> None:
+    once = normalize(value)
+    assert normalize(once) == once
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_never_raises_on_invalid_utf8(value: bytes) -> None:
+    once = normalize(value)
+    assert isinstance(once, str)
+    assert normalize(once) == once
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(st.text(), escapes))
+def test_rounds_are_bounded(value: str) -> None:
+    _, rounds = normalize_with_rounds(value)
+    assert 0 <= rounds <= MAX_ROUNDS
+
+
+def test_huge_values_cost_bounded_time() -> None:
+    for value in ("%25" * 400_000, "&amp;" * 300_000, "/*" * 500_000, "a" * 5_000_000, b"\xc0" * 2_000_000):
+        started = time.perf_counter()
+        normalize(value)
+        assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("%2527%2520OR%25201%3D1--", "' or 1=1--"),
+        ("&lt;ScRiPt&gt;alert(1)&lt;/script&gt;", "<script>alert(1)</script>"),
+        (b"..\xc0\xaf..\xc0\xafetc/passwd", "../../etc/passwd"),
+        ("%c0%ae%c0%ae/etc", "../etc"),
+        ("ＳＥＬＥＣＴ", "select"),
+        ("UNION/**/SELECT", "union select"),
+        ("/*!50000union*/ select", "union select"),
+        ("a\x00b", "ab"),
+        ("%u003cimg src=x%u003e", "<img src=x>"),
+        ("\\x3csvg\\x3e", "<svg>"),
+        ("x\r\nSet-Cookie: a", "x\nset-cookie: a"),
+        ("<!--x-->", "x"),
+    ],
+)
+def test_decodes_what_attackers_stack(raw: str | bytes, expected: str) -> None:
+    assert normalize(raw).strip() == expected
+
+
+def test_rounds_count_stacked_encodings_not_case() -> None:
+    assert normalize_with_rounds("O'Brien")[1] == 0
+    assert normalize_with_rounds("%2527")[1] == 2
+
+
+def test_base64_text() -> None:
+    assert base64_text("PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==") == "<script>alert(1)</script>"
+    assert base64_text("rO0ABXNyABFqYXZhLnV0aWwuSGFzaE1hcA") is None  # binary: not text
+    assert base64_text("abcdefghijklmnopqrstuvwxyz") is None  # a word
+    assert base64_text("d41d8cd98f00b204e9800998ecf8427e") is None  # a hex digest

@@ -1,0 +1,130 @@
+"""Registry and Scorer: verified loads, refusals that change nothing, swaps by reference, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from screening import features
+from screening.inference import Scorer
+from screening.record import from_parts
+from screening.registry import ModelRefused, ModelRegistry, load_folder
+from tests.support.screening_model import NAME, build_registry
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_registry(tmp_path_factory.mktemp("models"), ("v1", "v2"))
+
+
+def _copy(root: Path, tmp_path: Path, version: str = "v1") -> Path:
+    folder = tmp_path / NAME / version
+    shutil.copytree(root / NAME / "v1", folder)
+    return folder
+
+
+def rows(n: int) -> np.ndarray:
+    records = [from_parts("POST", "/v1/echo", [], {}, {"message": f"hello {i}' or 1=1--" if i % 2 else f"hi {i}"})
+               for i in range(n)]
+    return features.extract_many(records)
+
+
+def test_lists_and_loads_the_latest(root: Path) -> None:
+    registry = ModelRegistry(root)
+    assert registry.names() == [NAME] and registry.versions(NAME) == ["v1", "v2"]
+    model = registry.load(NAME)
+    assert model.key == f"{NAME}/v2" and model.describe()["feature_schema"] == features.SCHEMA
+
+
+def test_a_corrupt_model_file_is_refused(root: Path, tmp_path: Path) -> None:
+    folder = _copy(root, tmp_path)
+    data = bytearray((folder / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelRefused, match="checksum mismatch"):
+        load_folder(folder)
+
+
+def test_a_truncated_model_with_a_matching_checksum_is_refused(root: Path, tmp_path: Path) -> None:
+    from screening.registry import sha256
+
+    folder = _copy(root, tmp_path)
+    (folder / "model.onnx").write_bytes(b"not an onnx model")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"] = sha256(folder / "model.onnx")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelRefused, match="onnxruntime cannot load it"):
+        load_folder(folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"feature_schema": "f0-p0-000000000000"}, "feature schema"),
+        ({"golden": []}, "no golden inputs"),
+        ({"golden": "shift"}, "smoke test"),
+        ({"weights": [1.0, 2.0]}, "explanation weights"),
+    ],
+)
+def test_incompatible_manifests_are_refused(root: Path, tmp_path: Path, change: dict, reason: str) -> None:
+    folder = _copy(root, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if change.get("golden") == "shift":
+        manifest["golden"][0]["score"] += 0.25
+    else:
+        manifest.update(change)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelRefused, match=reason):
+        load_folder(folder)
+
+
+def test_path_segments_only(root: Path) -> None:
+    with pytest.raises(ModelRefused):
+        ModelRegistry(root).load(NAME, "../v1")
+
+
+async def test_batched_and_inline_scores_agree_and_batches_form(root: Path) -> None:
+    model = ModelRegistry(root).load(NAME, "v1")
+    sizes: list[int] = []
+
+    class Observer:
+        def batch(self, size: int, seconds: float) -> None:
+            sizes.append(size)
+
+    batched = Scorer(model, mode="batch", observer=Observer())
+    batched.start()
+    inline = Scorer(model, mode="inline")
+    try:
+        X = rows(40)
+        together = await asyncio.gather(*(batched.score(X[i : i + 1], timeout_s=5) for i in range(40)))
+        alone = [inline.score(X[i : i + 1], timeout_s=5) for i in range(40)]
+        for a, b in zip(together, await asyncio.gather(*alone)):
+            assert np.allclose(a.values, b.values, atol=1e-6)
+        assert max(sizes) > 1 and sum(sizes) >= 40  # concurrent requests shared runs
+    finally:
+        batched.close()
+
+
+async def test_swap_rollback_and_shadow(root: Path) -> None:
+    registry = ModelRegistry(root)
+    v1, v2 = registry.load(NAME, "v1"), registry.load(NAME, "v2")
+    scorer = Scorer(v1, mode="batch")
+    scorer.start()
+    try:
+        held = scorer.active
+        scorer.activate(v2)
+        assert scorer.active is v2 and scorer.previous is v1 and held is v1
+        scored = await scorer.score(rows(2), held, timeout_s=5)  # a request keeps the model it started with
+        assert scored.model is v1
+        scorer.set_shadow(v1)
+        scored = await scorer.score(rows(3), timeout_s=5)
+        assert scored.model is v2 and scored.shadow is v1 and scored.shadow_values is not None
+        assert np.allclose(scored.values, scored.shadow_values)
+        assert scorer.rollback() is v1 and scorer.previous is v2
+    finally:
+        scorer.close()
