@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +93,14 @@ class PeerBuild:
         return ManagedProcess("grpc-gateway", argv, run_dir / "grpc-gateway.log")
 
 
-def portcullis_config(port: int, admin_port: int, backend_port: int) -> dict[str, object]:
-    """The Portcullis config: echo.v1 from the generated stubs, the Go backend, no health checks."""
-    return {
+def portcullis_config(
+    port: int, admin_port: int, backend_port: int, policies: Sequence[Mapping[str, object]] = ()
+) -> dict[str, object]:
+    """The Portcullis config: echo.v1 from the generated stubs, the Go backend, no health checks.
+
+    `policies` is the config's ordered `policies:` list (none for the issue-2 scenarios).
+    """
+    config: dict[str, object] = {
         "listen": {"host": HOST, "port": port},
         "admin": {"host": HOST, "port": admin_port},
         "server": {"workers": 1},
@@ -102,6 +108,9 @@ def portcullis_config(port: int, admin_port: int, backend_port: int) -> dict[str
         "backends": {"echo": {"addresses": [f"{HOST}:{backend_port}"], "health": {"enabled": False}}},
         "services": {"echo.v1.EchoService": {"backend": "echo", "timeout_ms": 5000}},
     }
+    if policies:
+        config["policies"] = [dict(p) for p in policies]
+    return config
 
 
 def portcullis_executable() -> Path:
@@ -110,32 +119,59 @@ def portcullis_executable() -> Path:
     return beside if beside.exists() else REPO_ROOT / ".venv" / "bin" / "portcullis"
 
 
-def portcullis(port: int, admin_port: int, backend_port: int, workers: int, run_dir: Path) -> ManagedProcess:
-    """Portcullis with `--workers N`, its config written into `run_dir`."""
-    config = run_dir / f"portcullis-w{workers}.yaml"
-    config.write_text(yaml.safe_dump(portcullis_config(port, admin_port, backend_port), sort_keys=False))
-    argv = [str(portcullis_executable()), "serve", "-c", str(config), "--workers", str(workers)]
-    return ManagedProcess(
-        f"portcullis-w{workers}", argv, run_dir / f"portcullis-w{workers}.log", cwd=REPO_ROOT
+def portcullis(
+    port: int,
+    admin_port: int,
+    backend_port: int,
+    workers: int,
+    run_dir: Path,
+    name: str | None = None,
+    policies: Sequence[Mapping[str, object]] = (),
+) -> ManagedProcess:
+    """Portcullis with `--workers N`, its config (named after the scenario) written into `run_dir`."""
+    name = name or f"portcullis-w{workers}"
+    config = run_dir / f"{name}.yaml"
+    config.write_text(
+        yaml.safe_dump(portcullis_config(port, admin_port, backend_port, policies), sort_keys=False)
     )
+    argv = [str(portcullis_executable()), "serve", "-c", str(config), "--workers", str(workers)]
+    return ManagedProcess(name, argv, run_dir / f"{name}.log", cwd=REPO_ROOT)
 
 
-def check_rest(port: int, endpoint: Endpoint) -> str | None:
-    """One request to `endpoint` on a gateway; None when it answers 200 with the expected body."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a gateway answered to one functional-check request."""
+
+    status: int
+    headers: Mapping[str, str]  # names lower-cased
+    body: str
+
+
+def request(port: int, endpoint: Endpoint, headers: Mapping[str, str] | None = None) -> Answer:
+    """Send `endpoint`'s benchmark request once, with extra `headers`; any HTTP status is an answer.
+
+    Raises OSError when the gateway cannot be reached.
+    """
     data = json.dumps(ECHO_BODY).encode() if endpoint.method == "POST" else None
-    request = urllib.request.Request(endpoint.url(port), data=data, method=endpoint.method)
+    req = urllib.request.Request(endpoint.url(port), data=data, method=endpoint.method)
     if data is not None:
-        request.add_header("Content-Type", "application/json")
+        req.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body = response.read().decode(errors="replace")
-            status = response.status
+        with urllib.request.urlopen(req, timeout=10) as response:
+            status, head, body = response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
-        return (
-            f"{endpoint.method} {endpoint.path}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
-        )
+        status, head, body = exc.code, exc.headers, exc.read()
+    return Answer(status, {k.lower(): v for k, v in head.items()}, body.decode(errors="replace"))
+
+
+def check_rest(port: int, endpoint: Endpoint, headers: Mapping[str, str] | None = None) -> str | None:
+    """One request to `endpoint` on a gateway; None when it answers 200 with the expected body."""
+    try:
+        answer = request(port, endpoint, headers)
     except OSError as exc:
         return f"{endpoint.method} {endpoint.path}: {exc}"
-    if status != 200 or endpoint.expect not in body:
-        return f"{endpoint.method} {endpoint.path}: HTTP {status}, body {body[:300]!r}"
+    if answer.status != 200 or endpoint.expect not in answer.body:
+        return f"{endpoint.method} {endpoint.path}: HTTP {answer.status}, body {answer.body[:300]!r}"
     return None

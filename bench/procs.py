@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -103,6 +103,15 @@ def cpu_seconds(before: Mapping[ProcKey, int], after: Mapping[ProcKey, int]) -> 
 
 def listening_pids(pid: int, port: int) -> set[int]:
     """Processes in the tree of `pid` holding a TCP socket that listens on `port` (SO_REUSEPORT workers)."""
+    return _holders((p for p, _start in process_tree(pid)), _listen_inodes(port))
+
+
+def port_listeners(port: int) -> set[int]:
+    """Every process we may inspect that listens on `port` (a server this run did not start, e.g. Redis)."""
+    return _holders((int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()), _listen_inodes(port))
+
+
+def _listen_inodes(port: int) -> set[str]:
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -114,8 +123,14 @@ def listening_pids(pid: int, port: int) -> set[int]:
             # cols[1] is "ADDR:PORT" in hex, cols[3] the state (0A = LISTEN), cols[9] the inode.
             if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(cols[9])
+    return inodes
+
+
+def _holders(pids: Iterable[int], inodes: set[str]) -> set[int]:
     holders: set[int] = set()
-    for p, _start in process_tree(pid):
+    if not inodes:
+        return holders
+    for p in pids:
         try:
             fds = list(Path(f"/proc/{p}/fd").iterdir())
         except OSError:

@@ -1,18 +1,34 @@
-"""From measured samples to `docs/benchmarks.md`: medians, ratios against targets, markdown.
+"""From measured samples to `docs/benchmarks.md`: ratios against targets, tables, markdown.
 
-Owns the `Sample` of one measured cell run, the medians over repeats, the three ratios of issue 2
-(CPU per request against grpc-gateway, p50 added over direct gRPC, workers-2 over workers-1
-throughput) with their targets, and rewriting the report file. Everything above the
-`## Optimisation log` heading is regenerated on every run; that section and what follows it is
-hand-written history and is carried over unchanged.
+Owns, from the medians of `bench/samples.py`, the three ratios of issue 2 (CPU per request
+against grpc-gateway, p50 added over direct gRPC, workers-2 over workers-1 throughput) and the
+figures of issue 3 (throughput with the policies on over the no-policy `--workers 1` of the same
+run, with the local and with the Redis limiter, and the CPU per request they add) with their
+targets, and rewriting the report file. Everything above the `## Optimisation log` heading is
+regenerated on every run; that section and what follows it is hand-written history and is
+carried over unchanged.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.samples import (
+    DIRECT,
+    PC1,
+    PC2,
+    PEER,
+    POLICIES_LOCAL,
+    POLICIES_REDIS,
+    POLICY_SCENARIOS,
+    SCENARIO_LABELS,
+    UNENFORCED_TOLERANCE,
+    Cell,
+    Sample,
+    cells,
+)
 
 CPU_RATIO_TARGET = 1.6
 ADDED_P50_TARGET_MS = 1.0
@@ -23,55 +39,9 @@ _DEFAULT_LOG = (
     "section as it is.\n"
 )
 
-PEER = "grpc-gateway"
-PC1 = "portcullis-w1"
-PC2 = "portcullis-w2"
-DIRECT = "direct"
-SCENARIO_LABELS = {
-    PEER: "grpc-gateway 1.6.4 (Go)",
-    PC1: "Portcullis `--workers 1`",
-    PC2: "Portcullis `--workers 2`",
-    DIRECT: "direct gRPC, h2load (baseline)",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One measured run of one cell (scenario, endpoint, connections)."""
-
-    scenario: str
-    endpoint: str
-    conns: int
-    repeat: int
-    requests: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    gw_cpu_us: float | None
-    gw_cpu_pct: float | None
-    gw_rss_mib: float | None
-    backend_cpu_us: float
-    loadgen_pct: float
-    others_pct: float
-
-
-@dataclass(frozen=True, slots=True)
-class Cell:
-    """Medians of one cell over its repeats; `errors` is the total over all of them."""
-
-    scenario: str
-    endpoint: str
-    conns: int
-    runs: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    gw_cpu_us: float | None
-    gw_rss_mib: float | None
-    backend_cpu_us: float
-    others_pct: float
+# Issue 3: throughput with the policies on ÷ the same gateway without them, at least this.
+POLICY_RATIO_TARGETS = {POLICIES_LOCAL: 0.85, POLICIES_REDIS: 0.70}
+POLICY_SHORT = {POLICIES_LOCAL: "local limiter", POLICIES_REDIS: "Redis limiter"}
 
 
 @dataclass(slots=True)
@@ -88,40 +58,6 @@ class RunInfo:
     problems: list[str] = field(default_factory=list)
 
 
-def _median(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def cells(samples: Sequence[Sample]) -> list[Cell]:
-    """Median of each metric per cell, ordered by scenario, endpoint, then connections."""
-    order = list(SCENARIO_LABELS)
-    groups: dict[tuple[str, str, int], list[Sample]] = {}
-    for s in samples:
-        groups.setdefault((s.scenario, s.endpoint, s.conns), []).append(s)
-    out = []
-    for (scenario, endpoint, conns), group in groups.items():
-        out.append(
-            Cell(
-                scenario=scenario,
-                endpoint=endpoint,
-                conns=conns,
-                runs=len(group),
-                rps=statistics.median(s.rps for s in group),
-                p50_ms=statistics.median(s.p50_ms for s in group),
-                p99_ms=statistics.median(s.p99_ms for s in group),
-                errors=sum(s.errors for s in group),
-                gw_cpu_us=_median(s.gw_cpu_us for s in group),
-                gw_rss_mib=_median(s.gw_rss_mib for s in group),
-                backend_cpu_us=statistics.median(s.backend_cpu_us for s in group),
-                others_pct=statistics.median(s.others_pct for s in group),
-            )
-        )
-    endpoint_rank = {"echo": 0, "item": 1}
-    out.sort(key=lambda c: (order.index(c.scenario), endpoint_rank.get(c.endpoint, 9), c.conns))
-    return out
-
-
 def _f(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
@@ -129,7 +65,17 @@ def _f(value: float | None, digits: int = 1) -> str:
 def _verdict(ok: bool, *cells_used: Cell) -> str:
     if any(c.errors for c in cells_used):
         return "INVALID (errors in a cell)"
-    return "PASS" if ok else "FAIL"
+    if any(c.unenforced > UNENFORCED_TOLERANCE * c.requests for c in cells_used):
+        return (
+            f"INVALID (policies not shown enforced on more than {UNENFORCED_TOLERANCE:.0%} of the requests)"
+        )
+    verdict = "PASS" if ok else "FAIL"
+    unenforced = sum(c.unenforced for c in cells_used)
+    if unenforced:
+        verdict += (
+            f" ({unenforced:,} requests not shown enforced, within the {UNENFORCED_TOLERANCE:.0%} allowed)"
+        )
+    return verdict
 
 
 def ratio_lines(table: Sequence[Cell]) -> list[str]:
@@ -192,6 +138,53 @@ def ratio_lines(table: Sequence[Cell]) -> list[str]:
                 f"- `{ep}` c{n}: {w2.rps:,.0f} ÷ {w1.rps:,.0f} req/s = **{w2.rps / w1.rps:.2f}×**{flag}"
             )
     return lines
+
+
+def policy_ratio_lines(table: Sequence[Cell]) -> list[str]:
+    """The issue-3 figures: each policy scenario against the no-policy `--workers 1` of the same run."""
+    by_key = {(c.scenario, c.endpoint, c.conns): c for c in table}
+    endpoints = sorted({c.endpoint for c in table}, key=lambda e: (e != "echo", e))
+    conns = sorted({c.conns for c in table if c.scenario in POLICY_SCENARIOS})
+    targets = ", ".join(
+        f"≥ {POLICY_RATIO_TARGETS[s]:.2f} with the {POLICY_SHORT[s]}" for s in POLICY_SCENARIOS
+    )
+    throughput = [
+        f"**Throughput with the policies ÷ Portcullis `--workers 1` without** (target {targets}):",
+        "",
+    ]
+    cost = [
+        "**CPU per request the policies add** (gateway CPU µs/req with − without; no target; the Redis",
+        "limiter's own Redis CPU shown apart when its process is visible):",
+        "",
+    ]
+    if not conns:
+        return [*throughput, "- n/a (no policy scenario measured)"]
+    for ep in endpoints:
+        for n in conns:
+            base = by_key.get((PC1, ep, n))
+            for scenario in POLICY_SCENARIOS:
+                cell = by_key.get((scenario, ep, n))
+                where = f"`{ep}` c{n}, {POLICY_SHORT[scenario]}"
+                if cell is None or base is None or not base.rps:
+                    throughput.append(f"- {where}: n/a (cell missing)")
+                    cost.append(f"- {where}: n/a (cell missing)")
+                    continue
+                ratio = cell.rps / base.rps
+                target = POLICY_RATIO_TARGETS[scenario]
+                throughput.append(
+                    f"- {where}: {cell.rps:,.0f} ÷ {base.rps:,.0f} req/s = **{ratio:.2f}** "
+                    f"— {_verdict(ratio >= target, cell, base)}"
+                )
+                if cell.gw_cpu_us is None or base.gw_cpu_us is None:
+                    cost.append(f"- {where}: n/a (no CPU figure)")
+                    continue
+                redis = "" if cell.redis_cpu_us is None else f", plus {cell.redis_cpu_us:.1f} µs/req in Redis"
+                cost.append(
+                    f"- {where}: {cell.gw_cpu_us:.1f} − {base.gw_cpu_us:.1f} µs = "
+                    f"**{cell.gw_cpu_us - base.gw_cpu_us:+.1f} µs/req**{redis} (CPU-implied throughput ratio "
+                    f"{base.gw_cpu_us / cell.gw_cpu_us:.2f})"
+                )
+    return [*throughput, "", *cost]
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], text_columns: set[int]) -> list[str]:
@@ -292,6 +285,13 @@ def render(info: RunInfo, samples: Sequence[Sample]) -> str:
         "# Benchmarks",
         "",
         "Written by `make bench` (`bench/`); everything above **Optimisation log** is regenerated on each run.",
+        "All scenarios below ran in one run, against one backend process, under the same wrk settings.",
+        "",
+        f"- **Date:** {info.date} (whole run {info.elapsed_s / 60:.1f} min)",
+        f"- **Command:** `{info.command}`",
+        f"- **Machine:** {info.machine}",
+        f"- **Tools:** {info.tools}",
+        f"- **Settings:** {info.settings}",
         "",
         "## Core transcoding (issue 2)",
         "",
@@ -302,15 +302,35 @@ def render(info: RunInfo, samples: Sequence[Sample]) -> str:
         "gateway process and all its children, divided by the requests wrk completed; RSS is the peak sum of",
         "VmRSS during the run.",
         "",
-        f"- **Date:** {info.date} (whole run {info.elapsed_s / 60:.1f} min)",
-        f"- **Command:** `{info.command}`",
-        f"- **Machine:** {info.machine}",
-        f"- **Tools:** {info.tools}",
-        f"- **Settings:** {info.settings}",
-        "",
         "### Ratios",
         "",
         *ratio_lines(table),
+        "",
+        "## Policy cost (issue 3)",
+        "",
+        "Portcullis `--workers 1` with the offloaded policies on, in this order: `metrics`; `access_log`, one",
+        "JSON line per request to a file in the run folder (default 0.2 s flush); `api_key`, a key file written",
+        "by `portcullis keys add`, wrk sending `X-API-Key`; `rate_limit` keyed by consumer, burst and refill",
+        "1,000,000 (the largest allowed; it never triggers), `policy: local` or `policy: redis` (Redis on",
+        "127.0.0.1:6379, a key prefix of the run's own, default `timeout_ms` and `fail_open`). Baseline: the",
+        "no-policy `--workers 1` measured in the same run. A policy gateway is measured only after a pre-check:",
+        "401 without the key and with a wrong one; 200 with it, carrying the limiter's `RateLimit-Limit` (the",
+        "Redis limiter leaves it out when Redis did not answer); access lines for both; both counted on the",
+        "admin `/metrics`. After every measured run, each request wrk counted must have an access line naming",
+        "the key's consumer and must not have been admitted by the limiter's `fail_open` fallback (a Redis",
+        f"reply slower than `timeout_ms`, or the breaker open after one); when more than {UNENFORCED_TOLERANCE:.0%}",
+        "of a cell's requests fail this, its figures are INVALID.",
+        "",
+        "On this shared two-core machine throughput follows the other load closely; the CPU the policies add",
+        "per request is the steadier measure, and the CPU-implied ratio (µs without ÷ µs with) is what the",
+        "throughput ratio would be for a gateway bound by its one core. Redis's own CPU per request is shown",
+        "apart, and left out of others CPU %, when the run can see the Redis process.",
+        "",
+        "### Against the no-policy gateway",
+        "",
+        *policy_ratio_lines(table),
+        "",
+        "## Measurements",
         "",
         "### Medians",
         "",

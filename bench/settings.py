@@ -1,19 +1,24 @@
 """`Settings`: the benchmark's knobs, read once from the environment, then frozen.
 
-Every knob has a default that makes `make bench` the full run of issue 2 (10 s per cell after a 2 s
-warm-up, 3 repeats, 16 and 32 connections, all four scenarios, about 10 minutes); `BENCH_QUICK=1`
-is the smoke test (3 s, 1 repeat, about a minute). A bad value fails at start-up with the variable
-named. The knobs:
+Every knob has a default that makes `make bench` the full run of issues 2 and 3 (8 s per cell after
+a 2 s warm-up, 3 repeats, 16 and 32 connections, the issue-3 policy scenarios at 32 only, all six
+scenarios, about 12 minutes); `BENCH_QUICK=1` is the smoke test (3 s, 1 repeat, about two minutes).
+Cells were 10 s and the idle-wait budget 90 s before the issue-3 scenarios joined the default run;
+both were shortened so that the whole run stays near 12 minutes. A bad value fails at start-up with
+the variable named. The knobs:
 
     BENCH_QUICK=1          smoke-test defaults for the knobs below
-    BENCH_DUR              seconds measured per cell (10; quick 3)
+    BENCH_DUR              seconds measured per cell (8; quick 3)
     BENCH_WARM             seconds of warm-up before each cell (2; quick 1)
     BENCH_REPEATS          runs of every cell, order reversed every other repeat (3; quick 1)
     BENCH_CONNS            connection counts for the gateways (16,32)
+    BENCH_POLICY_CONNS     connection counts for the issue-3 policy scenarios (32); portcullis-w1, their
+                           baseline, is measured at these too
     BENCH_DIRECT_CONNS     connection counts for direct gRPC (16: the one the latency ratio uses)
-    BENCH_PHASES           peer, portcullis (= portcullis-w1,portcullis-w2), direct (all)
+    BENCH_PHASES           peer, portcullis (= portcullis-w1,portcullis-w2), policies (= portcullis-w1,
+                           policies-local,policies-redis), direct (all four); one scenario by its name too
     BENCH_QUIET_WAIT       run-wide budget, in s, of waits for the machine to go idle before a cell (at
-                           most 10 s each), so a busy machine cannot stretch the run (90; quick 10)
+                           most 10 s each), so a busy machine cannot stretch the run (60; quick 10)
     BENCH_QUIET_MAX        "idle" and "undisturbed" threshold, % of one core used by others (25)
     BENCH_RETRIES          run-wide budget of re-measurements of disturbed cells, one per cell (4; quick 0)
     BENCH_OUTPUT           report file (docs/benchmarks.md)
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.gateways import REPO_ROOT
-from bench.report import DIRECT, PC1, PC2, PEER
+from bench.samples import DIRECT, PC1, PC2, PEER, POLICIES_LOCAL, POLICIES_REDIS, POLICY_SCENARIOS
 
 # Names accepted in BENCH_PHASES, and the scenarios each one selects.
 PHASE_ALIASES = {
@@ -37,9 +42,13 @@ PHASE_ALIASES = {
     "portcullis": (PC1, PC2),
     "portcullis-w1": (PC1,),
     "portcullis-w2": (PC2,),
+    "policies": (PC1, POLICIES_LOCAL, POLICIES_REDIS),
+    "policies-local": (POLICIES_LOCAL,),
+    "policies-redis": (POLICIES_REDIS,),
     "direct": (DIRECT,),
 }
-ALL_SCENARIOS = (PEER, PC1, PC2, DIRECT)
+ALL_SCENARIOS = (PEER, PC1, PC2, POLICIES_LOCAL, POLICIES_REDIS, DIRECT)
+DEFAULT_PHASES = "peer,portcullis,policies,direct"
 # The environment variables above, quoted in the report's command line when set.
 KNOBS = (
     "BENCH_QUICK",
@@ -47,6 +56,7 @@ KNOBS = (
     "BENCH_WARM",
     "BENCH_REPEATS",
     "BENCH_CONNS",
+    "BENCH_POLICY_CONNS",
     "BENCH_DIRECT_CONNS",
     "BENCH_PHASES",
     "BENCH_QUIET_WAIT",
@@ -70,8 +80,10 @@ class Settings:
     warm_s: float
     repeats: int
     conns: tuple[int, ...]
+    policy_conns: tuple[int, ...]
     direct_conns: tuple[int, ...]
     scenarios: tuple[str, ...]
+    issue2_w1: bool  # portcullis-w1 selected for issue 2 (all of `conns`), not only as the policy baseline
     quiet_wait_s: float
     quiet_max_pct: float
     retries: int
@@ -105,36 +117,53 @@ class Settings:
 
         conns = counts("BENCH_CONNS", "16,32")
         scenarios: list[str] = []
-        for name in env.get("BENCH_PHASES", "peer,portcullis,direct").replace(",", " ").split():
+        issue2_w1 = False
+        for name in env.get("BENCH_PHASES", DEFAULT_PHASES).replace(",", " ").split():
             if name not in PHASE_ALIASES:
                 raise SettingsError(
                     f"BENCH_PHASES: unknown phase {name!r}; known: {', '.join(PHASE_ALIASES)}"
                 )
             scenarios += [s for s in PHASE_ALIASES[name] if s not in scenarios]
+            issue2_w1 = issue2_w1 or (name != "policies" and PC1 in PHASE_ALIASES[name])
         if not scenarios:
             raise SettingsError("BENCH_PHASES: no phase selected")
         return cls(
             quick=quick,
-            dur_s=number("BENCH_DUR", 3.0 if quick else 10.0, 1),
+            dur_s=number("BENCH_DUR", 3.0 if quick else 8.0, 1),
             warm_s=number("BENCH_WARM", 1.0 if quick else 2.0, 0),
             repeats=int(number("BENCH_REPEATS", 1 if quick else 3, 1)),
             conns=conns,
+            policy_conns=counts("BENCH_POLICY_CONNS", "32"),
             direct_conns=counts("BENCH_DIRECT_CONNS", "16" if 16 in conns else str(min(conns))),
             scenarios=tuple(s for s in ALL_SCENARIOS if s in scenarios),
-            quiet_wait_s=number("BENCH_QUIET_WAIT", 10.0 if quick else 90.0, 0),
+            issue2_w1=issue2_w1,
+            quiet_wait_s=number("BENCH_QUIET_WAIT", 10.0 if quick else 60.0, 0),
             quiet_max_pct=number("BENCH_QUIET_MAX", 25.0, 0),
             retries=int(number("BENCH_RETRIES", 0 if quick else 4, 0)),
             output=Path(env.get("BENCH_OUTPUT", str(REPO_ROOT / "docs" / "benchmarks.md"))),
             peer_dir=Path(env.get("PEER_DIR", "/tmp/portcullis-peers/grpc-gateway")),
         )
 
+    def conns_for(self, scenario: str) -> tuple[int, ...]:
+        """Connection counts one gateway scenario is measured at."""
+        policies = any(s in POLICY_SCENARIOS for s in self.scenarios)
+        if scenario in POLICY_SCENARIOS or (scenario == PC1 and not self.issue2_w1):
+            return self.policy_conns
+        if scenario == PC1 and policies:
+            return tuple(sorted({*self.conns, *self.policy_conns}))
+        return self.conns
+
     def describe(self) -> str:
         """One paragraph for the report."""
         mode = " (`BENCH_QUICK` smoke run)" if self.quick else ""
+        policy = ""
+        if any(s in POLICY_SCENARIOS for s in self.scenarios):
+            policy = f" (the issue-3 policy scenarios at {', '.join(map(str, self.policy_conns))})"
         return (
             f"{self.dur_s:g} s per cell after a {self.warm_s:g} s warm-up, {self.repeats} repeat(s){mode}, the "
             f"scenario order reversed on every other repeat; gateways at {', '.join(map(str, self.conns))} "
-            f"connections (wrk `-t2 -cN --latency`), direct gRPC at {', '.join(map(str, self.direct_conns))} "
+            f"connections{policy} (wrk `-t2 -cN --latency`), direct gRPC at "
+            f"{', '.join(map(str, self.direct_conns))} "
             f"(h2load `-t1 -cN -m1`); scenarios {', '.join(self.scenarios)}. Before each cell the run waits up "
             f"to 10 s for the machine to be idle ({self.quiet_wait_s:g} s of such waits per run at most); a cell "
             "during which other processes used "
