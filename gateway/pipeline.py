@@ -10,7 +10,7 @@ new one).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.call import Call
@@ -42,16 +42,34 @@ class Policy(Protocol):
     async def stop(self) -> None: ...
 
 
+def _overrides(policy: Policy, phase: str) -> bool:
+    """Whether a policy does anything in `phase`: no-op defaults are skipped, not awaited per request."""
+    from gateway.policies.base import BasePolicy
+
+    mine = getattr(type(policy), phase, None)
+    return mine is not None and mine is not getattr(BasePolicy, phase)
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
     policies: tuple[Policy, ...] = ()
+    # Per phase, only the policies that act in it, in the order that phase runs them.
+    _requesters: tuple[Policy, ...] = field(init=False, repr=False, default=())
+    _messengers: tuple[Policy, ...] = field(init=False, repr=False, default=())
+    _completers: tuple[Policy, ...] = field(init=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_requesters", tuple(p for p in self.policies if _overrides(p, "on_request")))
+        object.__setattr__(self, "_messengers", tuple(p for p in self.policies if _overrides(p, "on_message")))
+        completers = tuple(p for p in reversed(self.policies) if _overrides(p, "on_complete"))
+        object.__setattr__(self, "_completers", completers)
 
     async def on_request(self, call: Call) -> None:
-        for policy in self.policies:
+        for policy in self._requesters:
             await policy.on_request(call)
 
     async def on_message(self, call: Call, message: Any) -> None:
-        for policy in self.policies:
+        for policy in self._messengers:
             await policy.on_message(call, message)
 
     async def start(self) -> None:
@@ -67,7 +85,7 @@ class Pipeline:
                 log.exception("policy %s failed to stop", policy.name)
 
     async def on_complete(self, call: Call) -> None:
-        for policy in reversed(self.policies):
+        for policy in self._completers:
             try:
                 await policy.on_complete(call)
             except Exception:  # one broken observer must not hide the others or the response

@@ -90,10 +90,19 @@ class AccessLog(BasePolicy):
         self._buffer.append(orjson.dumps(line(call)) + b"\n")
 
 
+_second: list[object] = [-1, ""]  # the last whole second formatted, reused by every line within it
+
+
+def _timestamp(unix: float) -> str:
+    whole = int(unix)
+    if whole != _second[0]:
+        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((unix - whole) * 1000):03d}Z"
+
+
 def line(call: Call) -> dict[str, object]:
     record: dict[str, object] = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(call.started_unix))
-        + f".{int(call.started_unix % 1 * 1000):03d}Z",
+        "ts": _timestamp(call.started_unix),
         "request_id": call.request_id,
         "route": call.route,
         "method": call.method,

@@ -232,6 +232,8 @@ class RateLimit(BasePolicy):
         self.breaker = breaker  # None for a backend that cannot fail (local)
         self._plans = {id(cfg): _Plan.compile(cfg) for cfg in configs.all()}
         self.fallbacks = 0  # decisions made by the failure mode, not the backend
+        # An in-process backend decides synchronously: call it directly, without two coroutine hops.
+        self._take_now = getattr(backend, "take_now", None) if breaker is None else None
 
     async def start(self) -> None:
         await self.backend.start()
@@ -243,7 +245,11 @@ class RateLimit(BasePolicy):
         plan = self._plans[id(self.configs.for_call(call))]
         if not plan.enabled or not plan.limits:
             return
-        verdict = await self._decide(call, plan, plan.buckets(call))
+        take_now = self._take_now
+        if take_now is not None:
+            verdict: Verdict | None = take_now(plan.buckets(call))
+        else:
+            verdict = await self._decide(call, plan, plan.buckets(call))
         if verdict is None:
             return
         lv = verdict.binding()
