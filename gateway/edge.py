@@ -10,7 +10,9 @@ A CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) is routed by t
 about, so the CORS policy of that route answers it; with no CORS policy it is a 405.
 
 A WebSocket upgrade goes to a passthrough route when its path is one (`handlers/passthrough.py`),
-else to the streaming method on that path (`handlers/websocket.py`). Its Origin is checked and its
+to the multiplexed mode on `websocket_mux.path` (`handlers/multiplex.py`; each of its streams then
+runs the pipeline as a call of its own), else to the streaming method on that path
+(`handlers/websocket.py`). Its Origin is checked and its
 credentials (a `bearer.<token>` subprotocol or a cookie) put on the call before `on_request` runs,
 so authentication and rate limits apply at the upgrade; errors before the 101 are ordinary
 responses (403 for a refused Origin), after it they are close frames. A gRPC-Web request (POST
@@ -26,7 +28,7 @@ import grpc
 from aiohttp import web
 
 from gateway.call import Call
-from gateway.handlers import grpc_web, passthrough, rest, websocket
+from gateway.handlers import grpc_web, multiplex, passthrough, rest, websocket
 from gateway.handlers.responses import finish_headers
 from gateway.handlers.sockets import is_upgrade, screen_upgrade
 from gateway.keys import SOCKETS, STATE
@@ -72,6 +74,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except GatewayError as err:
         call.error, call.grpc_code = err, err.code.name
         response = grpc_web.error_response(request, err) if grpc_web.is_grpc_web(request) else error_response(err)
+    except ConnectionResetError:  # the client dropped the connection while we read its body
+        call.status, call.grpc_code = 499, grpc.StatusCode.CANCELLED.name
+        await runtime.pipeline.on_complete(call)
+        raise
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, call.request_id)
         internal = GatewayError(grpc.StatusCode.INTERNAL, "internal gateway error")
@@ -124,6 +130,13 @@ async def _upgrade(request: web.Request, call: Call, snapshot: Snapshot) -> web.
         screen_upgrade(request, call, route.allowed_origins)
         await runtime.pipeline.on_request(call)
         return await passthrough.handle(request, call, runtime, route, hub)
+    mux = runtime.config.websocket_mux
+    if mux.enabled and raw_path == mux.path:
+        call.route = f"mux {mux.path}"
+        ws_config = runtime.config.websocket
+        screen_upgrade(request, call, ws_config.allowed_origins, ws_config.auth_cookie)
+        await runtime.pipeline.on_request(call)
+        return await multiplex.handle(request, call, runtime, snapshot.upstreams, hub)
     binding, variables = runtime.routes.match_websocket(raw_path)
     settings = runtime.settings[binding.name]
     if not settings.websocket.enabled:

@@ -77,3 +77,25 @@ async def test_deeply_nested_json_is_a_400(gw: Any) -> None:
     async with gw.http.post(f"{gw.url}/v1/echo", data=body, headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
         assert (await r.json())["code"] == 3
+
+
+async def test_client_dropping_mid_body_is_a_quiet_499(demo_backends: Backends, start_gateway: StartGateway,
+                                                       tmp_path: Any, caplog: Any) -> None:
+    log = tmp_path / "access.jsonl"
+    raw = limited(demo_backends, body_timeout_s=5)
+    raw["policies"] = [{"name": "access_log", "config": {"sink": "file", "path": str(log), "flush_interval_s": 0.05}}]
+    gw = await start_gateway(raw)
+    reader, writer = await _open(gw.serving.public_port)
+    writer.write(b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"message\":")
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.transport.abort()  # RST, not FIN
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if log.exists() and log.read_text():
+            break
+    assert '"status":499' in log.read_text()
+    assert "unhandled error" not in caplog.text
+    async with gw.http.get(f"{gw.url}/v1/items/1") as r:
+        assert r.status == 200
