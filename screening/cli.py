@@ -48,6 +48,7 @@ def register(sub: Any) -> None:
     p_eval.add_argument("--out", type=Path, default=Path("build/screening/report"))
     p_eval.add_argument("--leave-out", action="append", choices=("source", "family"),
                         help="also train without each source/family and test on it (slow)")
+    p_eval.add_argument("--write-manifest", action="store_true", help="record the results in the model's manifest")
     p_eval.add_argument("--quiet", action="store_true")
 
     p_explain = commands.add_parser("explain", help="score one request and show why")
@@ -162,8 +163,9 @@ def _explain(args: argparse.Namespace) -> int:
         text = preprocess.normalize(field.value)
         classes = " ".join(tokens.NAMES[c - 1] for c in tokens.classes(text)[:24])
         print(f"  {field.name:24} {text[:70]!r}\n  {'':24} {classes}")
-    print("\ntop contributions (classifier weight x feature value):")
-    for name, value in features.top_contributions(vector, model.weights, args.top, features.field_values(record)):
+    print("\ntop contributions (classifier weight x (feature value - benign average)):")
+    values = features.field_values(record)
+    for name, value in features.top_contributions(vector, model.weights, args.top, values, model.baseline):
         print(f"  {value:+8.3f}  {name}")
     return 0
 

@@ -214,6 +214,25 @@ def run(args: Any) -> int:
         generalised[by] = generalisation(rows, by, progress=not args.quiet)
     text = report(summary, generalised, images, model.key, data, out.parent)
     (out / "report.md").write_text(text)
-    (out / "metrics.json").write_text(json.dumps({"test": summary, "leave_out": generalised}, indent=1))
+    results = {"test": summary, "leave_out": generalised}
+    (out / "metrics.json").write_text(json.dumps(results, indent=1))
+    if args.write_manifest:
+        record_metrics(folder, results)
     print(text)
     return 0
+
+
+def record_metrics(folder: Path, results: dict[str, Any]) -> None:
+    """Write evaluation results into the model's manifest (the model file and its checksum do not change)."""
+    import dataclasses
+
+    from screening.manifest import Manifest
+
+    manifest = Manifest.read(folder)
+    test = results["test"]
+    summary: dict[str, Any] = {key: test.get(key) for key in ("detection", "fpr", "roc_auc", "average_precision")}
+    for by, groups in results.get("leave_out", {}).items():
+        rates = [g["detection_at_fpr_0.5%"] for g in groups.values()]
+        summary[f"leave_one_{by}_out_mean_detection_at_fpr_0.5%"] = round(sum(rates) / len(rates), 4) if rates else None
+    metrics = {**manifest.metrics, "test": test, "leave_out": results.get("leave_out", {}), "summary": summary}
+    dataclasses.replace(manifest, metrics=metrics).write(folder)

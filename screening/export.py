@@ -14,6 +14,8 @@ stays outside the graph, in `screening.features`, the same code for training and
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -50,7 +52,6 @@ def to_model(model: ScreeningModel) -> onnx.ModelProto:
         numpy_helper.from_array(np.asarray(EPS, dtype=np.float32), "eps"),
         numpy_helper.from_array(np.asarray(1 - EPS, dtype=np.float32), "one_minus_eps"),
         numpy_helper.from_array(np.asarray(1.0, dtype=np.float32), "one"),
-        numpy_helper.from_array(np.asarray(-1.0, dtype=np.float32), "minus_one"),
         numpy_helper.from_array(np.asarray(w0, dtype=np.float32), "w0"),
         numpy_helper.from_array(np.asarray(w1, dtype=np.float32), "w1"),
         numpy_helper.from_array(np.asarray(w2, dtype=np.float32), "w2"),
@@ -101,7 +102,7 @@ def _isolation_forest(forest: object, source: str, output: str) -> tuple[list[on
     """
     from sklearn.ensemble._iforest import _average_path_length
 
-    attrs: dict[str, list[float] | list[int] | list[str]] = {
+    attrs: dict[str, Any] = {
         "nodes_treeids": [], "nodes_nodeids": [], "nodes_featureids": [], "nodes_values": [], "nodes_modes": [],
         "nodes_truenodeids": [], "nodes_falsenodeids": [], "target_treeids": [], "target_nodeids": [],
         "target_ids": [], "target_weights": [],
@@ -113,18 +114,18 @@ def _isolation_forest(forest: object, source: str, output: str) -> tuple[list[on
         for node in range(structure.node_count):
             left, right = int(structure.children_left[node]), int(structure.children_right[node])
             leaf = left == -1
-            attrs["nodes_treeids"].append(t)  # type: ignore[arg-type]
-            attrs["nodes_nodeids"].append(node)  # type: ignore[arg-type]
-            attrs["nodes_featureids"].append(0 if leaf else int(columns[structure.feature[node]]))  # type: ignore[arg-type]
-            attrs["nodes_values"].append(0.0 if leaf else float(structure.threshold[node]))  # type: ignore[arg-type]
-            attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")  # type: ignore[arg-type]
-            attrs["nodes_truenodeids"].append(0 if leaf else left)  # type: ignore[arg-type]
-            attrs["nodes_falsenodeids"].append(0 if leaf else right)  # type: ignore[arg-type]
+            attrs["nodes_treeids"].append(t)
+            attrs["nodes_nodeids"].append(node)
+            attrs["nodes_featureids"].append(0 if leaf else int(columns[structure.feature[node]]))
+            attrs["nodes_values"].append(0.0 if leaf else float(structure.threshold[node]))
+            attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
+            attrs["nodes_truenodeids"].append(0 if leaf else left)
+            attrs["nodes_falsenodeids"].append(0 if leaf else right)
             if leaf:
-                attrs["target_treeids"].append(t)  # type: ignore[arg-type]
-                attrs["target_nodeids"].append(node)  # type: ignore[arg-type]
-                attrs["target_ids"].append(0)  # type: ignore[arg-type]
-                attrs["target_weights"].append(float(lengths[node]))  # type: ignore[arg-type]
+                attrs["target_treeids"].append(t)
+                attrs["target_nodeids"].append(node)
+                attrs["target_ids"].append(0)
+                attrs["target_weights"].append(float(lengths[node]))
     denominator = len(trees) * float(_average_path_length([forest._max_samples])[0])  # type: ignore[attr-defined]
     constants = [
         numpy_helper.from_array(np.asarray(-1.0 / denominator, dtype=np.float32), "iso_scale"),

@@ -95,11 +95,6 @@ _BI_SHIFT = 64 - BIGRAM_WIDTH.bit_length() + 1
 _TRI_SHIFT = 64 - TRIGRAM_WIDTH.bit_length() + 1
 
 
-def _bucket(code: int, width: int) -> int:
-    # Fibonacci hashing of an n-gram code into `width` (a power of two) buckets.
-    return ((code * _MULT) & _MASK64) >> (64 - width.bit_length() + 1)
-
-
 class FieldVector:
     """What one value contributes: sparse (positions, values) of the class and n-gram part, and stats."""
 
@@ -128,7 +123,7 @@ def _field(raw: str, base64: bool) -> FieldVector:
     for cls in classes:
         counts[cls] = counts.get(cls, 0) + 1
     sequence = [0, *classes, 0]
-    # Fibonacci hashing of the n-gram codes into power-of-two widths (the same as `_bucket`, inlined).
+    # Fibonacci hashing of the n-gram codes into power-of-two widths (`describe` repeats it).
     bigrams = [a * N + b for a, b in pairwise(sequence)]
     grams = {_BI0 + (((code * _MULT) & _MASK64) >> _BI_SHIFT) for code in bigrams}
     grams.update(
@@ -282,11 +277,12 @@ def describe(raw_values: Sequence[str]) -> dict[int, str]:
 
 
 def top_contributions(vector: np.ndarray, weights: np.ndarray, k: int, raw_values: Sequence[str] | None = None,
-                      ) -> list[tuple[str, float]]:
-    """The `k` features pushing the score up most (weight times value), named readably when values are given."""
+                      baseline: np.ndarray | None = None) -> list[tuple[str, float]]:
+    """The `k` features pushing the score up most: weight times (value minus the benign baseline),
+    named readably (hashed n-grams resolved against `raw_values`) when values are given."""
     if k <= 0 or len(weights) != len(vector):
         return []
-    contribution = vector * weights
+    contribution = (vector - baseline) * weights if baseline is not None and len(baseline) else vector * weights
     candidates = np.flatnonzero(contribution > 0)
     if len(candidates) == 0:
         return []

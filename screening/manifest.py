@@ -39,6 +39,7 @@ class Manifest:
     data: dict[str, Any] = field(default_factory=dict)  # dataset, seed, sources with counts and licences
     training: dict[str, Any] = field(default_factory=dict)  # parameters and library versions
     weights: list[float] = field(default_factory=list)  # classifier weight per feature, for explanations
+    baseline: list[float] = field(default_factory=list)  # mean benign feature vector: explanations are relative to it
     golden: list[Golden] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

@@ -5,9 +5,10 @@ path, query pairs, a few selected headers, and the leaves of a JSON body or mess
 paths (`body.user.name`, `body.tags[]`). It is a frozen value, cheap to build and to serialise, and
 it is what training data, evaluation data, `explain` and the gateway all hand to the features.
 
-Work is bounded when a record is made: at most `MAX_FIELDS` leaves, walked iteratively (no
-recursion limit to hit on a deeply nested body), and each value cut to `MAX_VALUE_CHARS` (head and
-tail kept, since an attack can hide after padding).
+Work is bounded when a record is made: at most `MAX_FIELDS` leaves and `MAX_TOTAL_CHARS` of text,
+walked iteratively (no recursion limit to hit on a deeply nested body), and each value cut to
+`MAX_VALUE_CHARS` (head and tail kept, since an attack can hide after padding). What is left out is
+counted in `dropped`, itself a feature.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 MAX_FIELDS = 256  # leaves taken from one body or message; the rest are counted, not screened
 MAX_VALUE_CHARS = 4096  # per value; longer ones keep their first 3 KiB and last 1 KiB
+MAX_TOTAL_CHARS = 32768  # per body or message: what is screened of a large document (the rest is counted)
 _HEAD, _TAIL = 3072, 1024
 # Headers worth screening by default: the ones scanners and injection attempts actually use.
 SCREENED_HEADERS = ("user-agent", "referer", "x-forwarded-for", "x-api-version", "cookie", "content-type")
@@ -96,6 +98,7 @@ def leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> tuple[li
     """
     out: list[tuple[str, str]] = []
     dropped = 0
+    budget = MAX_TOTAL_CHARS
     stack: list[tuple[str, Any]] = [(prefix, document)]
     while stack:
         path, node = stack.pop()
@@ -114,8 +117,10 @@ def leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> tuple[li
             child = f"{path}[]"
             stack.extend((child, item) for item in reversed(node))
         else:
-            if len(out) < limit:
-                out.append((path, clip(_text(node))))
+            if len(out) < limit and budget > 0:
+                text = clip(_text(node))[:budget]
+                budget -= len(text)
+                out.append((path, text))
             else:
                 dropped += 1
     return out, dropped
@@ -154,9 +159,3 @@ def from_parts(
         body_leaves, dropped = leaves(body)
     query_pairs = tuple((clip(k), clip(v)) for k, v in query)[:MAX_FIELDS]
     return RequestRecord(method.upper(), clip(path), query_pairs, picked, tuple(body_leaves), (), dropped)
-
-
-def with_message(record: RequestRecord, message: Any) -> RequestRecord:
-    """The record of one WebSocket message: the message leaves, the head's fields kept for context."""
-    found, dropped = leaves(message)
-    return RequestRecord(record.method, record.path, (), (), (), tuple(found), dropped)

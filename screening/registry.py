@@ -52,6 +52,7 @@ class LoadedModel:
     manifest: Manifest
     session: ort.InferenceSession
     weights: np.ndarray
+    baseline: np.ndarray
     path: Path
 
     @property
@@ -145,9 +146,10 @@ def load_folder(folder: Path, name: str = "", version: str = "") -> LoadedModel:
     except ORT_ERRORS as exc:
         raise ModelRefused(name, version, f"onnxruntime cannot load it: {type(exc).__name__}") from None
     weights = np.asarray(manifest.weights, dtype=np.float32)
-    if len(weights) not in (0, features.N_FEATURES):
+    baseline = np.asarray(manifest.baseline, dtype=np.float32)
+    if len(weights) not in (0, features.N_FEATURES) or len(baseline) not in (0, len(weights)):
         raise ModelRefused(name, version, "explanation weights do not match the feature width")
-    model = LoadedModel(manifest, session, weights, folder)
+    model = LoadedModel(manifest, session, weights, baseline if len(baseline) else np.zeros_like(weights), folder)
     smoke_test(model)
     return model
 

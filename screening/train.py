@@ -40,6 +40,7 @@ class Fitted:
     calibration: dict[str, Any]
     rows: int
     calibration_X: np.ndarray
+    baseline: np.ndarray
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -85,7 +86,8 @@ def fit(rows: Sequence[dataset.Row], *, target_fpr: float = 0.005, progress: boo
         "detection": round(detected, 4), "fpr": round(float(np.mean(scores[yc == 0] >= threshold)), 5),
     }
     counts = dict(Counter(f"{r.source}/{r.family}" for r in fitting))
-    return Fitted(model, threshold, calibration_info, len(fitting), Xc[:512], counts)
+    baseline = X[y == 0].mean(axis=0) if np.any(y == 0) else np.zeros(X.shape[1], dtype=np.float32)
+    return Fitted(model, threshold, calibration_info, len(fitting), Xc[:512], baseline, counts)
 
 
 def golden_records(rows: Sequence[dataset.Row]) -> list[dict[str, Any]]:
@@ -137,6 +139,7 @@ def export(fitted: Fitted, folder: Path, name: str, version: str, golden: list[d
         data={**data, "fitting_rows": fitted.rows, "fitting_counts": fitted.counts},
         training={"params": fitted.model.get_params(), "libraries": library_versions()},
         weights=[round(float(w), 5) for w in fitted.model.feature_weights()],
+        baseline=[round(float(b), 5) for b in fitted.baseline],
         golden=[Golden(g, float(s)) for g, s in zip(golden, golden_scores)],
     )
     manifest.write(folder)

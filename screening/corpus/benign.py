@@ -16,6 +16,7 @@ Chunks are sentences, lines or short paragraphs of 1 to 400 characters, sampled 
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import pydoc
@@ -137,12 +138,16 @@ def faker_values(rng: random.Random, limit: int = 8000) -> Iterator[Sample]:
 
     fake = Faker(["en_US", "en_GB", "en_IE", "fr_FR", "de_DE", "it_IT", "es_ES", "ja_JP"])
     fake.seed_instance(rng.randrange(1 << 30))
+    # Dates from a fixed range: Faker's defaults are relative to today, which would make builds differ.
+    start, end = dt.datetime(2000, 1, 1), dt.datetime(2025, 12, 31)
     makers = (
         fake.name, fake.name, fake.last_name, fake.address, fake.email, fake.url, fake.user_agent, fake.phone_number,
         fake.company, fake.job, fake.catch_phrase, fake.sentence, fake.paragraph, fake.street_address, fake.city,
-        fake.isbn13, fake.iso8601, fake.uuid4, fake.ipv4_public, fake.file_path, fake.uri, fake.slug,
-        fake.credit_card_expire, fake.currency_code, fake.color_name, fake.domain_name, fake.user_name,
-        fake.password, fake.sha1, fake.date, fake.time, fake.postcode, fake.country, fake.bs, fake.mime_type,
+        fake.isbn13, lambda: fake.date_time_between(start, end).isoformat(), fake.uuid4, fake.ipv4_public,
+        fake.file_path, fake.uri, fake.slug, fake.currency_code, fake.color_name, fake.domain_name, fake.user_name,
+        fake.password, fake.sha1, lambda: fake.date_between(start.date(), end.date()).isoformat(),
+        lambda: fake.date_time_between(start, end).strftime("%H:%M:%S"), fake.postcode, fake.country, fake.bs,
+        fake.mime_type,
     )
     irish = ("O'Brien", "O'Connor", "D'Angelo", "O'Neill", "McDonald's", "L'Oréal", "D'Arcy", "O'Hara")
     for i in range(limit):
