@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.inference_config import InferenceConfig
 from gateway.resilience import RetryBudgetConfig, RetryConfig
 from gateway.tls import ListenerTLS
 from translators.options import TranscodeOptions
@@ -234,6 +235,29 @@ class WebSocketRoute(_Model):
         return value
 
 
+class WebSocketMuxConfig(_Model):
+    """Several gRPC streams over one WebSocket (subprotocol `grpc-ws.mux.json`), on one path.
+
+    The socket takes Origin, credentials, heartbeat, idle timeout and message size from the global
+    `websocket` block; each stream takes the rest (enabled, allowed_origins, inbound_queue,
+    max_duration_s) from its method's.
+    """
+
+    enabled: bool = Field(False, description="Serve the multiplexed mode on `path`.")
+    path: str = Field("/ws", description="Exact path of the multiplexed WebSocket upgrade.")
+    max_streams: int = Field(
+        100, ge=1, le=10_000,
+        description="Streams open at once on one socket; an open beyond them is refused (RESOURCE_EXHAUSTED).",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+
 class MethodConfig(_Model):
     timeout_ms: int | None = Field(None, ge=1, description="Deadline of this method; overrides the service's.")
     retry: RetryConfig | None = Field(None, description="Retries of this method; overrides the service's.")
@@ -299,6 +323,12 @@ class GatewayConfig(_Model):
     websocket_routes: tuple[WebSocketRoute, ...] = Field(
         (), description="WebSocket routes proxied to WebSocket backends."
     )
+    inference: InferenceConfig | None = Field(
+        None, description="Model serving by the Open Inference Protocol (/v2 and a gRPC listener); None: off."
+    )
+    websocket_mux: WebSocketMuxConfig = Field(
+        default_factory=WebSocketMuxConfig, description="Several gRPC streams over one WebSocket (off by default)."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -311,6 +341,8 @@ class GatewayConfig(_Model):
         paths = [route.path for route in self.websocket_routes]
         if len(paths) != len(set(paths)):
             raise ValueError("websocket_routes: a path is listed twice")
+        if self.websocket_mux.enabled and self.websocket_mux.path in paths:
+            raise ValueError(f"websocket_mux.path: {self.websocket_mux.path} is also a websocket_routes path")
         return self
 
     def options_for(self, method: str) -> TranscodeOptions:
@@ -391,4 +423,17 @@ def _resolve_paths(config: GatewayConfig, base: Path) -> GatewayConfig:
             update={k: (base / v).resolve() for k, v in listen.tls.model_dump().items() if k.endswith("_file") and v}
         )
         listen = listen.model_copy(update={"tls": listen_tls})
-    return config.model_copy(update={"descriptors": sources, "backends": backends, "listen": listen})
+    inference = config.inference
+    if inference is not None:
+        grpc_listen = inference.grpc_listen
+        if grpc_listen is not None and grpc_listen.tls is not None:
+            grpc_tls = grpc_listen.tls.model_copy(update={
+                k: (base / v).resolve() for k, v in grpc_listen.tls.model_dump().items() if k.endswith("_file") and v
+            })
+            grpc_listen = grpc_listen.model_copy(update={"tls": grpc_tls})
+        inference = inference.model_copy(
+            update={"models_dir": (base / inference.models_dir).resolve(), "grpc_listen": grpc_listen}
+        )
+    return config.model_copy(
+        update={"descriptors": sources, "backends": backends, "listen": listen, "inference": inference}
+    )

@@ -17,7 +17,9 @@ credentials (a `bearer.<token>` subprotocol or a cookie) put on the call before 
 so authentication and rate limits apply at the upgrade; errors before the 101 are ordinary
 responses (403 for a refused Origin), after it they are close frames. A gRPC-Web request (POST
 with a grpc-web content type) is routed by its gRPC path to `handlers/grpc_web.py`, and its errors
-are rendered as gRPC-Web trailers-only responses instead of JSON.
+are rendered as gRPC-Web trailers-only responses instead of JSON. A /v2 request goes to the
+inference service when one is configured (`handlers/inference.py`), which runs the same pipeline
+phases and renders errors as the Open Inference Protocol's `{"error": ...}` bodies.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import grpc
 from aiohttp import web
 
 from gateway.call import Call
-from gateway.handlers import grpc_web, multiplex, passthrough, rest, websocket
+from gateway.handlers import grpc_web, inference, multiplex, passthrough, rest, websocket
 from gateway.handlers.responses import finish_headers
 from gateway.handlers.sockets import is_upgrade, screen_upgrade
 from gateway.keys import SOCKETS, STATE
@@ -66,6 +68,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             response = await _upgrade(request, call, snapshot)
         elif grpc_web.is_grpc_web(request):
             response = await _grpc_web(request, call, snapshot)
+        elif inference.serves(request):  # /v2: the Open Inference Protocol, errors in its own body
+            response = await inference.handle(request, call, snapshot)
         else:
             response = await _http(request, call, snapshot)
         call.grpc_code = call.grpc_code or "OK"

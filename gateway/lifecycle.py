@@ -7,7 +7,9 @@ them in reverse order. `reload` re-reads the config file: a valid one builds a n
 every upstream whose backend config did not change, starts the new policies, swaps, and retires
 the old policies and channels once in-flight requests had the grace period to finish; an invalid
 one raises and the current snapshot keeps serving. Health loops and retirements run under one
-`TaskGroup` that `close` cancels; nothing is created at module level.
+`TaskGroup` that `close` cancels; nothing is created at module level. Model inference
+(`gateway/inference.py`: the model repository and the gRPC inference listener), when configured,
+opens after the policies and closes before them; a reload keeps it as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from gateway.balancer import build_balanced
 from gateway.config import BackendConfig, load_config
+from gateway.inference import Inference
 from gateway.runtime import Runtime, build_runtime
 from gateway.upstream import Upstream, build_upstreams
 
@@ -46,6 +49,9 @@ class GatewayState:
         self._stop = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # Model serving outlives reloads: its models and listener are built once, from the start-up config.
+        inference = runtime.config.inference
+        self.inference = Inference(inference) if inference is not None and inference.enabled else None
 
     async def open(self) -> None:
         started = asyncio.Event()
@@ -66,6 +72,8 @@ class GatewayState:
         self._watch(upstreams)
         await runtime.pipeline.start()
         self.current = Snapshot(runtime, upstreams)
+        if self.inference is not None:
+            await self.inference.open(lambda: self.current.runtime.pipeline)
 
     def _watch(self, upstreams: Mapping[str, Upstream]) -> None:
         assert self._group is not None
@@ -121,6 +129,8 @@ class GatewayState:
             except asyncio.CancelledError:
                 pass
         current = self.current
+        if self.inference is not None:
+            await self.inference.close(current.runtime.config.server.shutdown_grace_s)
         await current.runtime.pipeline.stop()
         await asyncio.gather(*(u.close() for u in current.upstreams.values()))
 

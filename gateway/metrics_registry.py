@@ -82,6 +82,30 @@ HTTP_CONNECTIONS_OPEN = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+# WebSockets (gateway/handlers/websocket.py, multiplex.py, passthrough.py, through `sockets.SocketMeter`).
+# route: the method's binding name, "websocket <path>" for passthrough, "mux <path>" for a multiplexed
+# socket (connections only: its messages count under each stream's method); direction: "in" (client to
+# backend) or "out" (backend to client). Sizes are the frame payloads as they cross the client socket.
+WS_MESSAGES = Counter(
+    "portcullis_ws_messages_total",
+    "WebSocket messages passed on, by route and direction (in: from the client, out: to it).",
+    ("route", "direction"),
+    registry=REGISTRY,
+)
+WS_MESSAGE_BYTES = Histogram(
+    "portcullis_ws_message_bytes",
+    "Sizes of the WebSocket messages passed on, in bytes, by route and direction.",
+    ("route", "direction"),
+    buckets=(16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+    registry=REGISTRY,
+)
+WS_CONNECTIONS_OPEN = Gauge(
+    "portcullis_ws_connections_open",
+    "WebSocket sessions open, from the upgrade request to the close, by route.",
+    ("route",),
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 # route: call.route, or "unmatched"; limit: the limit's configured name.
 RATELIMIT_REJECTIONS = Counter(
     "portcullis_ratelimit_rejections_total",
@@ -116,6 +140,15 @@ SCREENING_SCORE = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
     registry=REGISTRY,
 )
+# The policy's own latency per screened request (or WebSocket message): record, features, scoring and
+# verdict, a wait for a micro-batch included; what `bench/screening.py` reads for the 1 ms p99 target.
+SCREENING_DURATION = Histogram(
+    "portcullis_screening_duration_seconds",
+    "Time the screening policy spent on one request or message (features, scoring, verdict), by route.",
+    ("route",),
+    buckets=(0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.002, 0.005, 0.01, 0.05),
+    registry=REGISTRY,
+)
 SCREENING_INFERENCE_DURATION = Histogram(
     "portcullis_screening_inference_duration_seconds",
     "Time of one onnxruntime run (one batch).",
@@ -146,6 +179,69 @@ SCREENING_MODEL_SWAPS = Counter(
     "Model activations and rollbacks that took effect; refused loads, by outcome.",
     ("outcome",),
     registry=REGISTRY,
+)
+# Model inference (gateway/inference.py), Triton's metrics under our names. model, version: as served
+# from the repository (operator-controlled folder names); a request for a model that does not resolve
+# counts under model "unknown", version "". reason: a word from the serving errors (invalid_input,
+# not_found, not_ready, queue_full, inference_failed, cancelled: the client went away). Requests a
+# policy refused never reach a model: they count in portcullis_http_requests_total like any route's.
+INFERENCE_REQUEST_SUCCESS = Counter(
+    "portcullis_inference_request_success_total",
+    "Inference requests answered with outputs, by model and version.",
+    ("model", "version"),
+    registry=REGISTRY,
+)
+INFERENCE_REQUEST_FAILURE = Counter(
+    "portcullis_inference_request_failure_total",
+    "Inference requests that failed, by model, version and reason.",
+    ("model", "version", "reason"),
+    registry=REGISTRY,
+)
+INFERENCE_COUNT = Counter(
+    "portcullis_inference_count_total",
+    "Rows inferred (a request of batch size 4 counts 4), by model and version.",
+    ("model", "version"),
+    registry=REGISTRY,
+)
+INFERENCE_EXEC_COUNT = Counter(
+    "portcullis_inference_exec_count_total",
+    "onnxruntime runs (batches), by model and version; count / exec_count is the mean batch.",
+    ("model", "version"),
+    registry=REGISTRY,
+)
+INFERENCE_REQUEST_DURATION = Histogram(
+    "portcullis_inference_request_duration_seconds",
+    "Inference requests from arrival to response, by model and version.",
+    ("model", "version"),
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+INFERENCE_QUEUE_DURATION = Histogram(
+    "portcullis_inference_queue_duration_seconds",
+    "Time a request waited in its model's queue before its run started, by model and version.",
+    ("model", "version"),
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)
+INFERENCE_COMPUTE_DURATION = Histogram(
+    "portcullis_inference_compute_duration_seconds",
+    "Time of one onnxruntime run (one batch), by model and version.",
+    ("model", "version"),
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)
+INFERENCE_BATCH_SIZE = Histogram(
+    "portcullis_inference_batch_size",
+    "Rows per onnxruntime run, by model and version.",
+    ("model", "version"),
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    registry=REGISTRY,
+)
+INFERENCE_PENDING = Gauge(
+    "portcullis_inference_pending_requests",
+    "Inference requests queued for a run, summed over models, sampled when a run starts.",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 # Collected at scrape time from each upstream's health_report(); never stored.
 UPSTREAM_HEALTHY = "portcullis_upstream_healthy"

@@ -44,6 +44,11 @@ class Serving:
     admin_port: int | None
     certificates: CertificateReloader | None
 
+    @property
+    def inference_grpc_port(self) -> int | None:
+        """The bound port of the gRPC inference listener (opened with the state); None without one."""
+        return self.state.inference.grpc_port if self.state.inference is not None else None
+
     async def stop(self) -> None:
         for listener in reversed(self.listeners):
             await listener.stop()
@@ -112,7 +117,10 @@ async def run_worker(
     # One parseable line per worker: tests and scripts wait for it and read the ports from it.
     print(
         f"portcullis: worker {index} pid {os.getpid()} serving {scheme}://{config.listen.host}:{serving.public_port}"
-        + (f" admin http://{config.admin.host}:{serving.admin_port}" if serving.admin_port is not None else ""),
+        + (f" admin http://{config.admin.host}:{serving.admin_port}" if serving.admin_port is not None else "")
+        + (f" inference-grpc {config.inference.grpc_listen.host}:{serving.inference_grpc_port}"
+           if config.inference is not None and config.inference.grpc_listen is not None
+           and serving.inference_grpc_port is not None else ""),
         flush=True,
     )
     async with asyncio.TaskGroup() as group:

@@ -98,6 +98,8 @@ def _overrides(config: GatewayConfig, name: str) -> list[tuple[str, Mapping[str,
                 merged = {**(service_override or {}), **method_override}
                 where = f"services.{service_name}.methods.{method_name}.policies.{name}"
                 out.append((f"{service_name}.{method_name}", merged, where))
+    if config.inference is not None:
+        out.extend(config.inference.policy_overrides(name))
     return out
 
 
@@ -108,4 +110,6 @@ def _override_names(config: GatewayConfig) -> list[tuple[str, list[str], str]]:
         for method_name, method in service.methods.items():
             at = f"services.{service_name}.methods.{method_name}.policies"
             out.append((f"{service_name}.{method_name}", list(method.policies), at))
+    if config.inference is not None:
+        out.extend(config.inference.policy_names())
     return out

@@ -85,7 +85,7 @@ async def test_client_dropping_mid_body_is_a_quiet_499(demo_backends: Backends, 
     raw = limited(demo_backends, body_timeout_s=5)
     raw["policies"] = [{"name": "access_log", "config": {"sink": "file", "path": str(log), "flush_interval_s": 0.05}}]
     gw = await start_gateway(raw)
-    reader, writer = await _open(gw.serving.public_port)
+    _reader, writer = await _open(gw.serving.public_port)
     writer.write(b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 100\r\n\r\n{\"message\":")
     await writer.drain()

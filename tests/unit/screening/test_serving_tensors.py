@@ -51,8 +51,9 @@ def test_bytes_framing_is_length_prefixed_little_endian() -> None:
     ("BOOL", (2,), b"\x01\x02", "0 or 1"),
 ])
 def test_raw_mistakes(name: str, shape: tuple[int, ...], raw: bytes, message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
+    with pytest.raises(InvalidInput) as caught:
         datatypes.from_raw(datatypes.DATATYPES[name], shape, raw, "t")
+    assert message in caught.value.message
 
 
 @pytest.mark.parametrize(("name", "data", "message"), [
@@ -67,8 +68,9 @@ def test_raw_mistakes(name: str, shape: tuple[int, ...], raw: bytes, message: st
     ("BYTES", [1, 2], "must be strings"),
 ])
 def test_json_mistakes(name: str, data: list[object], message: str) -> None:
-    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(InvalidInput) as caught:
         datatypes.from_values(datatypes.DATATYPES[name], (2,), data, "t")
+    assert message in caught.value.message
 
 
 def test_datatype_names() -> None:
