@@ -14,7 +14,8 @@ connection, 1006, becomes 1001 towards the backend and 1011 towards the client).
 for its socket to drain and `websockets` keeps a small receive queue, so a slow side slows the
 other. Both sides are pinged (`heartbeat_s`): a half-open connection on either side is found and
 both are closed. `max_message_bytes` applies both ways (1009). Open connections per client address
-are capped per route (429).
+are capped per route (429). Each message passed on is counted, with its size, in the route's
+`SocketMeter` (`portcullis_ws_messages_total`, `portcullis_ws_message_bytes`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from gateway.call import Call
 from gateway.config import WebSocketRoute
 from gateway.handlers.responses import finish_headers
-from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, idle_or_stop, race
+from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, SocketMeter, idle_or_stop, payload_size, race
 from gateway.runtime import Runtime
 from translators.errors import GatewayError
 from translators.stream_framing import split_subprotocols
@@ -57,7 +58,8 @@ class Closing:
 async def handle(
     request: web.Request, call: Call, runtime: Runtime, route: WebSocketRoute, hub: SocketHub
 ) -> web.StreamResponse:
-    stop = hub.enter(route.path, call.client_ip, route.max_connections_per_client)
+    label = call.route or route.path  # "websocket <path>", set by the edge
+    stop = hub.enter(label, call.client_ip, route.max_connections_per_client)
     try:
         backend = await _connect(request, call, route)
         try:
@@ -70,7 +72,7 @@ async def handle(
             )
             finish_headers(ws, call)
             await ws.prepare(request)
-            proxy = _Proxy(ws, backend, call, runtime)
+            proxy = _Proxy(ws, backend, call, runtime, hub.meter(label))
             try:
                 closing = await race(proxy.upward(), proxy.downward(), proxy.watchdog(route.idle_timeout_s, stop))
             except Exception:
@@ -117,8 +119,11 @@ async def _connect(request: web.Request, call: Call, route: WebSocketRoute) -> C
 class _Proxy:
     """The two directions of one proxied connection; only the three racing pumps touch it."""
 
-    def __init__(self, ws: web.WebSocketResponse, backend: ClientConnection, call: Call, runtime: Runtime) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, backend: ClientConnection, call: Call, runtime: Runtime, meter: SocketMeter
+    ) -> None:
         self.ws = ws
+        self.meter = meter
         self.backend = backend
         self.call = call
         self.pipeline = runtime.pipeline
@@ -148,8 +153,10 @@ class _Proxy:
                 await backend.send(data)
             except ConnectionClosed as exc:
                 return _backend_closed(exc)
+            size = payload_size(data)
             self.messages_in += 1
-            self.call.bytes_in += len(data)
+            self.call.bytes_in += size
+            self.meter.inbound(size)
 
     async def downward(self) -> Closing:
         ws, backend, loop = self.ws, self.backend, asyncio.get_running_loop()
@@ -166,8 +173,10 @@ class _Proxy:
                     await ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
                 return Closing("client", _ABNORMAL)
+            size = payload_size(data)
             self.messages_out += 1
-            self.call.bytes_out += len(data)
+            self.call.bytes_out += size
+            self.meter.outbound(size)
 
     async def watchdog(self, idle_s: float, stop: asyncio.Event) -> Closing:
         if await idle_or_stop(lambda: self.last_active, idle_s, stop):

@@ -2,8 +2,10 @@
 checks every upgrade passes before any policy runs.
 
 `SocketHub` is held by the public app (`keys.SOCKETS`), one per worker: it knows every open
-WebSocket session (gRPC or passthrough), counts them per client address for the per-client limit,
-and on shutdown asks each to end (close 1001) so the runner's drain is not spent waiting on
+WebSocket session (gRPC, multiplexed or passthrough), counts them per client address for the
+per-client limit and in `portcullis_ws_connections_open`, keeps each route's `SocketMeter` (the
+message metrics' label children, resolved once per route rather than per message), and on shutdown
+asks each session to end (close 1001) so the runner's drain is not spent waiting on
 conversations that would never end by themselves. The public listener calls `shutdown` after it
 stops accepting and before aiohttp's drain (whose first step stops reading every connection, so a
 close handshake started later would never hear the client's answer). `race` runs a session's pumps in one TaskGroup:
@@ -25,6 +27,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.call import Call
+from gateway.metrics_registry import WS_CONNECTIONS_OPEN, WS_MESSAGE_BYTES, WS_MESSAGES
 from translators.errors import GatewayError
 from translators.stream_framing import split_subprotocols
 
@@ -40,21 +43,54 @@ class TooManySockets(GatewayError):
         super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {limit} open WebSockets per client")
 
 
+class SocketMeter:
+    """One route's WebSocket metrics with their labels resolved: a message costs one increment and
+    one observation, and formats no string."""
+
+    __slots__ = ("_in", "_in_bytes", "_out", "_out_bytes", "open")
+
+    def __init__(self, route: str) -> None:
+        self._in = WS_MESSAGES.labels(route, "in")
+        self._out = WS_MESSAGES.labels(route, "out")
+        self._in_bytes = WS_MESSAGE_BYTES.labels(route, "in")
+        self._out_bytes = WS_MESSAGE_BYTES.labels(route, "out")
+        self.open = WS_CONNECTIONS_OPEN.labels(route)
+
+    def inbound(self, size: int) -> None:
+        """A message from the client, passed on towards the backend."""
+        self._in.inc()
+        self._in_bytes.observe(size)
+
+    def outbound(self, size: int) -> None:
+        """A message sent to the client."""
+        self._out.inc()
+        self._out_bytes.observe(size)
+
+
 class SocketHub:
     """Every open WebSocket session of this worker: per-client counts and a stop signal each."""
 
     def __init__(self) -> None:
         self._sessions: dict[asyncio.Event, tuple[str, str]] = {}  # stop signal -> (route, client)
         self._per_client: Counter[tuple[str, str]] = Counter()
+        self._meters: dict[str, SocketMeter] = {}  # by route: bounded by the configured routes
         self._drained = asyncio.Event()
         self._drained.set()
+
+    def meter(self, route: str) -> SocketMeter:
+        """The metrics of `route` (a binding name, "websocket <path>" or "mux <path>")."""
+        found = self._meters.get(route)
+        if found is None:
+            found = self._meters[route] = SocketMeter(route)
+        return found
 
     @property
     def open(self) -> int:
         return len(self._sessions)
 
     def enter(self, route: str, client: str, limit: int | None = None) -> asyncio.Event:
-        """Register a session; the event it returns is set when the session must end (shutdown)."""
+        """Register a session of `route` (its metrics label); the event it returns is set when the
+        session must end (shutdown)."""
         key = (route, client)
         if limit is not None and self._per_client[key] >= limit:
             raise TooManySockets(limit)
@@ -62,11 +98,13 @@ class SocketHub:
         stop = asyncio.Event()
         self._sessions[stop] = key
         self._drained.clear()
+        self.meter(route).open.inc()
         return stop
 
     def leave(self, stop: asyncio.Event) -> None:
         key = self._sessions.pop(stop, None)
         if key is not None:
+            self.meter(key[0]).open.dec()
             self._per_client[key] -= 1
             if self._per_client[key] <= 0:
                 del self._per_client[key]
@@ -82,6 +120,14 @@ class SocketHub:
                 await self._drained.wait()
         except TimeoutError:
             pass
+
+
+def payload_size(data: str | bytes) -> int:
+    """A message's size in bytes; a text message is encoded only when it is not ASCII (`isascii`
+    reads a flag CPython keeps on every string, so the common case costs nothing)."""
+    if isinstance(data, bytes) or data.isascii():
+        return len(data)
+    return len(data.encode())
 
 
 async def race(*coros: Coroutine[Any, Any, T]) -> T:

@@ -14,6 +14,7 @@ first ends the session:
             taken, so a slow client slows the backend.
   watchdog  ends an idle session (nothing either way for `idle_timeout_s`) and obeys the hub's
             shutdown signal.
+Each message passed on either way is counted, with its size, in the method's `SocketMeter`.
 Then the final status goes out as a last `{"status": ...}` frame and the socket closes with the code
 `translators.stream_framing.close_code` gives. aiohttp's heartbeat pings the client and closes a
 socket whose pong does not come (a half-open connection); oversized frames are refused by aiohttp's
@@ -34,7 +35,7 @@ from google.protobuf.message import DecodeError
 from gateway.call import Call
 from gateway.handlers.responses import finish_headers
 from gateway.handlers.rest import upstream_metadata
-from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, idle_or_stop, race
+from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, SocketMeter, idle_or_stop, race
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
 from translators.errors import GatewayError
@@ -75,9 +76,10 @@ class Session:
 
     def __init__(
         self, ws: web.WebSocketResponse, call: Call, runtime: Runtime, binding: Binding,
-        variables: dict[str, str], binary: bool,
+        variables: dict[str, str], binary: bool, meter: SocketMeter,
     ) -> None:
         self.ws = ws
+        self.meter = meter
         self.call = call
         self.runtime = runtime
         self.binding = binding
@@ -137,6 +139,7 @@ class Session:
                 return refused.outcome
             self.messages_in += 1
             self.call.bytes_in += len(data)
+            self.meter.inbound(len(data))
             await self.queue.put(serialized)
             if single:
                 half_closed = True
@@ -210,6 +213,7 @@ class Session:
         self.last_active = asyncio.get_running_loop().time()
         self.messages_out += 1
         self.call.bytes_out += len(frame)
+        self.meter.outbound(len(frame))
 
     async def watchdog(self, stop: asyncio.Event) -> Outcome:
         idle = self.config.idle_timeout_s
@@ -254,7 +258,9 @@ async def handle(
         finish_headers(ws, call)
         await ws.prepare(request)
         metadata = upstream_metadata(request, call, runtime)
-        session = Session(ws, call, runtime, binding, variables, protocol == SUBPROTOCOL_PROTO)
+        session = Session(
+            ws, call, runtime, binding, variables, protocol == SUBPROTOCOL_PROTO, hub.meter(binding.name)
+        )
         try:
             outcome = await session.run(upstream, metadata, stop)
         except Exception:  # a bug: the 101 went out, so the error can only be a status frame

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ from gateway.call import Call
 from gateway.metrics_registry import (
     SCREENING_BATCH_SIZE,
     SCREENING_DECISIONS,
+    SCREENING_DURATION,
     SCREENING_FALLBACKS,
     SCREENING_INFERENCE_DURATION,
     SCREENING_MODEL_SWAPS,
@@ -109,6 +111,7 @@ class Screening(BasePolicy):
         self._lock = asyncio.Lock()
         self._decisions: dict[tuple[str, str], Counter] = {}
         self._scores: dict[str, Histogram] = {}
+        self._durations: dict[str, Histogram] = {}
         self.shadow_disagreements = 0
         self.shadow_scored = 0
 
@@ -201,8 +204,12 @@ class Screening(BasePolicy):
             return
         if call.headers.get("Upgrade", "").lower() == "websocket":
             self._streams.add(id(call))
-            head = record.from_parts(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
-            await self._screen(call, cfg, head, stream=False)
+            started = time.perf_counter()
+            try:
+                head = record.from_parts(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
+                await self._screen(call, cfg, head, stream=False)
+            finally:
+                self._took(call, time.perf_counter() - started)
         else:
             self._pending.add(id(call))
 
@@ -211,15 +218,19 @@ class Screening(BasePolicy):
         cfg = self.configs.for_call(call)
         if cfg.mode == "off":
             return
-        body = _document(message)
-        if key in self._pending:
-            self._pending.discard(key)
-            head = record.from_parts(call.method, call.path, call.query.items(), call.headers, body, cfg.headers)
-            await self._screen(call, cfg, head, stream=False)
-        else:
-            leaves, dropped = record.leaves(body) if body is not None else ([], 0)
-            message_record = record.RequestRecord(call.method, call.path, (), (), (), tuple(leaves), dropped)
-            await self._screen(call, cfg, message_record, stream=True)
+        started = time.perf_counter()
+        try:
+            body = _document(message)
+            if key in self._pending:
+                self._pending.discard(key)
+                head = record.from_parts(call.method, call.path, call.query.items(), call.headers, body, cfg.headers)
+                await self._screen(call, cfg, head, stream=False)
+            else:
+                leaves, dropped = record.leaves(body) if body is not None else ([], 0)
+                message_record = record.RequestRecord(call.method, call.path, (), (), (), tuple(leaves), dropped)
+                await self._screen(call, cfg, message_record, stream=True)
+        finally:
+            self._took(call, time.perf_counter() - started)
 
     async def on_complete(self, call: Call) -> None:
         self._pending.discard(id(call))
@@ -333,6 +344,13 @@ class Screening(BasePolicy):
         if child is None:
             child = self._decisions[route, verdict] = SCREENING_DECISIONS.labels(route, verdict)
         child.inc()
+
+    def _took(self, call: Call, seconds: float) -> None:
+        route = call.route or "unmatched"
+        child = self._durations.get(route)
+        if child is None:
+            child = self._durations[route] = SCREENING_DURATION.labels(route)
+        child.observe(seconds)
 
     def _observe(self, route: str, score: float) -> None:
         child = self._scores.get(route)

@@ -57,6 +57,7 @@ async def test_block_mode_blocks_attacks_and_passes_benign(demo_backends: Backen
         text = await r.text()
     assert 'portcullis_screening_decisions_total{route="echo.v1.EchoService.Echo",verdict="block"}' in text
     assert "portcullis_screening_batch_size_bucket" in text
+    assert 'portcullis_screening_duration_seconds_count{route="echo.v1.EchoService.Echo"}' in text
 
 
 async def test_monitor_mode_never_blocks(demo_backends: Backends, start_gateway: StartGateway, registry: Path,

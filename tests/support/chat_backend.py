@@ -1,7 +1,9 @@
 """The demo WebSocket chat backend: a `websockets` server that the gateway reaches through passthrough.
 
 Owns one chat room per server: every text or binary message a client sends is broadcast, as the
-same frame type, to every client connected (the sender included), so a lone client gets an echo.
+same frame type, to every client connected (the sender included), so a lone client gets an echo;
+with `broadcast=False` (`--echo`) every client is a room of its own and only gets its own messages
+back (the benchmark's many independent clients).
 It speaks the subprotocols `chat.v1` and `chat.v2` (the first one the client offers; none if it
 offers neither) and greets nobody. Test hooks, in a text message:
   "__close__:<code>:<reason>"  the server closes this client's connection with that code and reason.
@@ -10,7 +12,7 @@ offers neither) and greets nobody. Test hooks, in a text message:
                                the negotiated subprotocol and the request headers it received.
 `ChatServer.received` counts the messages received, for backpressure tests.
 
-Run it with `python -m tests.support.chat_backend [--address 127.0.0.1:50063]`.
+Run it with `python -m tests.support.chat_backend [--address 127.0.0.1:50063] [--echo]`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ChatServer:
 
     server: Server
     url: str
+    broadcast: bool = True
     received: int = 0
     clients: set[ServerConnection] = field(default_factory=set)
 
@@ -51,7 +54,10 @@ async def _handler(chat: ChatServer, connection: ServerConnection) -> None:
             chat.received += 1
             if isinstance(message, str) and message.startswith("__") and await _hook(connection, message):
                 continue
-            broadcast(chat.clients, message)
+            if chat.broadcast:
+                broadcast(chat.clients, message)
+            else:
+                await connection.send(message)
     except ConnectionClosed:
         pass  # a close with an error code (or none): the client is gone either way
     finally:
@@ -73,7 +79,9 @@ async def _hook(connection: ServerConnection, text: str) -> bool:
     return False
 
 
-async def start(address: str = "127.0.0.1:0", max_size: int = 16 * 1024 * 1024) -> ChatServer:
+async def start(
+    address: str = "127.0.0.1:0", max_size: int = 16 * 1024 * 1024, broadcast: bool = True
+) -> ChatServer:
     """Serve on `address` (port 0 picks one); the caller stops it."""
     host, _, port = address.rpartition(":")
     chat: ChatServer | None = None
@@ -91,12 +99,12 @@ async def start(address: str = "127.0.0.1:0", max_size: int = 16 * 1024 * 1024) 
         compression=None,
     )
     bound = next(iter(server.sockets)).getsockname()[1]
-    chat = ChatServer(server, f"ws://{host}:{bound}/chat")
+    chat = ChatServer(server, f"ws://{host}:{bound}/chat", broadcast)
     return chat
 
 
-async def _main(address: str) -> None:
-    chat = await start(address)
+async def _main(address: str, broadcast: bool) -> None:
+    chat = await start(address, broadcast=broadcast)
     logging.getLogger(__name__).info("chat backend on %s", chat.url)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -109,9 +117,10 @@ async def _main(address: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Portcullis demo WebSocket chat backend")
     parser.add_argument("--address", default=DEFAULT_ADDRESS, help=f"host:port (default {DEFAULT_ADDRESS})")
+    parser.add_argument("--echo", action="store_true", help="send each message back to its sender only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_main(args.address))
+    asyncio.run(_main(args.address, not args.echo))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,10 @@ def test_websocket_settings_merge_per_service_and_method(tmp_path: Path) -> None
         ("websocket_routes: [{path: /c, upstream: 'http://h:1'}]", "websocket_routes.0.upstream"),
         ("websocket_routes: [{path: /c, upstream: 'ws://h:1'}, {path: /c, upstream: 'ws://h:2'}]", "listed twice"),
         ("transcoding: {stream_format: xml}", "transcoding.stream_format"),
+        ("websocket_mux: {enabled: true, path: ws}", "websocket_mux.path"),
+        ("websocket_mux: {max_streams: 0}", "websocket_mux.max_streams"),
+        ("websocket_mux: {enabled: true, path: /c}\nwebsocket_routes: [{path: /c, upstream: 'ws://h:1'}]",
+         "also a websocket_routes path"),
     ],
 )
 def test_websocket_config_errors_name_the_key(tmp_path: Path, extra: str, where: str) -> None:
