@@ -7,7 +7,7 @@ GEN     := protos/_gen
 PROTOS  := $(shell find protos -name '*.proto' -not -path 'protos/third_party/*' -not -path '$(GEN)/*')
 STAMP   := $(VENV)/.installed
 
-.PHONY: all setup proto run test test-fast lint typecheck bench clean
+.PHONY: all setup proto run test test-fast lint typecheck bench bench-core bench-inference bench-screening bench-websocket clean
 
 all: setup
 
@@ -44,8 +44,20 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy gateway translators screening
 
-bench: setup
+# Every benchmark, each writing its own section of docs/benchmarks.md; the parts run alone too.
+bench: bench-core bench-inference bench-screening bench-websocket
+
+bench-core: setup
 	$(BIN)/python -m bench
+
+bench-inference: setup
+	$(BIN)/python -m bench.inference
+
+bench-screening: setup
+	$(BIN)/python -m bench.screening
+
+bench-websocket: setup
+	$(BIN)/python -m bench.websocket
 
 clean:
 	rm -rf $(VENV) $(GEN) .pytest_cache
