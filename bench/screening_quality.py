@@ -138,7 +138,7 @@ def sample(cache: Path) -> tuple[list[Probe], str]:
         ], "attacks from the generators (no dataset cache), benign written here"
     return (
         [*written(), *held[0], *held[1]],
-        f"held-out test split of `{cache}/dataset-v1-seed{DATASET_SEED}` (seed {DATASET_SEED})",
+        f"held-out test split of `{_shown(cache)}/dataset-v1-seed{DATASET_SEED}.jsonl.gz`",
     )
 
 
@@ -148,6 +148,11 @@ class Outcome:
 
     counts: dict[str, Counter[str]]  # per group: blocked (403), passed (2xx), "other <status>"
     false_positives: list[str]  # the messages of the benign probes it blocked
+
+
+def _shown(path: Path) -> Path:
+    """`path` relative to the working directory when it is under it (the report names repo paths)."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def run(port: int, probes: Sequence[Probe]) -> Outcome:

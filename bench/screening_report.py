@@ -9,6 +9,7 @@ figures follow in a folded table.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -331,10 +332,15 @@ def _quality_table(r: Report) -> list[str]:
             )
     for name, outcome in (("Portcullis", pc_out), ("CRS PL1", ms_out)):
         if outcome is not None and outcome.false_positives:
-            seen = list(dict.fromkeys(outcome.false_positives))
-            shown = "; ".join(f"“{text[:90]}”" for text in seen[:6])
-            more = " …" if len(seen) > 6 else ""
-            lines += ["", f"Benign bodies {name} blocked ({len(seen)} distinct): {shown}{more}"]
+            # The written texts come from templates with numbers filled in: one example per template.
+            first: dict[str, str] = {}
+            for text in outcome.false_positives:
+                first.setdefault(re.sub(r"\d+", "#", text), text)
+            shown = "; ".join(f"“{text[:100]}”" for text in first.values())
+            lines += [
+                "",
+                f"Benign bodies {name} blocked ({len(outcome.false_positives)}; one of each kind): {shown}",
+            ]
     return lines
 
 
