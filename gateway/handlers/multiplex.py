@@ -35,7 +35,7 @@ from gateway.config import WebSocketConfig
 from gateway.handlers.responses import finish_headers
 from gateway.handlers.rest import upstream_metadata
 from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, SocketMeter, idle_or_stop, payload_size, race
-from gateway.handlers.websocket import Outcome
+from gateway.handlers.websocket import Outcome, finish_socket
 from gateway.pipeline import Pipeline
 from gateway.runtime import RouteSettings, Runtime
 from gateway.upstream import Upstream
@@ -46,7 +46,7 @@ from translators.request import build_request, make_plan
 from translators.response import render
 from translators.routes import Binding
 from translators.status import render_status
-from translators.stream_framing import Ending, close_code, split_subprotocols, status_frame
+from translators.stream_framing import Ending, split_subprotocols
 
 log = logging.getLogger("portcullis.websocket")
 _C = grpc.StatusCode
@@ -374,23 +374,8 @@ async def handle(
             log.exception("multiplexed WebSocket failed (request %s)", call.request_id)
             outcome = Outcome(Ending.STATUS, GatewayError(_C.INTERNAL, "internal gateway error"))
         call.attributes["ws_streams"] = socket.opened
-        await _finish(ws, call, outcome)
+        await finish_socket(ws, call, outcome)
         return ws
     finally:
         hub.leave(stop)
 
-
-async def _finish(ws: web.WebSocketResponse, call: Call, outcome: Outcome) -> None:
-    error = outcome.error
-    code = error.code if error is not None else _C.OK
-    call.error, call.grpc_code = error, code.name
-    if outcome.client_gone or ws.closed:
-        if not ws.closed:
-            await ws.close(code=close_code(outcome.ending, code))
-        return
-    status = render_status(code, error.message if error else "", list(error.details) if error else [])
-    try:
-        await ws.send_frame(status_frame(status), WSMsgType.TEXT)
-        await ws.close(code=close_code(outcome.ending, code), message=code.name.encode()[:123])
-    except (ConnectionError, RuntimeError):
-        pass  # the client left while we said goodbye

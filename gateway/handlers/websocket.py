@@ -273,12 +273,17 @@ async def handle(
 
 
 async def _finish(session: Session, outcome: Outcome) -> None:
-    call, ws = session.call, session.ws
+    session.call.attributes["ws_messages_in"] = session.messages_in
+    session.call.attributes["ws_messages_out"] = session.messages_out
+    await finish_socket(session.ws, session.call, outcome)
+
+
+async def finish_socket(ws: web.WebSocketResponse, call: Call, outcome: Outcome) -> None:
+    """End a socket the documented way: record the outcome, send the final status frame, close with
+    its code. Shared by plain and multiplexed sockets."""
     error = outcome.error
     code = error.code if error is not None else _C.OK
     call.error, call.grpc_code = error, code.name
-    call.attributes["ws_messages_in"] = session.messages_in
-    call.attributes["ws_messages_out"] = session.messages_out
     if outcome.client_gone or ws.closed:
         if not ws.closed:
             await ws.close(code=close_code(outcome.ending, code))
