@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import platform
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 from bench import loadgen, report
 from bench.gateways import REPO_ROOT, PeerBuild
 from bench.policies import LocalRedis, PolicyScenario, SetupError, issue_key
-from bench.procs import free_port
+from bench.procs import Terminated, free_port, raise_on_sigterm
 from bench.report import RunInfo
 from bench.runner import Runner
 from bench.samples import POLICIES_LOCAL, POLICIES_REDIS, cells
@@ -86,17 +85,10 @@ def _command() -> str:
     return f"{env} {cmd}".strip()
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived; raised like KeyboardInterrupt so every `finally` and `with` still stops its process."""
-
-
-def _sigterm(signum: int, frame: object) -> None:
-    raise Terminated
-
 
 def main() -> int:
     """Run the whole benchmark; 0 when the report was written, 1 when nothing could be measured."""
-    signal.signal(signal.SIGTERM, _sigterm)
+    raise_on_sigterm()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -295,3 +295,16 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised like KeyboardInterrupt so every `finally` and `with` still stops its process."""
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` for the benchmark entry points."""
+
+    def _sigterm(signum: int, frame: object) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, _sigterm)

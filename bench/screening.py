@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import statistics
 import sys
 import tempfile
@@ -50,7 +49,7 @@ import yaml
 from bench import loadgen
 from bench.gateways import REPO_ROOT, PeerBuild, portcullis_config, portcullis_executable
 from bench.modsec import ModSecPeer
-from bench.procs import ManagedProcess, StartError, free_port
+from bench.procs import ManagedProcess, StartError, Terminated, free_port, raise_on_sigterm
 from bench.screening_cells import BigClient, Quiet, Sample, measure, scrape
 from bench.screening_quality import run as run_quality
 from bench.screening_quality import sample as quality_sample
@@ -373,16 +372,9 @@ def _command() -> str:
     return f"{env} .venv/bin/python -m bench.screening".strip()
 
 
-class Terminated(BaseException):
-    """SIGTERM: raised like KeyboardInterrupt so every `finally` and `with` stops its process."""
-
-
-def _sigterm(signum: int, frame: object) -> None:
-    raise Terminated
-
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _sigterm)
+    raise_on_sigterm()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
