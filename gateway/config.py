@@ -304,6 +304,31 @@ class MetadataConfig(_Model):
     )
 
 
+class FleetConfig(_Model):
+    """Model activations shared by a fleet of gateways over Redis pub/sub (`gateway/fleet.py`)."""
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="redis://, rediss:// or unix:// URL of the fleet's Redis."
+    )
+    channel: str = Field(
+        "portcullis:fleet:models", min_length=1, max_length=200,
+        description="Pub/sub channel of model changes; the fleet's current state is kept under '<channel>:state'.",
+    )
+    gateway_id: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="This gateway's name in the fleet (its own messages are ignored); default: host:pid:random.",
+    )
+    timeout_s: float = Field(2.0, gt=0, le=60, description="Longest wait for Redis when publishing or reading.")
+    retry_s: float = Field(1.0, gt=0, le=300, description="Wait before subscribing again after Redis was lost.")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value
+
+
 class GatewayConfig(_Model):
     listen: Listener = Field(default_factory=Listener, description="Public REST listener.")
     admin: Listener = Field(default_factory=lambda: Listener(port=9901), description="Admin listener.")
@@ -328,6 +353,9 @@ class GatewayConfig(_Model):
     )
     websocket_mux: WebSocketMuxConfig = Field(
         default_factory=WebSocketMuxConfig, description="Several gRPC streams over one WebSocket (off by default)."
+    )
+    fleet: FleetConfig | None = Field(
+        None, description="Share screening model activations with the other gateways over Redis; None: off."
     )
 
     @model_validator(mode="after")

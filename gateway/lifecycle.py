@@ -9,7 +9,9 @@ the old policies and channels once in-flight requests had the grace period to fi
 one raises and the current snapshot keeps serving. Health loops and retirements run under one
 `TaskGroup` that `close` cancels; nothing is created at module level. Model inference
 (`gateway/inference.py`: the model repository and the gRPC inference listener), when configured,
-opens after the policies and closes before them; a reload keeps it as it is.
+opens after the policies and closes before them; a reload keeps it as it is. The fleet
+(`gateway/fleet.py`: model changes shared over Redis), when configured, opens after the policies
+(and converges them to the fleet's state), closes first, and converges each reloaded runtime again.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from gateway.balancer import build_balanced
 from gateway.config import BackendConfig, load_config
+from gateway.fleet import Fleet, screening_policy
 from gateway.inference import Inference
 from gateway.runtime import Runtime, build_runtime
 from gateway.upstream import Upstream, build_upstreams
@@ -52,6 +57,8 @@ class GatewayState:
         # Model serving outlives reloads: its models and listener are built once, from the start-up config.
         inference = runtime.config.inference
         self.inference = Inference(inference) if inference is not None and inference.enabled else None
+        fleet = runtime.config.fleet
+        self.fleet = Fleet(fleet, lambda: screening_policy(self.current.runtime.pipeline.policies)) if fleet else None
 
     async def open(self) -> None:
         started = asyncio.Event()
@@ -72,6 +79,9 @@ class GatewayState:
         self._watch(upstreams)
         await runtime.pipeline.start()
         self.current = Snapshot(runtime, upstreams)
+        if self.fleet is not None:
+            assert self._group is not None
+            await self.fleet.open(self._group)
         if self.inference is not None:
             await self.inference.open(lambda: self.current.runtime.pipeline)
 
@@ -102,6 +112,11 @@ class GatewayState:
             self._watch(created)
             self.current = Snapshot(runtime, {**keep, **created})
             self.reloads += 1
+            if self.fleet is not None:
+                try:  # the new screening policy loaded its configured version: back to the fleet's
+                    await self.fleet.converge()
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning("reloaded without the fleet's model state: %s", exc)
             retired = [u for name, u in old.upstreams.items() if keep.get(name) is not u]
             grace = old.runtime.config.server.shutdown_grace_s
             assert self._group is not None
@@ -122,6 +137,8 @@ class GatewayState:
                 await upstream.close()
 
     async def close(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.close()
         self._stop.set()
         if self._supervisor is not None:
             try:

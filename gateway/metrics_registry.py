@@ -180,6 +180,22 @@ SCREENING_MODEL_SWAPS = Counter(
     ("outcome",),
     registry=REGISTRY,
 )
+# Fleet model changes (gateway/fleet.py). action: activate, rollback, shadow. outcome: published,
+# publish_failed (this gateway's change), applied, refused (checksum, missing or bad model), unchanged.
+FLEET_MESSAGES = Counter(
+    "portcullis_fleet_messages_total",
+    "Model changes published to the fleet or received from it, by action and outcome.",
+    ("action", "outcome"),
+    registry=REGISTRY,
+)
+# Traffic capture for retraining (gateway/policies/capture.py). outcome: written, dropped (buffer
+# full), failed (the file could not be written).
+CAPTURE_RECORDS = Counter(
+    "portcullis_capture_records_total",
+    "Sampled requests of the traffic capture, by outcome.",
+    ("outcome",),
+    registry=REGISTRY,
+)
 # Model inference (gateway/inference.py), Triton's metrics under our names. model, version: as served
 # from the repository (operator-controlled folder names); a request for a model that does not resolve
 # counts under model "unknown", version "". reason: a word from the serving errors (invalid_input,

@@ -7,17 +7,20 @@
 
 They act on the screening policy of the runtime serving now. A refused model (checksum, schema,
 smoke test) answers 409 with the reason and changes nothing; `portcullis models ...` calls these.
+With a fleet configured (`gateway/fleet.py`), a change that took effect here is then published to
+the other gateways; the answer's `fleet` says whether it was (`published`, or the Redis `error`:
+the local change stands either way), and `GET /admin/models` shows this gateway's fleet status.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from gateway.keys import STATE
 from gateway.policies.screening import Screening
-from screening.registry import ModelRefused
+from screening.registry import LoadedModel, ModelRefused
 
 
 def _policy(request: web.Request) -> Screening:
@@ -39,8 +42,17 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return doc
 
 
+async def _tell_fleet(request: web.Request, action: Literal["activate", "rollback", "shadow"], name: str,
+                      model: LoadedModel | None) -> dict[str, Any]:
+    fleet = request.app[STATE].fleet
+    if fleet is None:
+        return {}
+    return {"fleet": await fleet.publish(action, name, model)}
+
+
 async def list_models(request: web.Request) -> web.Response:
-    return web.json_response(_policy(request).status())
+    fleet = request.app[STATE].fleet
+    return web.json_response({**_policy(request).status(), **({"fleet": fleet.status()} if fleet else {})})
 
 
 async def activate(request: web.Request) -> web.Response:
@@ -53,7 +65,8 @@ async def activate(request: web.Request) -> web.Response:
         model = await policy.activate(version, doc.get("name"))
     except ModelRefused as exc:
         return web.json_response({"status": "refused", "error": exc.reason, **policy.status()}, status=409)
-    return web.json_response({"status": "activated", "model": model.key, **policy.status()})
+    told = await _tell_fleet(request, "activate", model.manifest.name, model)
+    return web.json_response({"status": "activated", "model": model.key, **policy.status(), **told})
 
 
 async def rollback(request: web.Request) -> web.Response:
@@ -62,7 +75,8 @@ async def rollback(request: web.Request) -> web.Response:
         model = await policy.rollback()
     except LookupError as exc:
         return web.json_response({"status": "refused", "error": str(exc)}, status=409)
-    return web.json_response({"status": "rolled back", "model": model.key, **policy.status()})
+    told = await _tell_fleet(request, "rollback", model.manifest.name, model)
+    return web.json_response({"status": "rolled back", "model": model.key, **policy.status(), **told})
 
 
 async def shadow(request: web.Request) -> web.Response:
@@ -77,7 +91,8 @@ async def shadow(request: web.Request) -> web.Response:
         return web.json_response({"status": "refused", "error": exc.reason, **policy.status()}, status=409)
     except LookupError as exc:
         return web.json_response({"status": "refused", "error": str(exc)}, status=409)
-    return web.json_response({"status": "shadowing" if model else "shadow off", **policy.status()})
+    told = await _tell_fleet(request, "shadow", doc.get("name") or policy.settings.model, model)
+    return web.json_response({"status": "shadowing" if model else "shadow off", **policy.status(), **told})
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,0 +1,49 @@
+"""A real Redis on 127.0.0.1:6379 for tests: the shared one if it is up, else one started here.
+
+`running()` yields the URL; a server it had to start is shut down at the end, so the machine is left
+as it was found. Tests keep to their own key prefix or channel and never flush.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+URL = "redis://127.0.0.1:6379/0"
+
+
+def up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def running() -> Iterator[str]:
+    started = False
+    if not up():
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip("no Redis on 127.0.0.1:6379 and no redis-server to start")
+        subprocess.run([exe, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379", "--save", "",
+                        "--appendonly", "no"], check=True, capture_output=True)
+        for _ in range(100):
+            if up():
+                break
+            time.sleep(0.05)
+        started = True
+    try:
+        yield URL
+    finally:
+        if started:
+            with contextlib.suppress(redis.RedisError):
+                redis.Redis.from_url(URL).shutdown(nosave=True)
