@@ -1,216 +1,270 @@
 """WebSocket passthrough: a client WebSocket proxied as is to a WebSocket backend (`websocket_routes`).
 
-The edge checked the upgrade's Origin and ran `pipeline.on_request` (authentication, rate limits);
-this module opens the backend connection with the `websockets` client first, offering the
-subprotocols the client asked for that the route allows, and accepts the client with the one the
-backend chose, so both ends agree (a backend that refuses is a 503 to the client, before any 101).
-Then two pumps and a watchdog race in one TaskGroup (`sockets.race`):
-  upward    client frames (text or binary; fragmented messages arrive reassembled) to the backend,
-            each passed through `pipeline.on_message` first (a refusal closes both with 1008);
-  downward  backend messages to the client;
-  watchdog  the idle timeout and the gateway's shutdown (both sides closed with 1001).
-Each side's close code and reason are passed to the other (1005 "no status" becomes 1000; a lost
-connection, 1006, becomes 1001 towards the backend and 1011 towards the client). Each send waits
-for its socket to drain and `websockets` keeps a small receive queue, so a slow side slows the
-other. Both sides are pinged (`heartbeat_s`): a half-open connection on either side is found and
-both are closed. `max_message_bytes` applies both ways (1009). Open connections per client address
-are capped per route (429). Each message passed on is counted, with its size, in the route's
+The edge checked the upgrade's Origin and ran `pipeline.on_request` (authentication, rate limits).
+This module checks the client's handshake, then opens the backend connection and runs its opening
+handshake with the `websockets` library's client protocol (sans-I/O `ClientProtocol`: the request,
+its key and the validation of the answer, subprotocol negotiation included), offering the
+subprotocols the client asked for that the route allows; it then accepts the client with the one the
+backend chose, so both ends agree (a backend that is down or refuses is a 503 to the client, before
+any 101). No extension is negotiated on either side (no compression).
+
+After both handshakes the two TCP connections are joined by `frame_relay.Relay`, which passes frames
+on as bytes with only their headers parsed (see its docstring: limits, close codes and reasons
+both ways, ping/pong, half-open detection, idle timeout, backpressure). Messages pass the policies'
+`on_message` only when a policy has one (screening): the relay then unmasks and holds each inbound
+message until it is allowed (a refusal closes both sides with 1008). Open connections per client
+address are capped per route (429). Each message passed on is counted, with its size, in the route's
 `SocketMeter` (`portcullis_ws_messages_total`, `portcullis_ws_message_bytes`).
+
+Why not the `websockets` connection object for the backend leg: relaying through it (and through
+aiohttp's `WebSocketResponse` on the client leg) costs a reassembled message, a future and a task
+wake-up per message on each leg, which measured at about 60 us of gateway CPU per round trip; frames
+passed on as bytes cost a few. See docs/websocket.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
-from dataclasses import dataclass
+import ssl
+from collections.abc import Callable
+from typing import cast
 
 import grpc
-from aiohttp import WSMsgType, web
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from aiohttp import web
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.http11 import Response
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+from websockets.utils import accept_key
 
 from gateway.call import Call
 from gateway.config import WebSocketRoute
+from gateway.handlers.frame_relay import Closing, Relay
 from gateway.handlers.responses import finish_headers
-from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, SocketMeter, idle_or_stop, payload_size, race
+from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, race
 from gateway.runtime import Runtime
 from translators.errors import GatewayError
 from translators.stream_framing import split_subprotocols
 
 log = logging.getLogger("portcullis.passthrough")
-_NO_STATUS = 1005
-_ABNORMAL = 1006
-_GOING_AWAY = 1001
-_POLICY = 1008
-_TOO_BIG = 1009
-_INTERNAL = 1011
-
-
-@dataclass(frozen=True, slots=True)
-class Closing:
-    """Who ended the session and with what: the close to pass on to the other side."""
-
-    by: str  # "client", "backend" or "gateway" (policy, idle, shutdown, size)
-    code: int
-    reason: str = ""
+_MAX_HANDSHAKE_BYTES = 64 * 1024
 
 
 async def handle(
     request: web.Request, call: Call, runtime: Runtime, route: WebSocketRoute, hub: SocketHub
 ) -> web.StreamResponse:
     label = call.route or route.path  # "websocket <path>", set by the edge
+    accept = _client_accept(request)
     stop = hub.enter(label, call.client_ip, route.max_connections_per_client)
     try:
         backend = await _connect(request, call, route)
         try:
-            ws = web.WebSocketResponse(
-                protocols=(backend.subprotocol,) if backend.subprotocol else (),
-                heartbeat=route.heartbeat_s,
-                max_msg_size=route.max_message_bytes,
-                compress=False,
-                timeout=CLOSE_TIMEOUT_S,
+            response = web.StreamResponse(status=101)
+            response.headers.update(
+                {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept}
             )
-            finish_headers(ws, call)
-            await ws.prepare(request)
-            proxy = _Proxy(ws, backend, call, runtime, hub.meter(label))
+            if backend.subprotocol:
+                response.headers["Sec-WebSocket-Protocol"] = backend.subprotocol
+            finish_headers(response, call)
+            response.force_close()
+            writer = await response.prepare(request)
+            client = request.transport
+            if client is None or client.is_closing() or writer is None:
+                return response
+            meter = hub.meter(label)
+            inbound, outbound = meter.inbound, meter.outbound
+
+            def count(is_inbound: bool, size: int) -> None:
+                if is_inbound:
+                    call.bytes_in += size
+                    inbound(size)
+                else:
+                    call.bytes_out += size
+                    outbound(size)
+
+            pipeline = runtime.pipeline
+            screening = bool(getattr(pipeline, "_messengers", True))  # a policy has on_message
+            protocol = request.protocol
+
+            async def screen(message: str | bytes) -> None:
+                await pipeline.on_message(call, message)
+
+            relay = Relay(
+                cast(asyncio.Transport, client),
+                backend.transport,
+                max_size=route.max_message_bytes,
+                idle_s=route.idle_timeout_s,
+                heartbeat_s=route.heartbeat_s,
+                close_timeout_s=CLOSE_TIMEOUT_S,
+                screen=screen if screening else None,
+                count=count,
+                client_writing_paused=lambda: protocol.writing_paused,
+                request_id=call.request_id,
+            )
+            backend.protocol.attach(relay)
+            protocol.set_parser(_ClientFeed(relay))  # type: ignore[arg-type]  # aiohttp's payload-parser hook
+            if backend.leftover:
+                relay.down.feed(backend.leftover)
+            tasks = [_ended(relay), _stopping(relay, stop), relay.client_drainer(writer.drain)]
+            if screening:
+                tasks.append(relay.screener())
             try:
-                closing = await race(proxy.upward(), proxy.downward(), proxy.watchdog(route.idle_timeout_s, stop))
+                closing = await race(*tasks)
             except Exception:
                 log.exception("WebSocket passthrough failed (request %s)", call.request_id)
-                closing = Closing("gateway", _INTERNAL, "internal gateway error")
-            await _close_both(ws, backend, closing)
-            call.attributes["ws_messages_in"] = proxy.messages_in
-            call.attributes["ws_messages_out"] = proxy.messages_out
+                closing = Closing("gateway", 1011, "internal gateway error")
             call.attributes["ws_close"] = f"{closing.by} {closing.code}"
-            return ws
+            return response
         finally:
-            await backend.close()
+            if not backend.transport.is_closing():
+                backend.transport.abort()
     finally:
         hub.leave(stop)
 
 
-async def _connect(request: web.Request, call: Call, route: WebSocketRoute) -> ClientConnection:
-    offered, _ = split_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
-    asked = [p for p in offered if p in route.subprotocols]
-    headers = [("X-Forwarded-For", call.client_ip), ("X-Request-Id", call.request_id)]
-    if request.host:
-        headers.append(("X-Forwarded-Host", request.host))
-    authorization = call.headers.get("Authorization")
-    if authorization and "authorization" not in call.hidden_headers:
-        headers.append(("Authorization", authorization))
-    try:
-        return await connect(
-            route.upstream,
-            subprotocols=asked or None,  # type: ignore[arg-type]
-            additional_headers=headers,
-            max_size=route.max_message_bytes,
-            open_timeout=route.connect_timeout_s,
-            ping_interval=route.heartbeat_s,
-            ping_timeout=route.heartbeat_s,
-            close_timeout=CLOSE_TIMEOUT_S,
-            compression=None,
-        )
-    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-        raise GatewayError(
-            grpc.StatusCode.UNAVAILABLE, f"WebSocket backend {route.upstream} unavailable: {exc or type(exc).__name__}"
-        ) from None
+async def _ended(relay: Relay) -> Closing:
+    return await relay.done
 
 
-class _Proxy:
-    """The two directions of one proxied connection; only the three racing pumps touch it."""
+async def _stopping(relay: Relay, stop: asyncio.Event) -> Closing:
+    await stop.wait()
+    relay.shut("gateway", 1001, "gateway shutting down")
+    return await relay.done
+
+
+class _ClientFeed:
+    """aiohttp's payload-parser hook on the upgraded connection: the client's bytes go to the relay."""
+
+    __slots__ = ("feed", "relay")
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.feed = relay.up.feed
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.feed(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.relay.lost(self.relay.client)
+
+
+class _BackendProtocol(asyncio.Protocol):
+    """The backend connection: its handshake response is collected, then its bytes go to the relay."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.head = bytearray()
+        self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.relay: Relay | None = None
+        self.feed: Callable[[bytes], None] = self.head.extend
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def attach(self, relay: Relay) -> None:
+        self.relay = relay
+        self.feed = relay.down.feed
+
+    def data_received(self, data: bytes) -> None:
+        self.feed(data)
+        if self.relay is None and not self.answered.done():
+            if b"\r\n\r\n" in self.head:
+                self.answered.set_result(None)
+            elif len(self.head) > _MAX_HANDSHAKE_BYTES:
+                self.answered.set_exception(ConnectionError("handshake response too large"))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.relay is not None:
+            self.relay.lost(self.relay.backend)
+        elif not self.answered.done():
+            self.answered.set_exception(ConnectionError("connection closed during the handshake"))
+
+    def pause_writing(self) -> None:
+        if self.relay is not None:
+            self.relay.backend_paused()
+
+    def resume_writing(self) -> None:
+        if self.relay is not None:
+            self.relay.backend_resumed()
+
+
+class _Backend:
+    __slots__ = ("leftover", "protocol", "subprotocol", "transport")
 
     def __init__(
-        self, ws: web.WebSocketResponse, backend: ClientConnection, call: Call, runtime: Runtime, meter: SocketMeter
+        self,
+        transport: asyncio.Transport,
+        protocol: _BackendProtocol,
+        subprotocol: str | None,
+        leftover: bytes,
     ) -> None:
-        self.ws = ws
-        self.meter = meter
-        self.backend = backend
-        self.call = call
-        self.pipeline = runtime.pipeline
-        self.last_active = asyncio.get_running_loop().time()
-        self.messages_in = 0
-        self.messages_out = 0
-
-    async def upward(self) -> Closing:
-        ws, backend, loop = self.ws, self.backend, asyncio.get_running_loop()
-        while True:
-            frame = await ws.receive()
-            self.last_active = loop.time()
-            if frame.type is WSMsgType.TEXT or frame.type is WSMsgType.BINARY:
-                data = frame.data
-            elif frame.type is WSMsgType.CLOSE:
-                return Closing("client", int(frame.data), frame.extra or "")
-            elif frame.type is WSMsgType.ERROR and ws.close_code == _TOO_BIG:
-                return Closing("gateway", _TOO_BIG, "message too big")
-            else:  # CLOSING, CLOSED, ERROR: the connection was lost
-                return Closing("client", _ABNORMAL)
-            try:
-                await self.pipeline.on_message(self.call, data)
-            except GatewayError as err:
-                log.info("request %s: a policy refused a WebSocket message: %s", self.call.request_id, err.message)
-                return Closing("gateway", _POLICY, err.message)
-            try:
-                await backend.send(data)
-            except ConnectionClosed as exc:
-                return _backend_closed(exc)
-            size = payload_size(data)
-            self.messages_in += 1
-            self.call.bytes_in += size
-            self.meter.inbound(size)
-
-    async def downward(self) -> Closing:
-        ws, backend, loop = self.ws, self.backend, asyncio.get_running_loop()
-        while True:
-            try:
-                data = await backend.recv()
-            except ConnectionClosed as exc:
-                return _backend_closed(exc)
-            self.last_active = loop.time()
-            try:
-                if isinstance(data, str):
-                    await ws.send_str(data)
-                else:
-                    await ws.send_bytes(data)
-            except (ConnectionError, RuntimeError):
-                return Closing("client", _ABNORMAL)
-            size = payload_size(data)
-            self.messages_out += 1
-            self.call.bytes_out += size
-            self.meter.outbound(size)
-
-    async def watchdog(self, idle_s: float, stop: asyncio.Event) -> Closing:
-        if await idle_or_stop(lambda: self.last_active, idle_s, stop):
-            return Closing("gateway", _GOING_AWAY, "gateway shutting down")
-        return Closing("gateway", _GOING_AWAY, "idle timeout")
+        self.transport = transport
+        self.protocol = protocol
+        self.subprotocol = subprotocol
+        self.leftover = leftover  # frames the backend sent right after its handshake response
 
 
-def _backend_closed(exc: ConnectionClosed) -> Closing:
-    if exc.sent is not None and exc.sent.code == _TOO_BIG:  # websockets refused an oversized message
-        return Closing("gateway", _TOO_BIG, "backend message too big")
-    if exc.rcvd is None:
-        return Closing("backend", _ABNORMAL)
-    return Closing("backend", exc.rcvd.code, exc.rcvd.reason)
-
-
-def _sendable(code: int, lost: int) -> int:
-    """A close code that may go on the wire: 1005 becomes 1000, a lost connection `lost`."""
-    if code == _NO_STATUS:
-        return 1000
-    if code == _ABNORMAL or code in (1015,) or not (1000 <= code < 5000):
-        return lost
-    return code
-
-
-async def _close_both(ws: web.WebSocketResponse, backend: ClientConnection, closing: Closing) -> None:
-    reason = closing.reason.encode()[:123].decode("utf-8", "ignore")
-    client_code = _sendable(closing.code, _INTERNAL)
-    backend_code = _sendable(closing.code, _GOING_AWAY)
+def _client_accept(request: web.Request) -> str:
+    """The client's handshake, checked (RFC 6455 4.2.1): its Sec-WebSocket-Accept answer."""
+    if request.headers.get("Sec-WebSocket-Version") != "13":
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "Sec-WebSocket-Version must be 13")
+    key = request.headers.get("Sec-WebSocket-Key", "")
     try:
-        await backend.close(backend_code, reason)
-    except Exception:  # the backend connection is already gone: nothing to tell it
-        log.debug("closing the backend WebSocket failed", exc_info=True)
-    if not ws.closed:
-        try:
-            await ws.close(code=client_code, message=reason.encode())
-        except (ConnectionError, RuntimeError):
-            pass
+        raw = base64.b64decode(key.encode(), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 16:
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "invalid Sec-WebSocket-Key")
+    return accept_key(key)
+
+
+async def _connect(request: web.Request, call: Call, route: WebSocketRoute) -> _Backend:
+    offered, _ = split_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
+    asked = [Subprotocol(p) for p in offered if p in route.subprotocols]
+    loop = asyncio.get_running_loop()
+    transport: asyncio.Transport | None = None
+    try:
+        uri = parse_uri(route.upstream)
+        handshake = ClientProtocol(uri, subprotocols=asked or None, max_size=route.max_message_bytes)
+        opening = handshake.connect()
+        headers = opening.headers
+        headers["X-Forwarded-For"] = call.client_ip
+        headers["X-Request-Id"] = call.request_id
+        if request.host:
+            headers["X-Forwarded-Host"] = request.host
+        authorization = call.headers.get("Authorization")
+        if authorization and "authorization" not in call.hidden_headers:
+            headers["Authorization"] = authorization
+        handshake.send_request(opening)
+        async with asyncio.timeout(route.connect_timeout_s):
+            transport_, protocol = await loop.create_connection(
+                _BackendProtocol, uri.host, uri.port, ssl=ssl.create_default_context() if uri.secure else None
+            )
+            transport = cast(asyncio.Transport, transport_)
+            transport.write(b"".join(handshake.data_to_send()))
+            await protocol.answered
+        head = bytes(protocol.head)
+        end = head.index(b"\r\n\r\n") + 4
+        handshake.receive_data(head[:end])
+        events = handshake.events_received()
+        if handshake.handshake_exc is not None:
+            raise handshake.handshake_exc
+        if not events or not isinstance(events[0], Response):
+            raise InvalidHandshake("no handshake response")
+        protocol.head.clear()
+        return _Backend(transport, protocol, handshake.subprotocol, head[end:])
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ValueError) as exc:
+        if transport is not None:
+            transport.abort()
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"WebSocket backend {route.upstream} unavailable: {exc or type(exc).__name__}",
+        ) from None
