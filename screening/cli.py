@@ -32,7 +32,9 @@ def register(sub: Any) -> None:
     p_train = commands.add_parser("train", help="train, export to ONNX and write a manifest")
     p_train.add_argument("--data", type=Path, help="dataset file (default: build or reuse the seeded one)")
     p_train.add_argument("--seed", type=int, default=7)
-    p_train.add_argument("--capture", type=Path, help="captured traffic (JSON lines) used as benign background")
+    p_train.add_argument("--benign", "--capture", dest="benign", type=Path, action="append",
+                         help="captured traffic (the capture policy's JSON lines) added as benign training "
+                         "background, source 'capture' (repeatable)")
     p_train.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="registry root")
     p_train.add_argument("--name", default=DEFAULT_NAME)
     p_train.add_argument("--version", help="default: the UTC date and time")

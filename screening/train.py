@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from screening import dataset, features
+from screening import capture, dataset, features
 from screening.corpus import packages
 from screening.detectors import ScreeningModel
 from screening.export import check_parity, to_model
@@ -147,11 +148,11 @@ def export(fitted: Fitted, folder: Path, name: str, version: str, golden: list[d
     return manifest
 
 
-def data_provenance(path: Path, rows: Sequence[dataset.Row], seed: int, capture: Path | None) -> dict[str, Any]:
+def data_provenance(path: Path, rows: Sequence[dataset.Row], seed: int, benign: Sequence[Path] = ()) -> dict[str, Any]:
     return {
         "dataset": str(path), "dataset_version": dataset.VERSION, "seed": seed,
         "packages": {n: {"version": v, "licence": packages.LICENCES[n]} for n, v in packages.PACKAGES.items()},
-        "sources": dataset.summary(list(rows)), "capture": str(capture) if capture else None,
+        "sources": dataset.summary(list(rows)), "capture": [str(p) for p in benign] or None,
         "provenance": "screening/DATA.md",
     }
 
@@ -159,8 +160,16 @@ def data_provenance(path: Path, rows: Sequence[dataset.Row], seed: int, capture:
 def run(args: Any) -> int:
     path = Path(args.data) if args.data else dataset.load_or_build(args.seed)
     rows = dataset.read(path)
-    if args.capture:
-        rows += dataset.read_capture(Path(args.capture))
+    benign = [Path(p) for p in args.benign or ()]
+    for file in benign:  # captured traffic (`capture` policy), all benign, all training
+        try:
+            captured = capture.read(file)
+        except (OSError, ValueError) as exc:
+            print(f"{file}: cannot use as benign background: {exc}", file=sys.stderr)
+            return 2
+        rows += captured.rows
+        print(f"{file}: {len(captured.rows)} captured requests as benign background"
+              + (f" ({captured.skipped} lines were not records)" if captured.skipped else ""))
     if args.exclude_source:
         rows = [r for r in rows if r.source not in args.exclude_source]
     version = args.version or dt.datetime.now(dt.UTC).strftime("%Y.%m.%d-%H%M")
@@ -168,6 +177,6 @@ def run(args: Any) -> int:
                  params=json.loads(args.params) if args.params else None)
     folder = Path(args.out) / args.name / version
     manifest = export(fitted, folder, args.name, version, golden_records(rows),
-                      data_provenance(path, rows, args.seed, Path(args.capture) if args.capture else None))
+                      data_provenance(path, rows, args.seed, benign))
     print(f"{folder}: threshold {manifest.threshold:.4f}, calibration {fitted.calibration}")
     return 0

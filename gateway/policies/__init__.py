@@ -27,7 +27,7 @@ class PolicySpec:
 
 def _registry() -> dict[str, PolicySpec]:
     # Imported here so that each policy module stays importable on its own.
-    from gateway.policies import access_log, cors, metrics, rate_limit, screening, tracing
+    from gateway.policies import access_log, capture, cors, metrics, rate_limit, screening, tracing
     from gateway.policies.auth import api_key, authorize, jwt
 
     return {
@@ -40,6 +40,7 @@ def _registry() -> dict[str, PolicySpec]:
         "tracing": PolicySpec(tracing.TracingConfig, tracing.build),
         "rate_limit": PolicySpec(rate_limit.RateLimitConfig, rate_limit.build),
         "screening": PolicySpec(screening.ScreeningConfig, screening.build),
+        "capture": PolicySpec(capture.CaptureConfig, capture.build),
     }
 
 
