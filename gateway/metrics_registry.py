@@ -106,6 +106,24 @@ WS_CONNECTIONS_OPEN = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
+# Streams over HTTP (gateway/handlers/http_stream.py, grpc_web.py, through `http_stream.StreamMeter`).
+# route: the method's binding name; format: ndjson, json_array or sse (server streams), ndjson or
+# json_array (client streams' bodies), grpc_web or grpc_web_text; direction: "in" (request messages)
+# or "out" (response messages). Sizes: each message as it crosses the client connection (its chunk,
+# event or gRPC-Web frame; a request message's JSON text).
+STREAM_MESSAGES = Counter(
+    "portcullis_stream_messages_total",
+    "Stream messages passed on over HTTP, by route, format and direction (in: from the client, out: to it).",
+    ("route", "format", "direction"),
+    registry=REGISTRY,
+)
+STREAM_MESSAGE_BYTES = Histogram(
+    "portcullis_stream_message_bytes",
+    "Sizes of the stream messages passed on over HTTP, in bytes, by route, format and direction.",
+    ("route", "format", "direction"),
+    buckets=(16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+    registry=REGISTRY,
+)
 # route: call.route, or "unmatched"; limit: the limit's configured name.
 RATELIMIT_REJECTIONS = Counter(
     "portcullis_ratelimit_rejections_total",

@@ -112,6 +112,11 @@ class RequestSplitter:
         self._buffer = bytearray()
         self._array: bool | None = None
 
+    @property
+    def format(self) -> StreamFormat:
+        """`json_array` once the body showed a `[` first, else `ndjson`."""
+        return "json_array" if self._array else "ndjson"
+
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer
         buffer += data

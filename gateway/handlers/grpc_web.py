@@ -7,7 +7,9 @@ is HTTP 200 with the request's content type: each response message a frame, then
 carrying grpc-status, grpc-message and trailing metadata, as Envoy's grpc_web filter answers. An
 error before any message is a trailers-only response (the status in headers, empty body), so a
 gRPC-Web client reads every failure, the gateway's own (401, 429, ...) included, as a gRPC status.
-Client and bidirectional streams are not part of gRPC-Web: UNIMPLEMENTED.
+Client and bidirectional streams are not part of gRPC-Web: UNIMPLEMENTED. Messages are counted, with
+their sizes, in the stream metrics (format `grpc_web` or `grpc_web_text`; in: the request message,
+out: each response message's frame as written).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from gateway.call import Call
-from gateway.handlers.http_stream import cancel_on_disconnect
+from gateway.handlers.http_stream import StreamMeter, cancel_on_disconnect
 from gateway.handlers.responses import finish_headers
 from gateway.handlers.rest import deadline, read_body, upstream_metadata
 from gateway.runtime import Runtime
@@ -71,6 +73,8 @@ async def handle(
     except DecodeError:
         raise BadRequest("the request message does not decode") from None
     await runtime.pipeline.on_message(call, message)
+    fmt = "grpc_web_text" if text else "grpc_web"
+    StreamMeter(binding.name, fmt, "in")(len(payload))
     metadata = upstream_metadata(request, call, runtime)
     timeout = deadline(request, runtime.settings[binding.name].timeout_s)
     started = time.perf_counter()
@@ -84,8 +88,10 @@ async def handle(
             response.headers.add(key.removeprefix("Grpc-Metadata-"), value)
         finish_headers(response, call)
         await response.prepare(request)
-        out = message_frame(result.body, text) + trailer_frame(_C.OK, "", result.trailing_metadata, text)
+        frame = message_frame(result.body, text)
+        out = frame + trailer_frame(_C.OK, "", result.trailing_metadata, text)
         await response.write(out)
+        StreamMeter(binding.name, fmt, "out")(len(frame))
         call.bytes_out = len(out)
         await response.write_eof()
         return response
@@ -97,6 +103,7 @@ async def _stream(
     metadata: list[tuple[str, str | bytes]], timeout: float, media: str,
 ) -> web.StreamResponse:
     text = is_text(media)
+    counted = StreamMeter(binding.name, "grpc_web_text" if text else "grpc_web", "out")
     response: web.StreamResponse | None = None
     started = time.perf_counter()
     stream = upstream.server_stream(binding.rpc_path, payload, metadata, timeout)
@@ -109,6 +116,7 @@ async def _stream(
                 frame = message_frame(raw, text)
                 await response.write(frame)
                 call.bytes_out += len(frame)
+                counted(len(frame))
     except GatewayError as err:
         if response is None:
             raise

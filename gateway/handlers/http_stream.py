@@ -13,6 +13,10 @@ A client stream's request body is cut into messages as it arrives (NDJSON, or on
 each built like a unary request body (path variables and query applied to every message), screened
 by `pipeline.on_message`, and sent upstream; a bidirectional method answers with a response
 stream as above.
+
+Every message passed on is counted, with its size, in `portcullis_stream_messages_total` and
+`portcullis_stream_message_bytes` (route: the binding's name; format; direction), through a
+`StreamMeter` whose label children are resolved once per stream.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from google.protobuf.message import DecodeError
 from gateway.call import Call
 from gateway.handlers.responses import finish_headers, unary_response
 from gateway.listener import lost_future
+from gateway.metrics_registry import STREAM_MESSAGE_BYTES, STREAM_MESSAGES
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
 from translators.errors import GatewayError, UnsupportedMediaType
@@ -42,12 +47,28 @@ from translators.stream_framing import RequestSplitter, StreamFramer, choose_for
 STREAM_JSON = "application/json"  # what each cut message is, for the request translator
 
 
+class StreamMeter:
+    """One stream direction's message metrics, labels resolved once: a message costs one increment
+    and one observation."""
+
+    __slots__ = ("_bytes", "_count")
+
+    def __init__(self, route: str, fmt: str, direction: str) -> None:
+        self._count = STREAM_MESSAGES.labels(route, fmt, direction)
+        self._bytes = STREAM_MESSAGE_BYTES.labels(route, fmt, direction)
+
+    def __call__(self, size: int) -> None:
+        self._count.inc()
+        self._bytes.observe(size)
+
+
 async def respond(
     request: web.Request, call: Call, binding: Binding, stream: AsyncGenerator[bytes, None]
 ) -> web.StreamResponse:
     """Write `stream` (serialized response messages) to the client in the negotiated format."""
     fmt = choose_format(request.headers.get("Accept"), binding.response.options.stream_format)
     framer = StreamFramer(fmt)
+    counted = StreamMeter(binding.name, fmt, "out")
     response: web.StreamResponse | None = None
     started = time.perf_counter()
     try:
@@ -62,6 +83,7 @@ async def respond(
                     response = await _prepare(request, call, framer)
                 await response.write(chunk)
                 call.bytes_out += len(chunk)
+                counted(len(chunk))
     except GatewayError as err:
         if response is None:
             raise
@@ -135,11 +157,15 @@ async def request_messages(
     splitter = RequestSplitter(plan.options.max_body_bytes)
     query = [(k, v) for k, v in request.query.items() if k not in call.hidden_query]
     pipeline = runtime.pipeline
+    meter: list[StreamMeter] = []  # made at the first message, once the body's format is known
 
     async def messages(pieces: list[bytes]) -> AsyncIterator[bytes]:
         for piece in pieces:
             message = build_request(plan, variables, query, STREAM_JSON, piece)
             await pipeline.on_message(call, message)
+            if not meter:
+                meter.append(StreamMeter(binding.name, splitter.format, "in"))
+            meter[0](len(piece))
             yield message.SerializeToString()
 
     async for chunk in request.content.iter_any():
