@@ -197,3 +197,123 @@ async def test_redis_down_local_activation_works_and_says_it_was_not_published(
     assert doc["fleet"]["published"] is False and doc["fleet"]["error"].startswith("redis:")
     status, doc = await post(gw, "rollback")
     assert status == 200 and version_of(doc) == "v1" and doc["fleet"]["published"] is False
+
+
+class Cuttable:
+    """A TCP proxy to Redis that can be cut (every connection dropped, new ones refused) and restored."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.open = True
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def cut(self) -> None:
+        self.open = False
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_a_gateway_that_lost_redis_catches_up_when_it_is_back(
+    demo_backends: Backends, start_gateway: StartGateway, built: Path, tmp_path: Path, redis_url: str,
+    channel: str,
+) -> None:
+    proxy = Cuttable(6379)
+    await proxy.start()
+    try:
+        a = await start_gateway(fleet_config(demo_backends, registry_copy(built, tmp_path / "a"), redis_url, channel,
+                                             "gw-a"))
+        b = await start_gateway(fleet_config(demo_backends, registry_copy(built, tmp_path / "b"),
+                                             f"redis://127.0.0.1:{proxy.port}/0", channel, "gw-b"))
+        assert (await models(b))["fleet"]["connected"] is True
+        proxy.cut()
+        await until(b, lambda d: d["fleet"]["connected"] is False)
+        status, doc = await post(a, "activate", {"version": "v2"})
+        assert status == 200 and doc["fleet"]["subscribers"] == 0  # B cannot hear it
+        await asyncio.sleep(0.5)
+        assert version_of(await models(b)) == "v1"
+        proxy.open = True  # B subscribes again, reads the recorded state and converges
+        doc = await until(b, lambda d: version_of(d) == "v2" and d["fleet"]["connected"] is True)
+        assert doc["fleet"]["applied"] == 1
+    finally:
+        await proxy.stop()
+
+
+async def test_a_hung_redis_costs_at_most_the_timeout(
+    demo_backends: Backends, start_gateway: StartGateway, built: Path, tmp_path: Path,
+) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        while await reader.read(4096):
+            pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        config = fleet_config(demo_backends, registry_copy(built, tmp_path / "a"), url, "portcullis:test:hung", "gw")
+        config["fleet"]["timeout_s"] = 0.3
+        gw = await start_gateway(config)
+        assert loop.time() - started < 5.0  # start-up waited one subscribe timeout, not forever
+        started = loop.time()
+        status, doc = await post(gw, "activate", {"version": "v2"})
+        assert loop.time() - started < 2.0
+        assert status == 200 and version_of(doc) == "v2" and doc["fleet"]["published"] is False
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_reload_converges_the_new_policy_to_the_fleet(
+    demo_backends: Backends, start_gateway: StartGateway, built: Path, tmp_path: Path, redis_url: str,
+    channel: str,
+) -> None:
+    import yaml
+
+    a = await start_gateway(fleet_config(demo_backends, registry_copy(built, tmp_path / "a"), redis_url, channel,
+                                         "gw-a"))
+    raw = fleet_config(demo_backends, registry_copy(built, tmp_path / "b"), redis_url, channel, "gw-b")
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    b = await start_gateway(raw, path)
+    assert (await post(a, "activate", {"version": "v2"}))[0] == 200
+    await until(b, lambda d: version_of(d) == "v2")
+    async with b.http.post(f"{b.admin}/admin/reload") as r:
+        assert r.status == 200
+    assert version_of(await models(b)) == "v2"  # not the config's v1
