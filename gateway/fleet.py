@@ -101,6 +101,7 @@ class Fleet:
         self._task: asyncio.Task[None] | None = None
         self._first = asyncio.Event()  # the first subscription attempt ended, converged or failed
         self.connected = False
+        self._outage = False
         self.counts: dict[str, int] = {"applied": 0, "refused": 0, "unchanged": 0, "invalid": 0}
         self.last: dict[str, Any] | None = None
 
@@ -161,15 +162,16 @@ class Fleet:
 
     # --- receiving --------------------------------------------------------------------------------
     async def _listen(self) -> None:
-        lost = False
         while True:
             try:
                 await self._session()
             except (RedisError, OSError, TimeoutError) as exc:
-                if not lost:
+                if not self._outage:  # once per outage, not once per retry
                     log.warning("fleet channel %s unavailable (retrying every %.1fs): %s", self.config.channel,
                                 self.config.retry_s, exc)
-                lost = True
+                self._outage = True
+            except Exception:  # never let a bug here end the state's TaskGroup (and its health checks)
+                log.exception("fleet listener failed; subscribing again in %.1fs", self.config.retry_s)
             finally:
                 self.connected = False
                 self._first.set()
@@ -181,7 +183,7 @@ class Fleet:
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 await pubsub.subscribe(self.config.channel)
-            self.connected = True
+            self.connected, self._outage = True, False
             await self.converge()
             self._first.set()
             log.info("fleet: %s listening on %s", self.gateway_id, self.config.channel)
