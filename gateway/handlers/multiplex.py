@@ -1,14 +1,20 @@
-"""Several gRPC streams over one WebSocket (`grpc-ws.mux.json`, docs/websocket.md): the socket and its streams.
+"""Several gRPC streams over one WebSocket (`grpc-ws.mux.json` or `grpc-ws.mux.proto`, docs/websocket.md).
 
 The edge matched `websocket_mux.path`, screened the upgrade (Origin and credentials, against the
 global `websocket` settings) and ran `pipeline.on_request` for the socket; this module owns the
 socket from the 101 on. A reader and a watchdog race in one TaskGroup (`sockets.race`):
   reader    reads frames (`translators.mux_framing`) and dispatches them by stream id: `open` starts
-            a stream, `message` queues a request on it, `control` half-closes or cancels it. A
-            stream's queue is bounded (its method's `inbound_queue`); when it is full the reader
-            waits, so a stream whose backend does not keep up slows the whole socket's inbound side,
-            as streams on one TCP connection would. A frame that breaks the framing or the id rules
-            ends the socket (1007): the client is broken, not one of its streams.
+            a stream, `message` queues a request on it, `control` half-closes or cancels it, `credit`
+            lets it send more. A stream's queue is bounded (its method's `inbound_queue`); when it
+            is full the reader waits, so a stream whose backend does not keep up slows the whole
+            socket's inbound side, as streams on one TCP connection would, unless the stream was
+            opened with a `window` (flow control): then the gateway grants the client request
+            messages as the backend takes them (`credit` frames, at most `inbound_queue` ahead), a
+            message beyond the grant ends that stream (RESOURCE_EXHAUSTED), the reader never
+            waits, and response messages go out only while the client's own grants last, so a
+            stream the client reads slowly holds back its own backend, not the other streams. A
+            frame that breaks the framing or the id rules ends the socket (1007): the client is
+            broken, not one of its streams.
   watchdog  the idle timeout and the gateway's shutdown, as for a single-stream socket.
 Each stream is a `MuxStream` task in the socket's own TaskGroup, with a `Call` of its own (route =
 its method, so the policies' per-method settings apply): `on_request` at open (authentication, rate
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import grpc
 from aiohttp import WSMsgType, web
@@ -32,17 +38,29 @@ from google.protobuf.message import DecodeError
 
 from gateway.call import Call
 from gateway.config import WebSocketConfig
+from gateway.handlers.mux_stream import MuxStream
 from gateway.handlers.responses import finish_headers
 from gateway.handlers.rest import upstream_metadata
-from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, SocketMeter, idle_or_stop, payload_size, race
+from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, idle_or_stop, payload_size, race
 from gateway.handlers.websocket import Outcome, finish_socket
-from gateway.pipeline import Pipeline
-from gateway.runtime import RouteSettings, Runtime
+from gateway.runtime import Runtime
 from gateway.upstream import Upstream
 from translators.errors import GatewayError
-from translators.mux_framing import CANCEL, SUBPROTOCOL_MUX, FrameKind, MuxFrame, parse_frame, result_frame
+from translators.mux_framing import (
+    CANCEL,
+    SUBPROTOCOL_MUX,
+    SUBPROTOCOL_MUX_PROTO,
+    FrameKind,
+    MuxFrame,
+    binary_credit_frame,
+    binary_message_frame,
+    binary_status_frame,
+    credit_frame,
+    parse_binary_frame,
+    parse_frame,
+    result_frame,
+)
 from translators.mux_framing import status_frame as stream_status_frame
-from translators.request import build_request, make_plan
 from translators.response import render
 from translators.routes import Binding
 from translators.status import render_status
@@ -50,91 +68,10 @@ from translators.stream_framing import Ending, split_subprotocols
 
 log = logging.getLogger("portcullis.websocket")
 _C = grpc.StatusCode
-_JSON = "application/json"
 
 
 class _ClientGone(Exception):
     """The socket is closed or lost: nothing more can be sent on it."""
-
-
-class MuxStream:
-    """One gRPC call on a multiplexed socket; the reader feeds it, its own task runs it."""
-
-    def __init__(
-        self, stream_id: int, call: Call, binding: Binding, settings: RouteSettings, pipeline: Pipeline,
-        meter: SocketMeter,
-    ) -> None:
-        self.id = stream_id
-        self.call = call
-        self.binding = binding
-        self.settings = settings
-        self.pipeline = pipeline
-        self.meter = meter
-        plan = binding.request  # a frame's message is a whole request message, whatever the body rule
-        self.plan = plan if plan.body == "*" else make_plan(plan.message_class, plan.path_fields, "*", plan.options)
-        # (message JSON, frame size), None at half-close
-        self.queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue(settings.websocket.inbound_queue)
-        self.half_closed = False
-        self.ended = asyncio.Event()  # the call is over: nothing is taken from the queue any more
-        self.started = False  # its task began (a task cancelled before its first step runs no code)
-        self.stopping = False  # the reader or the socket ended it early
-        self.failure: GatewayError | None = None  # why, sent as its status (None: the socket is ending)
-        self.task: asyncio.Task[None] | None = None
-        self.messages_in = 0
-        self.messages_out = 0
-
-    async def put(self, body: bytes, size: int) -> None:
-        await self._enqueue((body, size))
-        if not self.binding.client_streaming:  # a server-streaming method takes one message
-            await self.half_close()
-
-    async def half_close(self) -> None:
-        if not self.half_closed:
-            self.half_closed = True
-            await self._enqueue(None)
-
-    async def _enqueue(self, item: tuple[bytes, int] | None) -> None:
-        """Queue for the backend, waiting while the queue is full (backpressure) unless the call ends."""
-        if self.ended.is_set():
-            return
-        try:
-            self.queue.put_nowait(item)
-            return
-        except asyncio.QueueFull:
-            pass
-        put = asyncio.ensure_future(self.queue.put(item))
-        ended = asyncio.ensure_future(self.ended.wait())
-        try:
-            await asyncio.wait((put, ended), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            put.cancel()
-            ended.cancel()
-
-    def fail(self, error: GatewayError | None) -> None:
-        """End the call early: for `error` (sent as the stream's status), or silently (None: the socket is ending)."""
-        if self.ended.is_set() or self.stopping:
-            return
-        self.stopping, self.failure = True, error
-        if self.started and self.task is not None:
-            self.task.cancel()
-
-    async def screen(self, item: tuple[bytes, int]) -> bytes:
-        """One request message from its JSON, passed through the policies, counted, serialized."""
-        raw, size = item
-        message = build_request(self.plan, {}, (), _JSON, raw)
-        try:
-            await self.pipeline.on_message(self.call, message)
-        except GatewayError as err:
-            log.info("request %s: a policy refused a WebSocket message: %s", self.call.request_id, err.message)
-            raise
-        self.messages_in += 1
-        self.call.bytes_in += size
-        self.meter.inbound(size)
-        return message.SerializeToString()
-
-    async def requests(self) -> AsyncIterator[bytes]:
-        while (item := await self.queue.get()) is not None:
-            yield await self.screen(item)
 
 
 class MuxSocket:
@@ -142,8 +79,10 @@ class MuxSocket:
 
     def __init__(
         self, request: web.Request, ws: web.WebSocketResponse, call: Call, runtime: Runtime,
-        upstreams: Mapping[str, Upstream], hub: SocketHub, max_streams: int,
+        upstreams: Mapping[str, Upstream], hub: SocketHub, max_streams: int, binary: bool = False,
     ) -> None:
+        self.binary = binary  # grpc-ws.mux.proto: binary frames, protobuf messages
+        self._kind = WSMsgType.BINARY if binary else WSMsgType.TEXT
         self.request = request
         self.ws = ws
         self.call = call
@@ -175,9 +114,9 @@ class MuxSocket:
             frame = await ws.receive()
             self.last_active = loop.time()
             kind = frame.type
-            if kind is WSMsgType.TEXT:
+            if kind is self._kind:
                 try:
-                    parsed = parse_frame(frame.data)
+                    parsed = parse_binary_frame(frame.data) if self.binary else parse_frame(frame.data)
                     failure = await self._dispatch(parsed, payload_size(frame.data))
                 except GatewayError as err:
                     return Outcome(Ending.INVALID_FRAME, err)
@@ -185,8 +124,9 @@ class MuxSocket:
                     return Outcome(Ending.STATUS, GatewayError(_C.CANCELLED, "client went away"), client_gone=True)
                 if failure is not None:
                     return failure
-            elif kind is WSMsgType.BINARY:
-                return Outcome(Ending.UNSUPPORTED_FRAME, _invalid(f"{SUBPROTOCOL_MUX} carries text frames only"))
+            elif kind is WSMsgType.BINARY or kind is WSMsgType.TEXT:
+                wrong = f"{SUBPROTOCOL_MUX_PROTO} carries binary" if self.binary else f"{SUBPROTOCOL_MUX} carries text"
+                return Outcome(Ending.UNSUPPORTED_FRAME, _invalid(f"{wrong} frames only"))
             elif kind is WSMsgType.ERROR and ws.close_code == 1009:
                 return Outcome(Ending.TOO_BIG, GatewayError(_C.RESOURCE_EXHAUSTED, "frame too large"), client_gone=True)
             else:  # CLOSE, CLOSING, CLOSED, ERROR: the client is gone, every stream is cancelled
@@ -198,7 +138,7 @@ class MuxSocket:
             if sid <= self.highest:
                 return Outcome(Ending.INVALID_FRAME, _invalid(f"stream id {sid} is not above {self.highest}"))
             self.highest = sid
-            await self._open(sid, frame.method)
+            await self._open(sid, frame.method, frame.window)
             return None
         stream = self.streams.get(sid)
         if stream is None:
@@ -210,13 +150,15 @@ class MuxSocket:
                 stream.fail(_invalid("a message after half-close"))
                 return None
             await stream.put(frame.body, size)
+        elif frame.kind is FrameKind.CREDIT:
+            stream.add_credit(frame.credit)
         elif frame.control == CANCEL:
             stream.fail(GatewayError(_C.CANCELLED, "cancelled by the client"))
         else:
             await stream.half_close()
         return None
 
-    async def _open(self, sid: int, method: str) -> None:
+    async def _open(self, sid: int, method: str, window: int = 0) -> None:
         parent = self.call
         call = Call(
             request_id=f"{parent.request_id}.{sid}", method=parent.method, path=method,
@@ -232,15 +174,36 @@ class MuxSocket:
         except GatewayError as err:
             call.error, call.grpc_code, call.status = err, err.code.name, 101
             try:
-                await self.send(stream_status_frame(sid, render_status(err.code, err.message, list(err.details))))
+                await self.send(self.status_frame(sid, err))
             finally:
                 await self.runtime.pipeline.on_complete(call)
             return
-        stream = MuxStream(sid, call, binding, settings, self.runtime.pipeline, self.hub.meter(binding.name))
+        stream = MuxStream(
+            sid, call, binding, settings, self.runtime.pipeline, self.hub.meter(binding.name),
+            window=window, binary=self.binary, grant=self.grant,
+        )
         self.streams[sid] = stream
         self.opened += 1
         assert self._group is not None
         stream.task = self._group.create_task(self._serve(stream))
+        if stream.flow:  # the client may send this many request messages
+            await self.grant(sid, stream.recv_credit)
+
+    async def grant(self, sid: int, count: int) -> None:
+        """Grant stream `sid` `count` more request messages (flow control)."""
+        try:
+            await self.send(binary_credit_frame(sid, count) if self.binary else credit_frame(sid, count))
+        except _ClientGone:
+            pass  # the reader sees the socket end
+
+    def status_frame(self, sid: int, error: GatewayError | None) -> bytes:
+        """Stream `sid`'s last frame: its status, OK when `error` is None."""
+        code = error.code if error is not None else _C.OK
+        message = error.message if error is not None else ""
+        details = list(error.details) if error is not None else []
+        if self.binary:
+            return binary_status_frame(sid, code, message, details)
+        return stream_status_frame(sid, render_status(code, message, details))
 
     def _admit(self, binding: Binding, cfg: WebSocketConfig) -> None:
         if not (binding.client_streaming or binding.server_streaming):
@@ -286,9 +249,8 @@ class MuxSocket:
             code = error.code if error is not None else _C.OK
             call.error, call.grpc_code = error, code.name
             if tell:
-                status = render_status(code, error.message if error else "", list(error.details) if error else [])
                 try:
-                    await self.send(stream_status_frame(stream.id, status))
+                    await self.send(self.status_frame(stream.id, error))
                 except _ClientGone:
                     pass
         finally:
@@ -321,21 +283,26 @@ class MuxSocket:
             await responses.aclose()
 
     async def _send_result(self, stream: MuxStream, raw: bytes) -> None:
-        binding = stream.binding
-        try:
-            message = binding.response_class.FromString(raw)
-        except DecodeError:
-            raise GatewayError(_C.INTERNAL, "backend sent a message that does not decode") from None
-        frame = result_frame(stream.id, render(binding.response, message))
+        await stream.spend_credit()
+        if self.binary:  # passed on as the backend serialized it
+            frame = binary_message_frame(stream.id, raw)
+        else:
+            binding = stream.binding
+            try:
+                message = binding.response_class.FromString(raw)
+            except DecodeError:
+                raise GatewayError(_C.INTERNAL, "backend sent a message that does not decode") from None
+            frame = result_frame(stream.id, render(binding.response, message))
         await self.send(frame)
         stream.messages_out += 1
         stream.call.bytes_out += len(frame)
         stream.meter.outbound(len(frame))
 
     async def send(self, frame: bytes) -> None:
-        """One text frame; frames of different streams never interleave (each is written whole)."""
+        """One frame (binary in grpc-ws.mux.proto, else text); frames of different streams never
+        interleave (each is written whole)."""
         try:
-            await self.ws.send_frame(frame, WSMsgType.TEXT)
+            await self.ws.send_frame(frame, self._kind)
         except (ConnectionError, RuntimeError):
             raise _ClientGone from None
         self.last_active = asyncio.get_running_loop().time()
@@ -355,19 +322,21 @@ async def handle(
     request: web.Request, call: Call, runtime: Runtime, upstreams: Mapping[str, Upstream], hub: SocketHub
 ) -> web.StreamResponse:
     offered, _ = split_subprotocols(request.headers.get("Sec-WebSocket-Protocol"))
-    if SUBPROTOCOL_MUX not in offered:
-        raise _invalid(f"a multiplexed WebSocket needs the {SUBPROTOCOL_MUX} subprotocol")
+    chosen = next((p for p in offered if p in (SUBPROTOCOL_MUX, SUBPROTOCOL_MUX_PROTO)), None)
+    if chosen is None:
+        raise _invalid(f"a multiplexed WebSocket needs the {SUBPROTOCOL_MUX} or {SUBPROTOCOL_MUX_PROTO} subprotocol")
     mux, cfg = runtime.config.websocket_mux, runtime.config.websocket
     route = call.route or f"mux {mux.path}"
     stop = hub.enter(route, call.client_ip)
     try:
         ws = web.WebSocketResponse(
-            protocols=(SUBPROTOCOL_MUX,), heartbeat=cfg.heartbeat_s, max_msg_size=cfg.max_message_bytes,
+            protocols=(chosen,), heartbeat=cfg.heartbeat_s, max_msg_size=cfg.max_message_bytes,
             compress=False, timeout=CLOSE_TIMEOUT_S,
         )
         finish_headers(ws, call)
         await ws.prepare(request)
-        socket = MuxSocket(request, ws, call, runtime, upstreams, hub, mux.max_streams)
+        binary = chosen == SUBPROTOCOL_MUX_PROTO
+        socket = MuxSocket(request, ws, call, runtime, upstreams, hub, mux.max_streams, binary)
         try:
             outcome = await socket.run(stop)
         except Exception:  # a bug: the 101 went out, so the error can only be a status frame
