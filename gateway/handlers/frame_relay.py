@@ -37,6 +37,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from websockets.exceptions import ProtocolError
 from websockets.frames import Close, Frame, Opcode, apply_mask
@@ -125,6 +126,7 @@ class Leg:
         "held",
         "inbound",
         "need",
+        "observe",
         "opcode",
         "parts",
         "pending",
@@ -132,6 +134,7 @@ class Leg:
         "screening",
         "size",
         "src",
+        "total",
     )
 
     def __init__(self, relay: Relay, src: Peer, dst: Peer, *, inbound: bool, screening: bool) -> None:
@@ -148,6 +151,8 @@ class Leg:
         self.parts: list[bytes] = []  # their unmasked payloads
         self.opcode = 1
         self.pending: str | bytes | None = None  # a whole message waiting for `screen`
+        self.total = 0  # payload bytes of the messages passed on
+        self.observe = relay.meter.recorder(inbound)  # one message passed on, by its size
 
     def feed(self, data: bytes) -> None:
         src = self.src
@@ -175,7 +180,7 @@ class Leg:
         pos = start = messages = 0  # start: the first byte not yet written nor dropped
         masked = self.src.masked
         limit = self.relay.max_size
-        count, inbound = self.relay.counted, self.inbound
+        observe = self.observe
         while n - pos >= 2:
             b0 = data[pos]
             b1 = data[pos + 1]
@@ -234,7 +239,8 @@ class Leg:
                         return
                 elif fin:
                     messages += 1
-                    count(inbound, self.size)
+                    observe(self.size)
+                    self.total += self.size
             elif opcode == _OP_PONG and length == _HEARTBEAT_LEN:  # the answer to a gateway ping: swallowed
                 self._flush(data, start, pos)
                 start = end
@@ -292,7 +298,8 @@ class Leg:
             self.dst.transport.write(b"".join(self.held))
         self.held.clear()
         self.pending = None
-        self.relay.counted(self.inbound, size)
+        self.observe(size)
+        self.total += size
         self.relay.active_at = self.relay.loop.time()
         if self.relay.over_water(self.dst):
             self.src.pause("drain")
@@ -310,7 +317,10 @@ class Leg:
             self.relay.violation(self, exc)
 
 
-Counter = Callable[[bool, int], None]  # (inbound, message size)
+class Meter(Protocol):
+    def recorder(self, inbound: bool) -> Callable[[int], None]:
+        """What records one message passed on, by its size, in one direction."""
+        ...
 
 
 class Relay:
@@ -326,7 +336,7 @@ class Relay:
         heartbeat_s: float,
         close_timeout_s: float,
         screen: Callable[[str | bytes], Awaitable[None]] | None,
-        count: Counter,
+        meter: Meter,
         client_writing_paused: Callable[[], bool],
         request_id: str = "",
     ) -> None:
@@ -338,7 +348,7 @@ class Relay:
         self.heartbeat_s = heartbeat_s
         self.close_timeout_s = close_timeout_s
         self.screen = screen
-        self.counted = count
+        self.meter = meter
         self.client_writing_paused = client_writing_paused
         self.request_id = request_id
         self.up = Leg(self, self.client, self.backend, inbound=True, screening=screen is not None)

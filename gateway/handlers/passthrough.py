@@ -75,17 +75,6 @@ async def handle(
             client = request.transport
             if client is None or client.is_closing() or writer is None:
                 return response
-            meter = hub.meter(label)
-            inbound, outbound = meter.inbound, meter.outbound
-
-            def count(is_inbound: bool, size: int) -> None:
-                if is_inbound:
-                    call.bytes_in += size
-                    inbound(size)
-                else:
-                    call.bytes_out += size
-                    outbound(size)
-
             pipeline = runtime.pipeline
             screening = bool(getattr(pipeline, "_messengers", True))  # a policy has on_message
             protocol = request.protocol
@@ -101,7 +90,7 @@ async def handle(
                 heartbeat_s=route.heartbeat_s,
                 close_timeout_s=CLOSE_TIMEOUT_S,
                 screen=screen if screening else None,
-                count=count,
+                meter=hub.meter(label),
                 client_writing_paused=lambda: protocol.writing_paused,
                 request_id=call.request_id,
             )
@@ -117,6 +106,7 @@ async def handle(
             except Exception:
                 log.exception("WebSocket passthrough failed (request %s)", call.request_id)
                 closing = Closing("gateway", 1011, "internal gateway error")
+            call.bytes_in, call.bytes_out = relay.up.total, relay.down.total
             call.attributes["ws_close"] = f"{closing.by} {closing.code}"
             return response
         finally:

@@ -66,6 +66,10 @@ class SocketMeter:
         self._out.inc()
         self._out_bytes.observe(size)
 
+    def recorder(self, inbound: bool) -> Callable[[int], None]:
+        """`inbound` or `outbound`, looked up once (a relay holds it for the session)."""
+        return self.inbound if inbound else self.outbound
+
 
 class SocketHub:
     """Every open WebSocket session of this worker: per-client counts and a stop signal each."""
