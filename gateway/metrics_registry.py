@@ -49,6 +49,41 @@ REGISTRY = CollectorRegistry(auto_describe=True)  # what one worker exposes when
 # Read once, as prometheus-client itself does on import: the mode cannot change in a running process.
 _SHARED_DIR = os.environ.get(MULTIPROC_ENV) or None
 
+
+class _BeforeCollect(Collector):
+    """Runs the hooks that push tallies kept as plain numbers into the metrics, before any read.
+
+    Registered first, so that every collection of REGISTRY (a scrape, a test's `get_sample_value`)
+    runs the hooks before it reads a metric: the hot path adds to an int, the scrape does the rest.
+    """
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[], None]] = []
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterable[Metric]:
+        for hook in tuple(self.hooks):
+            hook()
+        return ()
+
+
+_BEFORE_COLLECT = _BeforeCollect()
+REGISTRY.register(_BEFORE_COLLECT)
+
+
+def before_collect(hook: Callable[[], None]) -> Callable[[], None]:
+    """Run `hook` before every collection of REGISTRY, until the returned function is called."""
+    _BEFORE_COLLECT.hooks.append(hook)
+
+    def remove() -> None:
+        if hook in _BEFORE_COLLECT.hooks:
+            _BEFORE_COLLECT.hooks.remove(hook)
+
+    return remove
+
+
 # --- metrics: the policies and the server write these ---------------------------------------------
 HTTP_REQUESTS = Counter(
     "portcullis_http_requests_total",

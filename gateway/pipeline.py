@@ -5,11 +5,17 @@ Phases, in a fixed order (Pingora's shape): `on_request(call)` in configured ord
 and `on_complete(call)`, which always runs, in reverse order, and sees the error if there was one.
 Policies are built once from config; the pipeline never changes after start-up (a reload builds a
 new one).
+
+A phase hook is either a coroutine function or a plain one that returns `None` when it decided
+without waiting, or an awaitable when it has to wait (the Redis limiter). The pipeline awaits only
+what is returned, so a policy that never waits costs one call per phase, not a coroutine made,
+started and finished: with four policies that is eight coroutines less per request.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,13 +35,15 @@ class Reply(Exception):
 
 
 class Policy(Protocol):
+    """Phase hooks return None (decided at once) or an awaitable the pipeline awaits."""
+
     name: str
 
-    async def on_request(self, call: Call) -> None: ...
+    def on_request(self, call: Call) -> Awaitable[None] | None: ...
 
-    async def on_message(self, call: Call, message: Any) -> None: ...
+    def on_message(self, call: Call, message: Any) -> Awaitable[None] | None: ...
 
-    async def on_complete(self, call: Call) -> None: ...
+    def on_complete(self, call: Call) -> Awaitable[None] | None: ...
 
     async def start(self) -> None: ...
 
@@ -66,11 +74,15 @@ class Pipeline:
 
     async def on_request(self, call: Call) -> None:
         for policy in self._requesters:
-            await policy.on_request(call)
+            pending = policy.on_request(call)
+            if pending is not None:
+                await pending
 
     async def on_message(self, call: Call, message: Any) -> None:
         for policy in self._messengers:
-            await policy.on_message(call, message)
+            pending = policy.on_message(call, message)
+            if pending is not None:
+                await pending
 
     async def start(self) -> None:
         """Open what policies hold (clients, files, background loops); called by the lifecycle."""
@@ -87,6 +99,8 @@ class Pipeline:
     async def on_complete(self, call: Call) -> None:
         for policy in self._completers:
             try:
-                await policy.on_complete(call)
+                pending = policy.on_complete(call)
+                if pending is not None:
+                    await pending
             except Exception:  # one broken observer must not hide the others or the response
                 log.exception("policy %s failed in on_complete", policy.name)

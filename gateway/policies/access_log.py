@@ -80,7 +80,7 @@ class AccessLog(BasePolicy):
             self._out.write(data)
             self._out.flush()
 
-    async def on_complete(self, call: Call) -> None:
+    def on_complete(self, call: Call) -> None:
         cfg = self.configs.for_call(call)
         if not cfg.enabled:
             return
@@ -120,8 +120,8 @@ def line(call: Call) -> dict[str, object]:
     }
     if call.error is not None:
         record["error"] = call.error.message
-    for key, value in call.attributes.items():
-        record[key] = value
+    if call.attributes:
+        record.update(call.attributes)
     return record
 
 

@@ -7,7 +7,7 @@ settings up: method, then service, then global (`RouteConfigs.for_call`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -30,8 +30,10 @@ class RouteConfigs(Generic[T]):
     by_route: Mapping[str, T] = field(default_factory=dict)  # "pkg.Service" or "pkg.Service.Method"
 
     def for_call(self, call: Call) -> T:
+        if not self.by_route:
+            return self.default
         method = call.method_name
-        if method is None or not self.by_route:
+        if method is None:
             return self.default
         found = self.by_route.get(method)
         if found is None and call.service is not None:
@@ -43,17 +45,21 @@ class RouteConfigs(Generic[T]):
 
 
 class BasePolicy:
-    """No-op phases; a policy overrides only the ones it needs."""
+    """No-op phases; a policy overrides only the ones it needs.
+
+    A phase hook may be `async def`, or a plain `def` returning None when it never waits (cheaper:
+    the pipeline makes no coroutine for it) or an awaitable when it sometimes does.
+    """
 
     name = "base"
 
-    async def on_request(self, call: Call) -> None:
+    def on_request(self, call: Call) -> Awaitable[None] | None:
         return None
 
-    async def on_message(self, call: Call, message: Any) -> None:
+    def on_message(self, call: Call, message: Any) -> Awaitable[None] | None:
         return None
 
-    async def on_complete(self, call: Call) -> None:
+    def on_complete(self, call: Call) -> Awaitable[None] | None:
         return None
 
     async def start(self) -> None:

@@ -2,13 +2,21 @@
 
 `on_request` counts the call in flight (from routing on: a request the router refused is counted
 only when it completes); `on_complete` counts it by route, method and status and observes its
-total and upstream latencies. Label children are resolved once per label tuple and kept in dicts,
-so a request costs a few dict look-ups, one increment and one or two observations, and formats no
-string. The metrics themselves are declared in `gateway.metrics_registry` and exposed at
-`/metrics` on the admin listener. List this policy first, so that it sees every rejection.
+total and upstream latencies. The metrics themselves are declared in `gateway.metrics_registry`
+and exposed at `/metrics` on the admin listener. List this policy first, so that it sees every
+rejection.
+
+One worker (no multiprocess directory): a request adds to plain ints and floats (`_Tally`, a
+bisect into the histogram's bounds) and formats no string, takes no lock; the tallies are pushed
+into the prometheus-client metrics right before any collection (`before_collect`), so a scrape is
+exact. Several workers: the scrape of worker 0 reads the other workers' files, which nothing would
+push at that moment, so every request writes through to prometheus-client at once.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
 
 from prometheus_client import Counter, Histogram
 from pydantic import Field
@@ -19,6 +27,8 @@ from gateway.metrics_registry import (
     HTTP_REQUESTS,
     HTTP_REQUESTS_IN_FLIGHT,
     UPSTREAM_DURATION,
+    before_collect,
+    multiprocess_dir,
 )
 from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 
@@ -33,47 +43,109 @@ class MetricsConfig(PolicyConfig):
     upstream_latency: bool = Field(True, description="Observe portcullis_upstream_duration_seconds.")
 
 
+class _Tally:
+    """Observations of one histogram child not yet pushed: per-bucket counts (non-cumulative) and sum.
+
+    `bisect_left` puts a value equal to a bound in that bound's bucket (`le` is inclusive), as
+    prometheus-client's own `observe` does; the last slot is `+Inf`.
+    """
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        self.bounds: tuple[float, ...] = tuple(child._upper_bounds)  # type: ignore[attr-defined]  # +Inf last
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def push(self) -> None:
+        # prometheus-client has no public "add n observations"; its child keeps one value per bucket
+        # (`_buckets`, non-cumulative, +Inf last) and `_sum`. The unit and integration tests compare
+        # scraped counts, sums and buckets with what was observed, so a change there fails them.
+        if self.total or any(self.counts):
+            buckets = self.child._buckets  # type: ignore[attr-defined]
+            for i, n in enumerate(self.counts):
+                if n:
+                    buckets[i].inc(n)
+                    self.counts[i] = 0
+            self.child._sum.inc(self.total)  # type: ignore[attr-defined]
+            self.total = 0.0
+
+
 class Metrics(BasePolicy):
     name = "metrics"
 
     def __init__(self, configs: RouteConfigs[MetricsConfig]) -> None:
         self.configs = configs
+        self._eager = multiprocess_dir() is not None
         self._in_flight: set[int] = set()  # ids of calls counted in flight, so only those are uncounted
-        self._requests: dict[tuple[str | None, str, int], Counter] = {}
-        self._durations: dict[str | None, Histogram] = {}
-        self._upstream: dict[tuple[str | None, str], Histogram] = {}
+        self._in_flight_pushed = 0
+        # Children resolved once per label tuple; counts as [pending, child] pairs.
+        self._requests: dict[tuple[str | None, str, int], list] = {}  # type: ignore[type-arg]
+        self._durations: dict[str | None, _Tally] = {}
+        self._upstream: dict[tuple[str | None, str], _Tally] = {}
+        self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
 
-    async def on_request(self, call: Call) -> None:
+    async def stop(self) -> None:
+        # A reload stops this pipeline while its last calls may still complete: they write through.
+        self.push()
+        self._eager = True
+        if self._remove_hook is not None:
+            self._remove_hook()
+            self._remove_hook = None
+
+    def push(self) -> None:
+        """Move every pending tally into the prometheus-client metrics."""
+        for entry in self._requests.values():
+            if entry[0]:
+                entry[1].inc(entry[0])
+                entry[0] = 0
+        for tally in self._durations.values():
+            tally.push()
+        for tally in self._upstream.values():
+            tally.push()
+        in_flight = len(self._in_flight)
+        if in_flight != self._in_flight_pushed:
+            HTTP_REQUESTS_IN_FLIGHT.inc(in_flight - self._in_flight_pushed)
+            self._in_flight_pushed = in_flight
+
+    def on_request(self, call: Call) -> None:
         if self.configs.for_call(call).enabled:
             self._in_flight.add(id(call))
-            HTTP_REQUESTS_IN_FLIGHT.inc()
+            if self._eager:
+                self.push()
 
-    async def on_complete(self, call: Call) -> None:
-        key = id(call)
-        if key in self._in_flight:
-            self._in_flight.discard(key)
-            HTTP_REQUESTS_IN_FLIGHT.dec()
+    def on_complete(self, call: Call) -> None:
+        self._in_flight.discard(id(call))
         cfg = self.configs.for_call(call)
-        if not cfg.enabled:
-            return
+        if cfg.enabled:
+            self._count(call, cfg)
+        if self._eager:
+            self.push()
+
+    def _count(self, call: Call, cfg: MetricsConfig) -> None:
         route = call.route
         method = call.method if route is not None or call.method in _METHODS else OTHER_METHOD
-        counter = self._requests.get((route, method, call.status))
-        if counter is None:
-            counter = self._requests[(route, method, call.status)] = HTTP_REQUESTS.labels(
-                route or UNMATCHED, method, str(call.status)
-            )
-        counter.inc()
+        key = (route, method, call.status)
+        entry = self._requests.get(key)
+        if entry is None:
+            child: Counter = HTTP_REQUESTS.labels(route or UNMATCHED, method, str(call.status))
+            entry = self._requests[key] = [0, child]
+        entry[0] += 1
         if cfg.latency:
             duration = self._durations.get(route)
             if duration is None:
-                duration = self._durations[route] = HTTP_REQUEST_DURATION.labels(route or UNMATCHED)
+                duration = self._durations[route] = _Tally(HTTP_REQUEST_DURATION.labels(route or UNMATCHED))
             duration.observe(call.elapsed_s)
         if cfg.upstream_latency and call.upstream is not None and call.upstream_s > 0.0:
             upstream = self._upstream.get((route, call.upstream))
             if upstream is None:
-                upstream = self._upstream[(route, call.upstream)] = UPSTREAM_DURATION.labels(
-                    route or UNMATCHED, call.upstream
+                upstream = self._upstream[(route, call.upstream)] = _Tally(
+                    UPSTREAM_DURATION.labels(route or UNMATCHED, call.upstream)
                 )
             upstream.observe(call.upstream_s)
 

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from gateway.call import Call
 from gateway.policies.auth import keystore
 from gateway.policies.auth.keystore import KeyFileError, KeyStore
-from gateway.policies.auth.principal import grant, protect, reject
+from gateway.policies.auth.principal import grant, protected, reject
 from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"  # an RFC 9110 token
@@ -83,6 +83,7 @@ class ApiKeyPolicy(BasePolicy):
             if cfg.key_file not in self.stores:
                 self.stores[cfg.key_file] = KeyStore(cfg.key_file)
         self._watchers: list[asyncio.Task[None]] = []
+        self._hidden: dict[int, frozenset[str]] = {}  # by id(cfg): the configs live as long as the policy
 
     async def start(self) -> None:
         interval = min(c.reload_interval_s for c in self.configs.all())
@@ -98,38 +99,47 @@ class ApiKeyPolicy(BasePolicy):
                 await task
         self._watchers.clear()
 
-    async def on_request(self, call: Call) -> None:
+    def on_request(self, call: Call) -> None:
         cfg = self.configs.for_call(call)
         if not cfg.enabled:
             return
-        if cfg.consumer_metadata:
-            protect(call, cfg.consumer_metadata)
+        hidden = self._hidden.get(id(cfg))
+        if hidden is None:
+            hidden = self._hidden[id(cfg)] = _hidden_headers(cfg)
+        call.hidden_headers.update(hidden)
         presented = None
         if cfg.header is not None:
             presented = call.headers.get(cfg.header)
-            if cfg.hide_credentials:
-                call.hidden_headers.add(cfg.header.lower())
         if cfg.query_param is not None:
             if presented is None:
                 presented = call.query.get(cfg.query_param)
             if cfg.hide_credentials:
                 call.hidden_query.add(cfg.query_param)
-        challenge = {"WWW-Authenticate": _challenge(cfg)}
         if not presented:
             if cfg.anonymous:
                 return
-            raise reject(call, "missing_credentials", "an API key is required", headers=challenge)
+            raise reject(call, "missing_credentials", "an API key is required", headers=_challenge(cfg))
         record, outcome = self.stores[cfg.key_file].index.lookup(presented.strip())
         if record is None:
             assert outcome != "ok"
-            raise reject(call, outcome, "invalid API key", headers=challenge)
+            raise reject(call, outcome, "invalid API key", headers=_challenge(cfg))
         call.attributes["api_key_id"] = record.id
         grant(call, record.consumer, frozenset(record.scopes), cfg.consumer_metadata, tier=record.tier)
 
 
-def _challenge(cfg: ApiKeyConfig) -> str:
+def _hidden_headers(cfg: ApiKeyConfig) -> frozenset[str]:
+    """Lower-case client headers never forwarded: what could forge the consumer metadata, and the key."""
+    names: set[str] = set()
+    if cfg.consumer_metadata:
+        names |= protected(cfg.consumer_metadata)
+    if cfg.header is not None and cfg.hide_credentials:
+        names.add(cfg.header.lower())
+    return frozenset(names)
+
+
+def _challenge(cfg: ApiKeyConfig) -> dict[str, str]:
     where = f'header="{cfg.header}"' if cfg.header else f'query="{cfg.query_param}"'
-    return f'ApiKey realm="portcullis", {where}'
+    return {"WWW-Authenticate": f'ApiKey realm="portcullis", {where}'}
 
 
 def build(configs: RouteConfigs[ApiKeyConfig]) -> ApiKeyPolicy:

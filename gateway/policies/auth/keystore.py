@@ -26,7 +26,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -197,10 +197,25 @@ def revoke(path: Path, key_id: str) -> KeyRecord:
 # --- the index the policy reads -----------------------------------------------------------------
 
 
+HITS_CACHED = 4096  # presented keys remembered per index; past it the cache starts over
+
+
 @dataclass(frozen=True, slots=True)
 class KeyIndex:
+    """Active keys by hash, and a cache of the keys presented and found, so a hit skips the SHA-256.
+
+    The cache lives in the index: a reload (a key revoked) swaps in a new index with an empty cache,
+    so a revoked key stops working at the same moment as without it. Only keys found active are
+    cached, so a flood of wrong keys cannot push out the good ones; it is bounded by `HITS_CACHED`
+    and cleared when full (a few thousand keys in use at once is far more than a gateway sees). The
+    presented keys it holds are in memory only, as they already are in every request's headers; a
+    dict lookup compares a key only with entries of the same (randomised) string hash, so its timing
+    tells nothing about stored keys.
+    """
+
     active: Mapping[str, KeyRecord]  # by hash
     revoked: frozenset[str]  # hashes, only to tell "revoked" from "unknown" in logs and metrics
+    _hits: dict[str, KeyRecord] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, keys: KeyFile) -> KeyIndex:
@@ -210,6 +225,9 @@ class KeyIndex:
         )
 
     def lookup(self, presented: str) -> tuple[KeyRecord | None, Literal["ok", "unknown_key", "revoked_key"]]:
+        hit = self._hits.get(presented)
+        if hit is not None:
+            return hit, "ok"
         if len(presented) > MAX_KEY_CHARS:
             return None, "unknown_key"
         digest = hash_key(presented)
@@ -218,6 +236,9 @@ class KeyIndex:
         # still confirmed with a constant-time comparison of the two hashes.
         record = self.active.get(digest)
         if record is not None and hmac.compare_digest(record.hash, digest):
+            if len(self._hits) >= HITS_CACHED:
+                self._hits.clear()
+            self._hits[presented] = record
             return record, "ok"
         return None, "revoked_key" if digest in self.revoked else "unknown_key"
 

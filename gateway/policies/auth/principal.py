@@ -40,15 +40,20 @@ Reason = Literal[
 ]
 
 
+def protected(key: str) -> frozenset[str]:
+    """The client headers that would arrive upstream as metadata `key`."""
+    return frozenset((key, "grpc-metadata-" + key))
+
+
 def protect(call: Call, key: str) -> None:
     """Never forward a client header that would arrive upstream as metadata `key`."""
-    call.hidden_headers.add(key)
-    call.hidden_headers.add("grpc-metadata-" + key)
+    call.hidden_headers.update(protected(key))
 
 
 def set_metadata(call: Call, key: str, value: str) -> None:
     """Metadata for the backend, replacing what an earlier auth policy set under the same key."""
-    call.upstream_metadata[:] = [(k, v) for k, v in call.upstream_metadata if k != key]
+    if call.upstream_metadata:
+        call.upstream_metadata[:] = [(k, v) for k, v in call.upstream_metadata if k != key]
     call.upstream_metadata.append((key, value))
 
 

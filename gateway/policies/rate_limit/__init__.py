@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -210,15 +211,27 @@ class _Plan:
         if self.trusted is not None:
             ip = self.trusted.client_address(ip, forwarded_for(call.headers))
         out = []
+        consumer, route, headers = call.consumer, call.method_name, call.headers
         for lim in self.limits:
-            burst, rate = lim.tiers.get(tier, (lim.burst, lim.rate)) if tier else (lim.burst, lim.rate)
-            key = "|".join(key_part(p, call.consumer, call.method_name, call.headers, ip) for p in lim.parts)
-            out.append(Bucket(lim.name, f"{lim.name}:{key}", burst, rate))
+            burst, rate = lim.tiers.get(tier, (lim.burst, lim.rate)) if tier and lim.tiers else (lim.burst, lim.rate)
+            parts = lim.parts
+            if len(parts) == 1:
+                key = key_part(parts[0], consumer, route, headers, ip)
+            else:
+                key = "|".join([key_part(p, consumer, route, headers, ip) for p in parts])
+            out.append(Bucket(lim.name, lim.name + ":" + key, burst, rate))
         return out
 
 
 def _ceil_s(seconds: float) -> int:
     return max(0, math.ceil(seconds - 1e-9))  # 2.0000000001 s of float noise is still 2
+
+
+_TEXTS = tuple(str(n) for n in range(1024))  # header values formatted once: most counts are small
+
+
+def _text(n: int) -> str:
+    return _TEXTS[n] if 0 <= n < 1024 else str(n)
 
 
 class RateLimit(BasePolicy):
@@ -241,22 +254,29 @@ class RateLimit(BasePolicy):
     async def stop(self) -> None:
         await self.backend.stop()
 
-    async def on_request(self, call: Call) -> None:
+    def on_request(self, call: Call) -> Awaitable[None] | None:
         plan = self._plans[id(self.configs.for_call(call))]
         if not plan.enabled or not plan.limits:
-            return
+            return None
         take_now = self._take_now
-        if take_now is not None:
-            verdict: Verdict | None = take_now(plan.buckets(call))
-        else:
-            verdict = await self._decide(call, plan, plan.buckets(call))
+        if take_now is not None:  # in process: decided now, no coroutine made
+            self._apply(call, plan, take_now(plan.buckets(call)))
+            return None
+        return self._ask(call, plan, plan.buckets(call))
+
+    async def _ask(self, call: Call, plan: _Plan, buckets: list[Bucket]) -> None:
+        self._apply(call, plan, await self._decide(call, plan, buckets))
+
+    def _apply(self, call: Call, plan: _Plan, verdict: Verdict | None) -> None:
+        """Headers for a decided request; raise the 429 for a refused one."""
         if verdict is None:
             return
         lv = verdict.binding()
         if plan.headers:
-            call.response_headers["RateLimit-Limit"] = str(lv.burst)
-            call.response_headers["RateLimit-Remaining"] = str(lv.remaining)
-            call.response_headers["RateLimit-Reset"] = str(_ceil_s(lv.reset_s))
+            headers = call.response_headers
+            headers["RateLimit-Limit"] = _text(lv.burst)
+            headers["RateLimit-Remaining"] = _text(lv.remaining)
+            headers["RateLimit-Reset"] = _text(_ceil_s(lv.reset_s))
         if verdict.allowed:
             return
         retry = max(1, _ceil_s(lv.retry_after_s))

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+# NamedTuples rather than frozen dataclasses: a few are made per request, and a frozen dataclass's
+# __init__ sets each field through object.__setattr__, several times slower than a tuple.
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
+class Bucket(NamedTuple):
     """One limit applied to one request: where its state lives and its (tier-resolved) parameters."""
 
     limit: str  # the limit's name, reported in errors and metrics
@@ -30,8 +31,7 @@ class Bucket:
     rate: float  # tokens per second
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
+class Level(NamedTuple):
     """What one bucket looks like after the decision."""
 
     limit: str
@@ -41,16 +41,18 @@ class Level:
     retry_after_s: float  # seconds until it holds one token (0 if it holds one now)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     levels: tuple[Level, ...]
 
     def binding(self) -> Level:
         """The level to report: the limit that refused (the longest wait), else the lowest remaining."""
+        levels = self.levels
+        if len(levels) == 1:
+            return levels[0]
         if not self.allowed:
-            return max((lv for lv in self.levels if lv.retry_after_s > 0), key=lambda lv: lv.retry_after_s)
-        return min(self.levels, key=lambda lv: (lv.remaining, -lv.reset_s))
+            return max((lv for lv in levels if lv.retry_after_s > 0), key=lambda lv: lv.retry_after_s)
+        return min(levels, key=lambda lv: (lv.remaining, -lv.reset_s))
 
 
 class Backend(Protocol):

@@ -43,6 +43,24 @@ class LocalBackend:
     def take_now(self, buckets: Sequence[Bucket]) -> Verdict:
         now = self.clock()
         store = self._buckets
+        if len(buckets) == 1:  # the common case, without the lists
+            b = buckets[0]
+            state = store.get(b.key)
+            if state is None:
+                tk = float(b.burst)
+            else:
+                store.move_to_end(b.key)
+                tk = refill(state[0], state[1], now, b.burst, b.rate)
+            if tk >= 1.0:
+                tk -= 1.0
+                full_at = now + full_after(tk, b.burst, b.rate)
+                if state is None:
+                    store[b.key] = [tk, now, full_at]
+                else:
+                    state[0], state[1], state[2] = tk, now, full_at
+                self._sweep(now)
+                return Verdict(True, (level(b.limit, tk, b.burst, b.rate),))
+            return Verdict(False, (level(b.limit, tk, b.burst, b.rate),))
         tokens: list[float] = []
         for b in buckets:
             state = store.get(b.key)

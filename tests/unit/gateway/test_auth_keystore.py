@@ -119,6 +119,29 @@ def test_key_file_round_trip(tmp_path: Path, keys: KeyFile, suffix: str) -> None
     assert keystore.parse(keystore.render(keys, path), path) == keys
 
 
+def test_a_cached_key_stops_working_when_revoked_and_only_good_keys_are_cached(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    key, record = keystore.add(path, "alice")
+    store = KeyStore(path)
+    for _ in range(3):
+        assert store.index.lookup(key) == (record, "ok")  # the first hashes, the next hit the cache
+    assert store.index.lookup("pk_wrong") == (None, "unknown_key")
+    assert list(store.index._hits) == [key]  # a wrong key is never remembered
+    keystore.revoke(path, record.id)
+    assert store.refresh() is True
+    assert store.index.lookup(key) == (None, "revoked_key")
+
+
+def test_the_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keystore, "HITS_CACHED", 2)
+    path = tmp_path / "keys.yaml"
+    keys = [keystore.add(path, f"c{i}")[0] for i in range(3)]
+    index = KeyIndex.of(keystore.read(path))
+    for key in keys:
+        assert index.lookup(key)[1] == "ok"
+    assert len(index._hits) <= 2 and all(index.lookup(k)[1] == "ok" for k in keys)
+
+
 def test_store_reloads_on_change_and_keeps_the_last_good_index(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                                                 ) -> None:
     path = tmp_path / "keys.yaml"

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.call import Call
 from gateway.config import GatewayConfig
-from gateway.metrics_registry import REGISTRY, render
+from gateway.metrics_registry import REGISTRY, UPSTREAM_DURATION, render
 from gateway.policies import PolicyConfigError, build_pipeline
 from gateway.policies.base import RouteConfigs
 from gateway.policies.metrics import Metrics, MetricsConfig
@@ -38,11 +38,11 @@ async def test_a_call_is_counted_timed_and_released() -> None:
     in_flight = value("portcullis_http_requests_in_flight")
     calls = [make_call(route=ROUTE, service="unit.v1.MetricsService", upstream="unit") for _ in range(3)]
     for call in calls:
-        await policy.on_request(call)
+        policy.on_request(call)
     assert value("portcullis_http_requests_in_flight") == in_flight + 3
     for call in calls:
         call.status, call.upstream_s = 200, 0.25
-        await policy.on_complete(call)
+        policy.on_complete(call)
     assert value("portcullis_http_requests_in_flight") == in_flight
     assert value("portcullis_http_requests_total", **labels) == before + 3
     assert value("portcullis_http_request_duration_seconds_count", route=ROUTE) == durations + 3
@@ -58,7 +58,7 @@ async def test_unrouted_calls_use_bounded_labels_and_are_never_in_flight() -> No
     other = value("portcullis_http_requests_total", route="unmatched", method="OTHER", status="404")
     get = value("portcullis_http_requests_total", route="unmatched", method="GET", status="404")
     for method in ("BREW", "WHATEVER", "GET"):
-        await policy.on_complete(make_call(method=method, status=404))  # on_request never ran: no route
+        policy.on_complete(make_call(method=method, status=404))  # on_request never ran: no route
     assert value("portcullis_http_requests_in_flight") == in_flight
     assert (
         value("portcullis_http_requests_total", route="unmatched", method="OTHER", status="404") == other + 2
@@ -77,16 +77,53 @@ async def test_no_upstream_time_no_upstream_observation_and_disabled_routes() ->
     fast = make_call(route="unit.v1.Fast.Get", service="unit.v1.Fast", upstream="unit", status=200)
     in_flight = value("portcullis_http_requests_in_flight")
     for call in (rejected, quiet, fast):
-        await policy.on_request(call)
+        policy.on_request(call)
     assert value("portcullis_http_requests_in_flight") == in_flight + 2  # the quiet route is not counted
     for call in (rejected, quiet, fast):
-        await policy.on_complete(call)
+        policy.on_complete(call)
     assert value("portcullis_http_requests_in_flight") == in_flight
     assert value("portcullis_http_requests_total", route="unit.v1.Loud.Get", method="GET", status="401") == 1
     assert value("portcullis_upstream_duration_seconds_count", route="unit.v1.Loud.Get", upstream="unit") == 0
     assert value("portcullis_http_requests_total", route="unit.v1.Quiet.Get", method="GET", status="200") == 0
     assert value("portcullis_http_requests_total", route="unit.v1.Fast.Get", method="GET", status="200") == 1
     assert value("portcullis_http_request_duration_seconds_count", route="unit.v1.Fast.Get") == 0
+
+
+def test_tallied_observations_land_in_the_buckets_observe_would_use() -> None:
+    # One worker: a request adds to plain numbers, pushed before any read; the buckets must match
+    # prometheus-client's own `observe` (le is inclusive, +Inf catches the rest).
+    route = "unit.v1.Buckets.Get"
+    policy = Metrics(RouteConfigs(MetricsConfig()))
+    reference = UPSTREAM_DURATION.labels(route, "reference")
+    for seconds in (0.001, 0.0010001, 0.25, 0.0, 31.0, 7.5):
+        call = make_call(route=route, service="unit.v1.Buckets", upstream="unit", status=200, upstream_s=seconds)
+        policy.on_request(call)
+        policy.on_complete(call)
+        if seconds > 0.0:
+            reference.observe(seconds)
+    for le in ("0.001", "0.0025", "0.25", "5.0", "10.0", "30.0", "+Inf"):
+        mine = value("portcullis_upstream_duration_seconds_bucket", route=route, upstream="unit", le=le)
+        ref = value("portcullis_upstream_duration_seconds_bucket", route=route, upstream="reference", le=le)
+        assert mine == ref, le
+    assert value("portcullis_upstream_duration_seconds_sum", route=route, upstream="unit") == pytest.approx(
+        0.001 + 0.0010001 + 0.25 + 31.0 + 7.5
+    )
+    assert value("portcullis_upstream_duration_seconds_bucket", route=route, upstream="unit", le="+Inf") == 5
+
+
+async def test_a_stopped_policy_pushes_what_it_holds_and_then_writes_through() -> None:
+    route = "unit.v1.Stopped.Get"
+    policy = Metrics(RouteConfigs(MetricsConfig()))
+    labels = {"route": route, "method": "GET", "status": "200"}
+    first, late = make_call(route=route, status=200), make_call(route=route, status=200)
+    policy.on_request(first)
+    policy.on_request(late)
+    policy.on_complete(first)
+    await policy.stop()  # a reload: this pipeline is done, but `late` is still running
+    assert REGISTRY.get_sample_value("portcullis_http_requests_total", labels) == 1
+    policy.on_complete(late)  # no collection hook any more: counted at once
+    assert REGISTRY.get_sample_value("portcullis_http_requests_total", labels) == 2
+    assert value("portcullis_http_request_duration_seconds_count", route=route) == 2
 
 
 def test_render_exposes_every_family_and_upstream_health() -> None:

@@ -1,0 +1,83 @@
+"""The pipeline runner: plain and coroutine hooks, phase order, and failing observers (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+import pytest
+
+from gateway.call import Call
+from gateway.pipeline import Pipeline
+from gateway.policies.base import BasePolicy
+
+
+class Recorder(BasePolicy):
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name = name
+        self.seen = seen
+
+
+class Plain(Recorder):
+    """Never waits: plain hooks returning None."""
+
+    def on_request(self, call: Call) -> None:
+        self.seen.append(f"{self.name}.request")
+
+    def on_complete(self, call: Call) -> None:
+        self.seen.append(f"{self.name}.complete")
+        raise RuntimeError("observer broke")
+
+
+class Sometimes(Recorder):
+    """Plain hooks that return an awaitable when they have to wait (the Redis limiter's shape)."""
+
+    def on_request(self, call: Call) -> Awaitable[None] | None:
+        if call.path == "/wait":
+            return self._later(call)
+        self.seen.append(f"{self.name}.request now")
+        return None
+
+    async def _later(self, call: Call) -> None:
+        await asyncio.sleep(0)
+        self.seen.append(f"{self.name}.request later")
+        raise ValueError("refused after waiting")
+
+
+class Async(Recorder):
+    async def on_request(self, call: Call) -> None:
+        await asyncio.sleep(0)
+        self.seen.append(f"{self.name}.request")
+
+    async def on_complete(self, call: Call) -> None:
+        self.seen.append(f"{self.name}.complete")
+
+
+def call(path: str = "/") -> Call:
+    return Call(request_id="r", method="GET", path=path, client_ip="127.0.0.1")
+
+
+async def test_plain_and_coroutine_hooks_run_in_order_and_completes_in_reverse() -> None:
+    seen: list[str] = []
+    pipeline = Pipeline((Plain("a", seen), Sometimes("b", seen), Async("c", seen)))
+    await pipeline.on_request(call())
+    assert seen == ["a.request", "b.request now", "c.request"]
+    seen.clear()
+    await pipeline.on_complete(call())  # a's hook raises: logged, and every other observer still runs
+    assert seen == ["c.complete", "a.complete"]
+
+
+async def test_a_returned_awaitable_is_awaited_and_its_error_stops_the_phase() -> None:
+    seen: list[str] = []
+    pipeline = Pipeline((Plain("a", seen), Sometimes("b", seen), Async("c", seen)))
+    with pytest.raises(ValueError, match="refused after waiting"):
+        await pipeline.on_request(call("/wait"))
+    assert seen == ["a.request", "b.request later"]
+
+
+def test_no_op_phases_are_skipped() -> None:
+    seen: list[str] = []
+    plain, timed = Plain("a", seen), Async("c", seen)
+    pipeline = Pipeline((plain, timed))
+    assert pipeline._messengers == ()
+    assert pipeline._completers == (timed, plain)
