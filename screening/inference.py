@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -40,9 +40,10 @@ class _Silent:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Scores:
-    """Scores of one request's rows, by the model that made them, and the shadow's if one ran."""
+class Scores(NamedTuple):
+    """Scores of one request's rows, by the model that made them, and the shadow's if one ran.
+
+    (A named tuple: one is made per request, and a tuple is the cheapest immutable value.)"""
 
     model: LoadedModel
     values: np.ndarray  # [rows, 3]: score, attack probability, anomaly
@@ -136,6 +137,13 @@ class Scorer:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
             raise ScoringError(f"scoring took longer than {timeout_s * 1000:.0f} ms") from None
+
+    def score_now(self, rows: np.ndarray, model: LoadedModel) -> Scores | None:
+        """In `inline` mode, the scores right away (no coroutine, no task); None in `batch` mode,
+        where the caller awaits `score` instead. Raises `ScoringError` as `score` does."""
+        if self.mode == "inline" or self._executor is None:
+            return self._run(rows, model, self.shadow)
+        return None
 
     def _run(self, rows: np.ndarray, model: LoadedModel, shadow: LoadedModel | None) -> Scores:
         started = time.perf_counter()

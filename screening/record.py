@@ -5,6 +5,13 @@ path, query pairs, a few selected headers, and the leaves of a JSON body or mess
 paths (`body.user.name`, `body.tags[]`). It is a frozen value, cheap to build and to serialise, and
 it is what training data, evaluation data, `explain` and the gateway all hand to the features.
 
+`from_request` is the one way a live request becomes a record: the gateway calls it with the
+request message it built (a protobuf message, or JSON bytes or text for a WebSocket frame), and
+`portcullis screening explain` calls it with the same message, so both score the same record. It
+walks a protobuf message directly (no intermediate dict) and names its leaves as the message's
+proto3 JSON would (`labels.user`, enums by name), so a message and the JSON object it was parsed
+from give the same leaves.
+
 Work is bounded when a record is made: at most `MAX_FIELDS` leaves and `MAX_TOTAL_CHARS` of text,
 walked iteratively (no recursion limit to hit on a deeply nested body), and each value cut to
 `MAX_VALUE_CHARS` (head and tail kept, since an attack can hide after padding). What is left out is
@@ -15,7 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 MAX_FIELDS = 256  # leaves taken from one body or message; the rest are counted, not screened
 MAX_VALUE_CHARS = 4096  # per value; longer ones keep their first 3 KiB and last 1 KiB
@@ -25,9 +38,11 @@ _HEAD, _TAIL = 3072, 1024
 SCREENED_HEADERS = ("user-agent", "referer", "x-forwarded-for", "x-api-version", "cookie", "content-type")
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One screened value: where it came from (`path`, `query`, `header`, `body`, `ws`) and its key."""
+class Field(NamedTuple):
+    """One screened value: where it came from (`path`, `query`, `header`, `body`, `ws`) and its key.
+
+    A named tuple rather than a dataclass: a request makes one per value, and a tuple is the
+    cheapest immutable object Python builds."""
 
     location: str
     key: str
@@ -51,11 +66,12 @@ class RequestRecord:
 
     def fields(self) -> list[Field]:
         """Every screened value, path first; keys are part of the value space (attacks hide in keys)."""
-        out = [Field("path", "", self.path)]
-        out.extend(Field("query", k, v) for k, v in self.query)
-        out.extend(Field("header", k, v) for k, v in self.headers)
-        out.extend(Field("body", k, v) for k, v in self.body)
-        out.extend(Field("ws", k, v) for k, v in self.messages)
+        make = Field._make
+        out = [make(("path", "", self.path))]
+        out += [make(("query", k, v)) for k, v in self.query]
+        out += [make(("header", k, v)) for k, v in self.headers]
+        out += [make(("body", k, v)) for k, v in self.body]
+        out += [make(("ws", k, v)) for k, v in self.messages]
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -159,3 +175,168 @@ def from_parts(
         body_leaves, dropped = leaves(body)
     query_pairs = tuple((clip(k), clip(v)) for k, v in query)[:MAX_FIELDS]
     return RequestRecord(method.upper(), clip(path), query_pairs, picked, tuple(body_leaves), (), dropped)
+
+
+# --- the serving path: a record straight from a request message ------------------------------------------
+_SCALAR, _ENUM, _BYTES, _MESSAGE, _MAP, _JSON = range(6)
+_KINDS: dict[FieldDescriptor, tuple[int, bool, Any, int]] = {}
+_KINDS_MAX = 8192  # descriptors are finite, but a reloaded descriptor pool brings new ones
+
+
+def _kind(field: FieldDescriptor) -> tuple[int, bool, Any, int]:
+    """(kind, repeated, map value field, map value kind) of a field, computed once per descriptor."""
+    found = _KINDS.get(field)
+    if found is not None:
+        return found
+    repeated = bool(field.is_repeated)
+    message_type = field.message_type
+    value_field: Any = None
+    value_kind = _SCALAR
+    if message_type is not None and message_type.GetOptions().map_entry:
+        kind, repeated = _MAP, False
+        value_field = message_type.fields_by_name["value"]
+        value_kind = _kind(value_field)[0]
+    elif message_type is not None:
+        # Well-known types (Struct, Timestamp, wrappers...) have a JSON form of their own.
+        kind = _JSON if message_type.full_name.startswith("google.protobuf.") else _MESSAGE
+    elif field.type == FieldDescriptor.TYPE_ENUM:
+        kind = _ENUM
+    elif field.type == FieldDescriptor.TYPE_BYTES:
+        kind = _BYTES
+    else:
+        kind = _SCALAR
+    if len(_KINDS) >= _KINDS_MAX:
+        _KINDS.clear()
+    found = _KINDS[field] = (kind, repeated, value_field, value_kind)
+    return found
+
+
+def _convert(field: FieldDescriptor, kind: int, value: Any) -> Any:
+    """A protobuf field value as the walker's node: messages stay messages, the rest become JSON-like."""
+    if kind == _ENUM:
+        named = field.enum_type.values_by_number.get(value)
+        return named.name if named is not None else value
+    if kind == _BYTES:
+        return bytes(value[:MAX_VALUE_CHARS]).decode("utf-8", "replace")
+    if kind == _JSON:
+        return json_format.MessageToDict(value, preserving_proto_field_name=True)
+    return value
+
+
+def message_leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> tuple[list[tuple[str, str]], int]:
+    """`leaves` of a document that may hold protobuf messages, walked directly (no dict made first).
+
+    A message gives the leaves its proto3 JSON object would (set fields only, map keys as object
+    keys, enums by name), in field order.
+    """
+    out: list[tuple[str, str]] = []
+    dropped = 0
+    budget = MAX_TOTAL_CHARS
+    stack: list[tuple[str, Any]] = [(prefix, document)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, Message):
+            fields = node.ListFields()
+            for field, value in reversed(fields):
+                kind, repeated, value_field, value_kind = _kind(field)
+                name = field.name
+                child = f"{path}.{name}" if path else name
+                if kind == _MAP:
+                    if value_kind == _SCALAR:
+                        stack.append((child, dict(value.items())))
+                    else:
+                        stack.append((child, {k: _convert(value_field, value_kind, v) for k, v in value.items()}))
+                elif kind == _SCALAR or kind == _MESSAGE:
+                    stack.append((child, list(value) if repeated else value))
+                elif repeated:
+                    stack.append((child, [_convert(field, kind, v) for v in value]))
+                else:
+                    stack.append((child, _convert(field, kind, value)))
+        elif isinstance(node, dict):
+            for key, value in reversed(list(node.items())):
+                key_text = str(key)
+                if _plain_key(key_text):
+                    stack.append((f"{path}.{key_text}" if path else key_text, value))
+                    continue
+                if len(out) < limit:
+                    out.append((f"{path}#" if path else "#", clip(key_text)))
+                else:
+                    dropped += 1
+                stack.append((f"{path}.?" if path else "?", value))
+        elif isinstance(node, list):
+            child = f"{path}[]"
+            stack.extend((child, item) for item in reversed(node))
+        elif len(out) < limit and budget > 0:
+            text = clip(_text(node))[:budget]
+            budget -= len(text)
+            out.append((path, text))
+        else:
+            dropped += 1
+    return out, dropped
+
+
+def body_leaves(message: Any) -> tuple[list[tuple[str, str]], int]:
+    """The leaves of a request message: a protobuf message, JSON bytes or text (else plain text), a
+    parsed JSON document, or None."""
+    if message is None:
+        return [], 0
+    if isinstance(message, bytes | bytearray | memoryview):
+        raw = bytes(message)
+        if not raw:
+            return [], 0
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            message = raw[: MAX_VALUE_CHARS * 2].decode("utf-8", "replace")
+    elif isinstance(message, str):
+        try:
+            message = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            pass
+    return message_leaves(message)
+
+
+@lru_cache(maxsize=64)
+def _wanted(screened_headers: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
+    names = tuple(dict.fromkeys(h.lower() for h in screened_headers))
+    return names, frozenset(names)
+
+
+def pick_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]], screened_headers: Iterable[str] = SCREENED_HEADERS
+) -> tuple[tuple[str, str], ...]:
+    """The screened headers, lower-cased and clipped, in `screened_headers` order (then request order)."""
+    names, wanted = _wanted(tuple(screened_headers))
+    getall = getattr(headers, "getall", None)
+    if getall is not None:  # a case-insensitive multidict (aiohttp's request headers)
+        out = []
+        for name in names:
+            out += [(name, clip(value)) for value in getall(name, ())]
+        return tuple(out)
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    found = [(k.lower(), v) for k, v in items if k.lower() in wanted]
+    order = {name: i for i, name in enumerate(names)}
+    found.sort(key=lambda pair: order[pair[0]])
+    return tuple((k, clip(v)) for k, v in found)
+
+
+def from_request(
+    method: str,
+    path: str,
+    query: Iterable[tuple[str, str]] = (),
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    message: Any = None,
+    screened_headers: Iterable[str] = SCREENED_HEADERS,
+) -> RequestRecord:
+    """The record of a request as the gateway screens it: its decoded path and query, its screened
+    headers, and the leaves of its request message (see `body_leaves`). `explain` uses it too."""
+    body, dropped = body_leaves(message)
+    query_pairs = tuple([(clip(k), clip(v)) for k, v in query][:MAX_FIELDS])
+    return RequestRecord(method.upper(), clip(path), query_pairs, pick_headers(headers, screened_headers),
+                         tuple(body), (), dropped)
+
+
+def from_message(method: str, path: str, message: Any) -> RequestRecord:
+    """The record of one stream or WebSocket message after the first: its leaves (as `ws.<path>`) alone."""
+    leaves_, dropped = body_leaves(message)
+    return RequestRecord(method.upper(), clip(path), (), (), (), tuple(leaves_), dropped)

@@ -206,7 +206,7 @@ class Screening(BasePolicy):
             self._streams.add(id(call))
             started = time.perf_counter()
             try:
-                head = record.from_parts(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
+                head = record.from_request(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
                 await self._screen(call, cfg, head, stream=False)
             finally:
                 self._took(call, time.perf_counter() - started)
@@ -220,15 +220,13 @@ class Screening(BasePolicy):
             return
         started = time.perf_counter()
         try:
-            body = _document(message)
             if key in self._pending:
                 self._pending.discard(key)
-                head = record.from_parts(call.method, call.path, call.query.items(), call.headers, body, cfg.headers)
-                await self._screen(call, cfg, head, stream=False)
+                rec = record.from_request(call.method, call.path, call.query.items(), call.headers, message,
+                                          cfg.headers)
+                await self._screen(call, cfg, rec, stream=False)
             else:
-                leaves, dropped = record.leaves(body) if body is not None else ([], 0)
-                message_record = record.RequestRecord(call.method, call.path, (), (), (), tuple(leaves), dropped)
-                await self._screen(call, cfg, message_record, stream=True)
+                await self._screen(call, cfg, record.from_message(call.method, call.path, message), stream=True)
         finally:
             self._took(call, time.perf_counter() - started)
 
@@ -244,34 +242,46 @@ class Screening(BasePolicy):
             self._fallback(call, cfg, route, "unavailable")
             return
         model = scorer.active  # read once: a swap during this request does not change its model
-        rows, thresholds, row_values = self._rows(rec, cfg, model)
-        if not rows:
-            self._decide(route, "skip")
-            return
+        threshold = cfg.threshold or model.manifest.threshold
+        if cfg.fields:
+            rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
+            if not rows:
+                self._decide(route, "skip")
+                return
+            X = np.stack(rows)
+        else:  # the common case: one row, the whole request against the route's threshold
+            values = features.field_values(rec)
+            X = features.combine(features.field_vectors(values), rec.dropped)[None, :]
+            thresholds, row_values = [threshold], [values]
         try:
-            scores = await scorer.score(np.stack(rows), model, cfg.timeout_ms / 1000)
+            scores = scorer.score_now(X, model)
+            if scores is None:
+                scores = await scorer.score(X, model, cfg.timeout_ms / 1000)
         except ScoringError as exc:
             self._fallback(call, cfg, route, "timeout" if "longer than" in str(exc) else "error", str(exc))
             return
-        values = scores.values[:, 0]
-        over = values >= np.asarray(thresholds)
-        worst = int(np.argmax(values - np.asarray(thresholds)))
-        score = float(values.max())
-        verdict = "allow" if not over.any() else ("block" if cfg.mode == "block" else "flag")
+        column = scores.values[:, 0]
+        if len(thresholds) == 1:
+            worst, score = 0, float(column[0])
+            flagged = score >= threshold
+        else:
+            margins = column - np.asarray(thresholds)
+            worst, score = int(np.argmax(margins)), float(column.max())
+            flagged = bool((margins >= 0).any())
+        verdict = "allow" if not flagged else ("block" if cfg.mode == "block" else "flag")
         note: dict[str, Any] = {"verdict": verdict, "score": round(score, 4), "threshold": round(thresholds[worst], 4),
                                 "model": model.key}
         if verdict != "allow":
             # Named features (the hashed n-grams resolved against this request's values) for the log
             # and for the reason category; allowed requests log the cheaper unresolved names.
-            top = features.top_contributions(rows[worst], model.weights, max(cfg.top_features, 12), row_values[worst],
+            top = features.top_contributions(X[worst], model.weights, max(cfg.top_features, 12), row_values[worst],
                                              model.baseline)
             note["top_features"] = [name for name, _ in top[: cfg.top_features]]
             note["category"] = category([name for name, _ in top])
         elif cfg.top_features:
-            top = features.top_contributions(rows[worst], model.weights, cfg.top_features, None, model.baseline)
-            note["top_features"] = [name for name, _ in top]
+            note["top_features"] = [name for name, _ in model.top_features(X[worst], cfg.top_features)]
         if scores.shadow is not None and scores.shadow_values is not None:
-            self._compare_shadow(call, route, scores, over, note)
+            self._compare_shadow(call, route, scores, flagged, note)
         previous = call.attributes.get("screening")
         if previous is None or previous.get("score", 0) <= note["score"]:
             call.attributes["screening"] = note
@@ -284,50 +294,18 @@ class Screening(BasePolicy):
                 raise GatewayError(grpc.StatusCode.PERMISSION_DENIED, f"message blocked by screening ({reason})")
             raise Reply(403, {"Content-Type": "application/problem+json"}, problem(call.request_id, reason))
 
-    def _rows(self, rec: record.RequestRecord, cfg: ScreeningConfig, model: LoadedModel,
-              ) -> tuple[list[np.ndarray], list[float], list[list[str]]]:
-        """Feature rows: the request without its special fields, then one row per field with its own threshold."""
-        threshold = cfg.threshold or model.manifest.threshold
-        if not cfg.fields:
-            values = features.field_values(rec)
-            return [features.combine(features.field_vectors(values), rec.dropped)], [threshold], [values]
-        main: list[str] = []
-        own: list[tuple[str, float]] = []
-        for field in rec.fields():
-            rule = cfg.fields.get(field.name)
-            if rule is None:
-                main.append(field.value)
-                if field.location == "query" and not features._plain(field.key):
-                    main.append(field.key)
-            elif rule.skip:
-                continue
-            elif rule.threshold is not None:
-                own.append((field.value, rule.threshold))
-            else:
-                main.append(field.value)
-        rows, thresholds, row_values = [], [], []
-        if main:
-            rows.append(features.combine(features.field_vectors(main), rec.dropped))
-            thresholds.append(threshold)
-            row_values.append(main)
-        for value, field_threshold in own:
-            rows.append(features.combine(features.field_vectors([value])))
-            thresholds.append(field_threshold)
-            row_values.append([value])
-        return rows, thresholds, row_values
-
-    def _compare_shadow(self, call: Call, route: str, scores: Scores, over: np.ndarray, note: dict[str, Any]) -> None:
+    def _compare_shadow(self, call: Call, route: str, scores: Scores, flagged: bool, note: dict[str, Any]) -> None:
         assert scores.shadow is not None and scores.shadow_values is not None
         shadow_threshold = scores.shadow.manifest.threshold
         shadow_over = bool((scores.shadow_values[:, 0] >= shadow_threshold).any())
         self.shadow_scored += 1
         note["shadow"] = {"model": scores.shadow.key, "score": round(float(scores.shadow_values[:, 0].max()), 4)}
-        if shadow_over != bool(over.any()):
+        if shadow_over != flagged:
             self.shadow_disagreements += 1
             SCREENING_SHADOW_DISAGREEMENTS.labels(route).inc()
             note["shadow"]["disagrees"] = True
             log.info("request %s on %s: shadow %s %s, active %s %s", call.request_id, route, scores.shadow.key,
-                     "flags" if shadow_over else "allows", scores.model.key, "flags" if over.any() else "allows")
+                     "flags" if shadow_over else "allows", scores.model.key, "flags" if flagged else "allows")
 
     def _fallback(self, call: Call, cfg: ScreeningConfig, route: str, reason: str, detail: str = "") -> None:
         outcome = "allowed" if cfg.fail_open or cfg.mode == "monitor" else "refused"
@@ -397,8 +375,40 @@ def problem(request_id: str, reason: str) -> bytes:
     })
 
 
+def _rows_by_field(rec: record.RequestRecord, cfg: ScreeningConfig, threshold: float,
+                   ) -> tuple[list[np.ndarray], list[float], list[list[str]]]:
+    """Feature rows when the route has field rules: the request without its special fields, then one
+    row per field scored on its own against its own threshold."""
+    main: list[str] = []
+    own: list[tuple[str, float]] = []
+    for field in rec.fields():
+        rule = cfg.fields.get(field.name)
+        if rule is None:
+            main.append(field.value)
+            if field.location == "query" and not features._plain(field.key):
+                main.append(field.key)
+        elif rule.skip:
+            continue
+        elif rule.threshold is not None:
+            own.append((field.value, rule.threshold))
+        else:
+            main.append(field.value)
+    rows, thresholds, row_values = [], [], []
+    if main:
+        rows.append(features.combine(features.field_vectors(main), rec.dropped))
+        thresholds.append(threshold)
+        row_values.append(main)
+    for value, field_threshold in own:
+        rows.append(features.combine(features.field_vectors([value])))
+        thresholds.append(field_threshold)
+        row_values.append([value])
+    return rows, thresholds, row_values
+
+
 def _document(message: Any) -> Any:
-    """A JSON-like document of a message: a protobuf message's fields, a JSON text's value, or the text."""
+    """A JSON-like document of a message: a protobuf message's fields, a JSON text's value, or the text.
+
+    The capture policy records it; screening itself reads a message through `record.from_request`."""
     if message is None:
         return None
     if isinstance(message, Message):

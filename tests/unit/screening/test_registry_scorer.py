@@ -128,3 +128,31 @@ async def test_swap_rollback_and_shadow(root: Path) -> None:
         assert scorer.rollback() is v1 and scorer.previous is v2
     finally:
         scorer.close()
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 12])
+def test_top_features_match_the_dense_computation(root: Path, k: int) -> None:
+    model = load_folder(root / NAME / "v1")
+    X = rows(30)
+    X[3] = 0.0  # nothing present: only the features whose absence pushes the score up
+    for vector in X:
+        fast = model.top_features(vector, k)
+        dense = features.top_contributions(vector, model.weights, k, None, model.baseline)
+        assert [v for _, v in fast] == [v for _, v in dense]
+        for value in {v for _, v in dense}:  # equal contributions may come in either order
+            assert {n for n, v in fast if v == value} == {n for n, v in dense if v == value}
+    assert model.top_features(X[0], 0) == [] and model.top_features(X[0][:10], 3) == []
+
+
+async def test_score_now_is_inline_only(root: Path) -> None:
+    model = load_folder(root / NAME / "v1")
+    X = rows(2)
+    inline, batch = Scorer(model, mode="inline"), Scorer(model, mode="batch")
+    batch.start()
+    try:
+        now = inline.score_now(X, model)
+        assert now is not None and np.allclose(now.values, model.run(X))
+        assert batch.score_now(X, model) is None  # batched scoring is awaited, never run on the loop
+        assert np.allclose((await batch.score(X, model, 1.0)).values, now.values)
+    finally:
+        batch.close()
