@@ -58,6 +58,11 @@ def register(sub: Any) -> None:
     p_explain.add_argument("--json", help="a request as JSON: {method, path, query, headers, body}")
     p_explain.add_argument("request", nargs="*", help="curl-like: [-X METHOD] URL [-H 'K: V'] [-d BODY]")
     p_explain.add_argument("--top", type=int, default=8)
+    p_explain.add_argument("--descriptors", help="transcode the request into its gRPC request message first, as the "
+                                                 "gateway does: stub modules (comma-separated, e.g. echo.v1.echo_pb2) "
+                                                 "or a descriptor set file; without it the JSON body is the message")
+    p_explain.add_argument("--headers", help="screened headers, comma-separated (the policy's `headers` setting)")
+    p_explain.add_argument("--output", choices=("text", "json"), default="text")
 
     models = sub.add_parser("models", help="the model registry and the serving gateway's model lifecycle")
     models.add_argument("--admin", help=f"admin API of a running gateway, e.g. {DEFAULT_ADMIN}")
@@ -133,41 +138,86 @@ def parse_request(argv: list[str] | None, raw_json: str | None) -> dict[str, Any
             "query": parse_qsl(parts.query, keep_blank_values=True), "headers": headers, "body": parsed_body}
 
 
-def _explain(args: argparse.Namespace) -> int:
+def transcode(descriptors: str, method: str, url_path: str, query: list[tuple[str, str]], body: Any) -> Any:
+    """The request message the gateway's REST handler builds for this request (routes compiled from
+    `descriptors`; unknown query parameters and fields ignored, as explain scores what it can).
+    Raises ValueError when no route matches or the request does not transcode."""
+    from translators import descriptors as sources
+    from translators.errors import GatewayError
+    from translators.options import TranscodeOptions
+    from translators.request import build_request
+    from translators.routes import compile_routes
+
+    spec = descriptors.strip()
+    if Path(spec).is_file():
+        services = sources.from_descriptor_set(spec)
+    else:
+        services = sources.from_modules([m.strip() for m in spec.split(",") if m.strip()])
+    lax = TranscodeOptions(reject_unknown_query_parameters=False, reject_unknown_fields=False)
+    routes = compile_routes(services, lambda _name: lax)
+    raw = b"" if body is None else body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    try:
+        binding, variables = routes.match(method, url_path)
+        return build_request(binding.request, variables, query, "application/json", raw)
+    except GatewayError as exc:
+        raise ValueError(f"{method} {url_path}: {exc}") from None
+
+
+def explain(request: dict[str, Any], model: Any, descriptors: str | None = None,
+            screened_headers: tuple[str, ...] | None = None, top: int = 8) -> dict[str, Any]:
+    """Score one request as the gateway's screening policy does: the same record (`record.from_request`
+    over the same request message), features, model and threshold; and why."""
     from urllib.parse import unquote
 
-    from screening import features, preprocess
-    from screening.record import from_parts
+    from screening import features, record
+
+    method = str(request.get("method", "GET")).upper()
+    url_path = str(request.get("path", "/"))
+    query = [(str(k), str(v)) for k, v in request.get("query", [])]
+    message = request.get("body")
+    if descriptors:
+        message = transcode(descriptors, method, url_path, query, message)
+    rec = record.from_request(method, unquote(url_path), query, request.get("headers", {}), message,
+                              screened_headers or record.SCREENED_HEADERS)
+    values = features.field_values(rec)
+    vector = features.combine(features.field_vectors(values), rec.dropped)
+    score, probability, anomaly = (float(v) for v in model.run(vector[None, :])[0])
+    threshold = model.manifest.threshold
+    return {
+        "model": model.key, "threshold": threshold, "score": score, "verdict": "block" if score >= threshold else "allow",
+        "attack_probability": probability, "anomaly": anomaly, "record": rec.to_json(),
+        "top_features": features.top_contributions(vector, model.weights, top, values, model.baseline),
+    }
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from screening import preprocess, record, tokens
     from screening.registry import ModelRefused, ModelRegistry, load_folder
 
-    request = parse_request(args.request, args.json)
-    record = from_parts(request.get("method", "GET"), unquote(request.get("path", "/")),
-                        [tuple(p) for p in request.get("query", [])], request.get("headers", {}),
-                        request.get("body"))
     try:
+        request = parse_request(args.request, args.json)
         if args.model:
             model = load_folder(args.model)
         else:
             model = ModelRegistry(DEFAULT_MODELS).load(DEFAULT_NAME)
-    except ModelRefused as exc:
+        headers = tuple(h.strip() for h in args.headers.split(",") if h.strip()) if args.headers else None
+        result = explain(request, model, args.descriptors, headers, args.top)
+    except (ModelRefused, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    vector = features.extract(record)
-    score, probability, anomaly = (float(v) for v in model.run(vector[None, :])[0])
-    threshold = model.manifest.threshold
-    print(f"model {model.key}  threshold {threshold:.4f}")
-    print(f"score {score:.4f} -> {'BLOCK' if score >= threshold else 'allow'} "
-          f"(classifier {probability:.4f}, anomaly {anomaly:+.4f})")
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"model {result['model']}  threshold {result['threshold']:.4f}")
+    print(f"score {result['score']:.4f} -> {result['verdict'].upper() if result['verdict'] == 'block' else 'allow'} "
+          f"(classifier {result['attack_probability']:.4f}, anomaly {result['anomaly']:+.4f})")
     print("\nfields (normalised -> token classes):")
-    from screening import tokens
-
-    for field in record.fields():
+    for field in record.RequestRecord.from_json(result["record"]).fields():
         text = preprocess.normalize(field.value)
         classes = " ".join(tokens.NAMES[c - 1] for c in tokens.classes(text)[:24])
         print(f"  {field.name:24} {text[:70]!r}\n  {'':24} {classes}")
     print("\ntop contributions (classifier weight x (feature value - benign average)):")
-    values = features.field_values(record)
-    for name, value in features.top_contributions(vector, model.weights, args.top, values, model.baseline):
+    for name, value in result["top_features"]:
         print(f"  {value:+8.3f}  {name}")
     return 0
 

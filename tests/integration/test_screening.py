@@ -115,6 +115,55 @@ async def test_fail_closed_without_a_model(demo_backends: Backends, start_gatewa
         assert 'portcullis_screening_fallbacks_total{outcome="allowed",reason="unavailable"}' in await r.text()
 
 
+# The same requests through a running gateway and through `portcullis screening explain`: a JSON body
+# with a default value the message drops (repeat: 0) and an unusual key, a path variable with a
+# query-bound field, and an attack; the screened headers are sent alike.
+EXPLAINED = (
+    ("POST", "/v1/echo?note=a%20b", {"message": XSS, "repeat": 2, "labels": {"k": "v", "<b>": "x"}}),
+    ("POST", "/v1/echo", {"message": "Hello, I'd like to order two books", "repeat": 0}),
+    ("GET", "/v1/items/abc%20d?verbose=true", None),
+    ("GET", "/v1/items/1%27%20OR%20%271%27%3D%271", None),
+)
+EXPLAIN_HEADERS = {"User-Agent": "portcullis-test/1.0", "Referer": "https://shop.example/basket?id=3"}
+
+
+async def test_explain_scores_a_request_as_the_gateway_does(demo_backends: Backends, start_gateway: StartGateway,
+                                                           registry: Path, tmp_path: Path) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    from yarl import URL
+
+    log = tmp_path / "access.log"
+    config = screening_config(demo_backends, registry, log, mode="monitor")
+    config["transcoding"] = {"reject_unknown_query_parameters": False}  # `note` is screened, not a field
+    gw = await start_gateway(config)
+    for method, target, body in EXPLAINED:
+        headers = dict(EXPLAIN_HEADERS)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode() if body is not None else None
+        async with gw.http.request(method, URL(f"{gw.url}{target}", encoded=True), data=data, headers=headers) as r:
+            assert r.status in (200, 404), await r.text()
+    await _wait_for_lines(log, len(EXPLAINED))
+    served = [json.loads(line)["screening"] for line in log.read_text().splitlines()]
+    assert any(note["verdict"] == "flag" for note in served)  # the attacks score high: equality means something
+    for (method, target, body), note in zip(EXPLAINED, served, strict=True):
+        argv = [sys.executable, "-m", "gateway", "screening", "explain", "--model",
+                str(registry / "request-screening" / "v1"), "--descriptors", "echo.v1.echo_pb2,library.v1.library_pb2",
+                "--output", "json", "--", "-X", method, f"http://localhost{target}"]
+        for name, value in EXPLAIN_HEADERS.items():
+            argv += ["-H", f"{name}: {value}"]
+        if body is not None:
+            argv += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+        done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        explained = json.loads(done.stdout)
+        assert round(explained["score"], 4) == note["score"], (target, explained["record"])
+        assert explained["model"] == note["model"]
+
+
 async def _wait_for_lines(path: Path, n: int) -> None:
     import asyncio
 
