@@ -417,6 +417,9 @@ def load_config(path: str | Path) -> GatewayConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    from gateway.policies.files import resolve_policy_files  # here: gateway.policies imports this module
+
+    raw = resolve_policy_files(raw, path.parent)
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
