@@ -181,6 +181,7 @@ class Leg:
         masked = self.src.masked
         limit = self.relay.max_size
         observe = self.observe
+        self.need = 0
         while n - pos >= 2:
             b0 = data[pos]
             b1 = data[pos + 1]
@@ -229,7 +230,7 @@ class Leg:
             if opcode < 3:
                 fin = b0 & 0x80
                 self.fragmented = not fin
-                if self.screening:
+                if self.screening and not self.dst.close_sent:  # after a close nothing is passed on
                     self._flush(data, start, pos)
                     start = end
                     self._hold(data, pos, head, end, masked)
@@ -253,8 +254,6 @@ class Leg:
                 self.relay.close_received(self, payload, data[pos:end])
                 return
             pos = end
-        else:
-            self.need = 0
         self._flush(data, start, pos)
         if pos < n:
             self.buf += data[pos:] if pos else data
@@ -291,18 +290,19 @@ class Leg:
         self.src.pause("screen")
         self.relay.screen_wake.set()
 
-    def release(self) -> None:
-        """The pending message passed screening: send it and go on with what arrived meanwhile."""
+    def release(self, allowed: bool = True) -> None:
+        """The pending message passed screening: send it (dropped when not `allowed`, or when the
+        other side is closing) and go on with what arrived meanwhile."""
         size = self.size
-        if not self.dst.close_sent:
+        if allowed and not self.dst.close_sent:
             self.dst.transport.write(b"".join(self.held))
+            self.observe(size)
+            self.total += size
+            self.relay.active_at = self.relay.loop.time()
+            if self.relay.over_water(self.dst):
+                self.src.pause("drain")
         self.held.clear()
         self.pending = None
-        self.observe(size)
-        self.total += size
-        self.relay.active_at = self.relay.loop.time()
-        if self.relay.over_water(self.dst):
-            self.src.pause("drain")
         if self.buf:
             data = bytes(self.buf)
             self.buf.clear()
@@ -399,13 +399,17 @@ class Relay:
             await self.screen_wake.wait()
             self.screen_wake.clear()
             message = leg.pending
-            if message is None or self.closing is not None:
+            if message is None:
+                continue
+            if self.closing is not None:  # the session is ending: nothing more is passed on
+                leg.release(allowed=False)
                 continue
             try:
                 await self.screen(message)
             except GatewayError as err:
                 log.info("request %s: a policy refused a WebSocket message: %s", self.request_id, err.message)
                 self.shut("gateway", POLICY, err.message)
+                leg.release(allowed=False)  # read on: the client's answer to the close
                 continue
             leg.release()
 

@@ -96,8 +96,6 @@ async def handle(
             )
             backend.protocol.attach(relay)
             protocol.set_parser(_ClientFeed(relay))  # type: ignore[arg-type]  # aiohttp's payload-parser hook
-            if backend.leftover:
-                relay.down.feed(backend.leftover)
             tasks = [_ended(relay), _stopping(relay, stop), relay.client_drainer(writer.drain)]
             if screening:
                 tasks.append(relay.screener())
@@ -152,13 +150,21 @@ class _BackendProtocol(asyncio.Protocol):
         self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.relay: Relay | None = None
         self.feed: Callable[[bytes], None] = self.head.extend
+        self.gone = False  # the connection was lost before a relay took it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def attach(self, relay: Relay) -> None:
+        """From now on the relay gets the bytes, starting with those that came after the handshake."""
+        early = bytes(self.head)
+        self.head.clear()
         self.relay = relay
         self.feed = relay.down.feed
+        if early:
+            relay.down.feed(early)
+        if self.gone:
+            relay.lost(relay.backend)
 
     def data_received(self, data: bytes) -> None:
         self.feed(data)
@@ -174,7 +180,9 @@ class _BackendProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.relay is not None:
             self.relay.lost(self.relay.backend)
-        elif not self.answered.done():
+            return
+        self.gone = True
+        if not self.answered.done():
             self.answered.set_exception(ConnectionError("connection closed during the handshake"))
 
     def pause_writing(self) -> None:
@@ -187,19 +195,12 @@ class _BackendProtocol(asyncio.Protocol):
 
 
 class _Backend:
-    __slots__ = ("leftover", "protocol", "subprotocol", "transport")
+    __slots__ = ("protocol", "subprotocol", "transport")
 
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        protocol: _BackendProtocol,
-        subprotocol: str | None,
-        leftover: bytes,
-    ) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: _BackendProtocol, subprotocol: str | None) -> None:
         self.transport = transport
         self.protocol = protocol
         self.subprotocol = subprotocol
-        self.leftover = leftover  # frames the backend sent right after its handshake response
 
 
 def _client_accept(request: web.Request) -> str:
@@ -249,8 +250,8 @@ async def _connect(request: web.Request, call: Call, route: WebSocketRoute) -> _
             raise handshake.handshake_exc
         if not events or not isinstance(events[0], Response):
             raise InvalidHandshake("no handshake response")
-        protocol.head.clear()
-        return _Backend(transport, protocol, handshake.subprotocol, head[end:])
+        del protocol.head[:end]  # what follows the response is frames: the relay takes them at `attach`
+        return _Backend(transport, protocol, handshake.subprotocol)
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ValueError) as exc:
         if transport is not None:
             transport.abort()

@@ -285,3 +285,39 @@ async def test_slow_client_slows_the_backend(
             assert opcode == 1 and len(payload) == 100_000
     finally:
         client.close()
+
+
+async def test_refused_message_ends_with_a_full_close_handshake(
+    block_word: None,  # noqa: F811
+    demo_backends: Backends,
+    chat: ChatServer,
+    start_gateway: StartGateway,
+) -> None:
+    gw = await start_gateway(
+        demo_config(demo_backends, websocket_routes=[route(chat.url)], policies=[{"name": "block_word"}])
+    )
+    loop = asyncio.get_running_loop()
+    async with connect(url(gw), close_timeout=5) as ws:
+        await ws.send("forbidden")
+        await ws.send("more after it")  # read and dropped while the gateway closes
+        sent = loop.time()
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    # The gateway read the client's answer to its close and closed at once (no close timeout).
+    assert ws.close_code == 1008 and loop.time() - sent < 1.0 and chat.received == 0
+
+
+async def test_frames_split_anywhere_pass_whole(
+    demo_backends: Backends, chat: ChatServer, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(demo_config(demo_backends, websocket_routes=[route(chat.url)]))
+    client = await RawClient.open(gw)
+    try:
+        big, small = frame(2, b"B" * 1000), frame(2, b"s" * 130)  # both with a 16-bit extended length
+        for chunk in (big[:50], big[50:] + small[:3], small[3:]):  # the second ends inside a header
+            client.writer.write(chunk)
+            await client.writer.drain()
+            await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(client.read_frame(), 3) == (2, b"B" * 1000)
+        assert await asyncio.wait_for(client.read_frame(), 3) == (2, b"s" * 130)
+    finally:
+        client.close()
