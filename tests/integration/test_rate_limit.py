@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from gateway import policies
 from gateway.call import Call
+from gateway.pipeline import Pipeline
 from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 from gateway.policies.rate_limit.bucket import Bucket, LimiterUnavailable
 from gateway.policies.rate_limit.local import LocalBackend
@@ -348,3 +349,67 @@ async def test_a_timed_out_reply_never_answers_the_next_request(redis_server: st
     finally:
         await other.aclose()
         await backend.stop()
+
+
+async def test_requests_asking_together_share_one_round_trip_and_answer_as_if_alone(
+    redis_server: str, prefix: str
+) -> None:
+    """Five requests in one loop iteration on a bucket of 3: one script call, decided in arrival order."""
+    backend = RedisBackend(redis_server, prefix, timeout_s=1.0)
+    await backend.start()
+    try:
+        shared = Bucket("s", "s:k", 3, 0.001)
+        other = Bucket("o", "o:k", 10, 0.001)
+        asks = [[shared], [shared, other], [other], [shared], [shared, other]]
+        verdicts = await asyncio.gather(*(backend.take(buckets) for buckets in asks))
+        assert backend.round_trips == 1
+        assert [v.allowed for v in verdicts] == [True, True, True, True, False]
+        assert [lv.remaining for lv in verdicts[1].levels] == [1, 9]
+        assert verdicts[2].levels[0].remaining == 8
+        assert verdicts[3].levels[0].remaining == 0  # the third token of `shared`
+        # The refused fifth request spent nothing anywhere: `other` still holds 8.
+        assert [lv.remaining for lv in verdicts[4].levels] == [0, 8] and verdicts[4].levels[0].retry_after_s > 0
+        # Asked one after the other, each is its own round trip.
+        await backend.take([other])
+        await backend.take([other])
+        assert backend.round_trips == 3
+    finally:
+        await backend.delete_prefix()
+        await backend.stop()
+
+
+async def test_stop_fails_the_requests_still_waiting(redis_server: str, prefix: str) -> None:
+    backend = RedisBackend(redis_server, prefix, timeout_s=1.0)
+    await backend.start()
+    waiting = asyncio.ensure_future(backend.take([Bucket("l", "l:stop", 5, 1.0)]))
+    await asyncio.sleep(0)  # it has asked; its batch is not sent yet
+    await backend.stop()
+    with pytest.raises(LimiterUnavailable, match="stopped"):
+        await waiting
+
+
+async def test_one_failed_round_trip_is_one_breaker_failure(hung_redis: str) -> None:
+    """Six requests share one timed-out script call: the breaker (3 failures) counts one, stays closed."""
+    from gateway.policies.rate_limit import RateLimitConfig, build
+    from gateway.policies.rate_limit.breaker import BreakerState
+
+    cfg = RateLimitConfig(
+        policy="redis",
+        redis={"url": hung_redis},
+        timeout_ms=100,
+        breaker={"failures": 3, "cooldown_s": 30},
+        limits=[LIMIT],
+    )
+    policy = build(RouteConfigs(cfg))
+    await policy.start()
+    try:
+        calls = [Call(request_id=str(i), method="GET", path="/", client_ip=f"10.0.0.{i}") for i in range(6)]
+        await asyncio.gather(*(Pipeline((policy,)).on_request(c) for c in calls))  # fail_open admits all
+        assert all(c.attributes["ratelimit"]["fallback"] == "open" for c in calls)
+        assert policy.fallbacks == 6
+        assert policy.breaker is not None and policy.breaker.state is BreakerState.CLOSED
+        for _ in range(2):  # two more failed round trips open it
+            await Pipeline((policy,)).on_request(Call(request_id="x", method="GET", path="/", client_ip="10.0.1.1"))
+        assert policy.breaker.state is BreakerState.OPEN
+    finally:
+        await policy.stop()

@@ -130,7 +130,11 @@ class LocalConfig(PolicyConfig):
 class RateLimitConfig(PolicyConfig):
     enabled: bool = Field(True, description="Apply rate limits on these routes.")
     policy: Literal["local", "redis"] = Field(
-        "local", description="Backend: 'local' counts per process, 'redis' shares buckets across the fleet."
+        "local",
+        description="Backend: 'local' counts per process, so with `serve --workers N` each worker keeps its own "
+        "buckets and a key may be admitted up to N times the limit (the limit is not divided: connections "
+        "are not spread evenly, so a share would refuse early); 'redis' shares buckets across workers and "
+        "the fleet.",
     )
     limits: tuple[LimitConfig, ...] = Field(
         (), description="Limits that all apply; a request needs a token from each."
@@ -245,6 +249,7 @@ class RateLimit(BasePolicy):
         self.breaker = breaker  # None for a backend that cannot fail (local)
         self._plans = {id(cfg): _Plan.compile(cfg) for cfg in configs.all()}
         self.fallbacks = 0  # decisions made by the failure mode, not the backend
+        self._last_failure: LimiterUnavailable | None = None
         # An in-process backend decides synchronously: call it directly, without two coroutine hops.
         self._take_now = getattr(backend, "take_now", None) if breaker is None else None
 
@@ -306,7 +311,11 @@ class RateLimit(BasePolicy):
             verdict = await self.backend.take(buckets)
         except LimiterUnavailable as exc:
             opened = breaker.opened
-            breaker.failure()
+            # The Redis backend answers every request of a failed batch with one error: one failed
+            # round trip is one backend failure, however many requests it carried.
+            if exc is not self._last_failure:
+                self._last_failure = exc
+                breaker.failure()
             if breaker.opened != opened:
                 log.warning(
                     "rate limiter backend failing (%s): breaker open for %.1f s", exc, breaker.cooldown_s
