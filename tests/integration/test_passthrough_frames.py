@@ -321,3 +321,26 @@ async def test_frames_split_anywhere_pass_whole(
         assert await asyncio.wait_for(client.read_frame(), 3) == (2, b"s" * 130)
     finally:
         client.close()
+
+
+async def test_slow_backend_slows_the_client(
+    demo_backends: Backends, chat: ChatServer, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(demo_config(demo_backends, websocket_routes=[route(chat.url)]))
+    async with connect(url(gw), max_size=None, ping_interval=None) as ws:
+        await ws.send("x")
+        await ws.recv()
+        for connection in chat.clients:
+            connection.transport.pause_reading()  # the backend reads nothing more
+        chunk, sent = b"z" * 100_000, 0
+        while sent < 100_000_000:  # without backpressure the gateway would take it all
+            try:
+                await asyncio.wait_for(ws.send(chunk), 1.0)
+            except TimeoutError:
+                break
+            sent += len(chunk)
+        assert sent < 100_000_000, "the client was never held back"
+        assert sent < 20_000_000  # socket buffers and the gateway's high-water marks, no more
+        ws.transport.abort()  # no goodbye: the backend would have megabytes to read first
+        for connection in chat.clients:
+            connection.transport.resume_reading()
