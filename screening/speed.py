@@ -2,8 +2,11 @@
 
 `python -m screening.speed [--model models/NAME/VERSION]` prints, for typical requests (under 1 KB),
 the CPU time of feature extraction (warm caches: repeated headers and paths; and cold: every value
-new), of one onnxruntime run, and the wall time per request of the `Scorer` in `inline` and `batch`
-mode at concurrency 1 and 32. It also times a 100 KB JSON body. Numbers go to docs/screening.md.
+new), of one onnxruntime run, of the record built from a request message (`record.from_request`, as
+the gateway does) and of the top contributing features of an allowed request; the whole serving
+path of one request (record, features, run, top features), warm and cold; and the wall time per
+request of the `Scorer` in `inline` and `batch` mode at concurrency 1 and 32. It also times a 100 KB
+JSON body. Numbers go to docs/screening.md.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from screening import features
 from screening.inference import Scorer
-from screening.record import RequestRecord, from_parts
+from screening.record import RequestRecord, from_parts, from_request
 from screening.registry import LoadedModel, ModelRegistry, load_folder
 
 AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
@@ -36,6 +39,23 @@ def typical(rng: random.Random) -> RequestRecord:
         return from_parts("POST", "/v1/echo", [], headers, {"message": message, "repeat": 2, "labels": {"k": "v"}})
     return from_parts("GET", f"/v1/items/item-{rng.randint(1, 500)}", [("verbose", "true"), ("q", message[:40])],
                       headers)
+
+
+def _message(rng: random.Random) -> object:
+    """A typical `echo.v1.EchoRequest` as the REST handler builds it (a protobuf message), or, when the
+    generated stubs are missing, its JSON object (the record is the same)."""
+    doc = {"message": " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 30))), "repeat": 2,
+           "labels": {"user": "alice.martin", "channel": "email", "ticket": f"SUP-{rng.randint(1, 99999)}"}}
+    try:
+        from google.protobuf import json_format
+
+        import protos
+
+        protos.add_generated_path()
+        from echo.v1 import echo_pb2  # type: ignore[import-not-found]
+    except (ImportError, RuntimeError):
+        return doc
+    return json_format.ParseDict(doc, echo_pb2.EchoRequest())
 
 
 def per_call_us(call: Callable[[], object], n: int) -> float:
@@ -86,6 +106,31 @@ def main(argv: list[str] | None = None) -> int:
     out["features_cold_us"] = per_call_us(cold, args.n)
     row = features.extract(records[0])[None, :]
     out["onnx_run_us"] = per_call_us(lambda: model.run(row), args.n)
+    messages = [_message(rng) for _ in range(args.n)]
+    headers = {"User-Agent": AGENT, "Content-Type": "application/json", "Accept": "*/*", "Host": "localhost"}
+    its = iter(messages * 3)
+    out["record_from_message_us"] = per_call_us(lambda: from_request("POST", "/v1/echo", (), headers, next(its)),
+                                                args.n)
+    out["top_features_us"] = per_call_us(lambda: model.top_features(row[0], 3), args.n)
+
+    def serve(message: object) -> None:
+        rec = from_request("POST", "/v1/echo", (), headers, message)
+        values = features.field_values(rec)
+        vector = features.combine(features.field_vectors(values), rec.dropped)
+        model.run(vector[None, :])
+        model.top_features(vector, 3)
+
+    for message in messages[:200]:
+        serve(message)
+    its = iter(messages * 3)
+    out["serving_path_us"] = per_call_us(lambda: serve(next(its)), args.n)
+    fresh_messages = iter([_message(random.Random(i + 20_000)) for i in range(args.n)])
+
+    def serve_cold() -> None:
+        features._field_cached.cache_clear()
+        serve(next(fresh_messages))
+
+    out["serving_path_cold_us"] = per_call_us(serve_cold, args.n)
     rows = features.extract_many(records)
     for mode in ("inline", "batch"):
         for concurrency in (1, 32):

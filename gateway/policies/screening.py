@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,72 +199,93 @@ class Screening(BasePolicy):
         }
 
     # --- phases -------------------------------------------------------------------------------------
-    async def on_request(self, call: Call) -> None:
+    # Plain functions (see `gateway.pipeline`): they return None when the request was decided at once
+    # (inline inference, the default), or the coroutine to await when a batched score has to come back.
+    def on_request(self, call: Call) -> Awaitable[None] | None:
         cfg = self.configs.for_call(call)
         if cfg.mode == "off":
-            return
+            return None
         if call.headers.get("Upgrade", "").lower() == "websocket":
             self._streams.add(id(call))
             started = time.perf_counter()
-            try:
-                head = record.from_request(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
-                await self._screen(call, cfg, head, stream=False)
-            finally:
-                self._took(call, time.perf_counter() - started)
-        else:
-            self._pending.add(id(call))
+            head = record.from_request(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
+            return self._screen(call, cfg, head, False, started)
+        self._pending.add(id(call))
+        return None
 
-    async def on_message(self, call: Call, message: Any) -> None:
-        key = id(call)
+    def on_message(self, call: Call, message: Any) -> Awaitable[None] | None:
         cfg = self.configs.for_call(call)
         if cfg.mode == "off":
-            return
+            return None
         started = time.perf_counter()
-        try:
-            if key in self._pending:
-                self._pending.discard(key)
-                rec = record.from_request(call.method, call.path, call.query.items(), call.headers, message,
-                                          cfg.headers)
-                await self._screen(call, cfg, rec, stream=False)
-            else:
-                await self._screen(call, cfg, record.from_message(call.method, call.path, message), stream=True)
-        finally:
-            self._took(call, time.perf_counter() - started)
+        key = id(call)
+        if key in self._pending:
+            self._pending.discard(key)
+            rec = record.from_request(call.method, call.path, call.query.items(), call.headers, message, cfg.headers)
+            return self._screen(call, cfg, rec, False, started)
+        return self._screen(call, cfg, record.from_message(call.method, call.path, message), True, started)
 
-    async def on_complete(self, call: Call) -> None:
+    def on_complete(self, call: Call) -> None:
         self._pending.discard(id(call))
         self._streams.discard(id(call))
 
     # --- scoring ------------------------------------------------------------------------------------
-    async def _screen(self, call: Call, cfg: ScreeningConfig, rec: record.RequestRecord, stream: bool) -> None:
-        route = call.route or "unmatched"
-        scorer = self.scorer
-        if scorer is None:
-            self._fallback(call, cfg, route, "unavailable")
-            return
-        model = scorer.active  # read once: a swap during this request does not change its model
-        threshold = cfg.threshold or model.manifest.threshold
-        if cfg.fields:
-            rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
-            if not rows:
-                self._decide(route, "skip")
-                return
-            X = np.stack(rows)
-        else:  # the common case: one row, the whole request against the route's threshold
-            values = features.field_values(rec)
-            X = features.combine(features.field_vectors(values), rec.dropped)[None, :]
-            thresholds, row_values = [threshold], [values]
+    def _screen(self, call: Call, cfg: ScreeningConfig, rec: record.RequestRecord, stream: bool, started: float,
+                ) -> Awaitable[None] | None:
+        """Score `rec` and apply the verdict; the coroutine to await when the score is batched."""
+        waiting: Awaitable[None] | None = None
         try:
-            scores = scorer.score_now(X, model)
+            route = call.route or "unmatched"
+            scorer = self.scorer
+            if scorer is None:
+                self._fallback(call, cfg, route, "unavailable")
+                return None
+            model = scorer.active  # read once: a swap during this request does not change its model
+            threshold = cfg.threshold or model.manifest.threshold
+            if cfg.fields:
+                rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
+                if not rows:
+                    self._decide(route, "skip")
+                    return None
+                X = np.stack(rows)
+            else:  # the common case: one row, the whole request against the route's threshold
+                values = features.field_values(rec)
+                X = features.combine(features.field_vectors(values), rec.dropped)[None, :]
+                thresholds, row_values = [threshold], [values]
+            try:
+                scores = scorer.score_now(X, model)
+            except ScoringError as exc:
+                self._fallback(call, cfg, route, "error", str(exc))
+                return None
             if scores is None:
+                waiting = self._wait(scorer, call, cfg, route, model, X, thresholds, row_values, stream, started)
+                return waiting
+            self._verdict(call, cfg, route, scores, X, thresholds, row_values, stream)
+            return None
+        finally:
+            if waiting is None:
+                self._took(call, time.perf_counter() - started)
+
+    async def _wait(self, scorer: Scorer, call: Call, cfg: ScreeningConfig, route: str, model: LoadedModel,
+                    X: np.ndarray, thresholds: list[float], row_values: list[list[str]], stream: bool,
+                    started: float) -> None:
+        try:
+            try:
                 scores = await scorer.score(X, model, cfg.timeout_ms / 1000)
-        except ScoringError as exc:
-            self._fallback(call, cfg, route, "timeout" if "longer than" in str(exc) else "error", str(exc))
-            return
+            except ScoringError as exc:
+                self._fallback(call, cfg, route, "timeout" if "longer than" in str(exc) else "error", str(exc))
+                return
+            self._verdict(call, cfg, route, scores, X, thresholds, row_values, stream)
+        finally:
+            self._took(call, time.perf_counter() - started)
+
+    def _verdict(self, call: Call, cfg: ScreeningConfig, route: str, scores: Scores, X: np.ndarray,
+                 thresholds: list[float], row_values: list[list[str]], stream: bool) -> None:
+        model = scores.model
         column = scores.values[:, 0]
         if len(thresholds) == 1:
             worst, score = 0, float(column[0])
-            flagged = score >= threshold
+            flagged = score >= thresholds[0]
         else:
             margins = column - np.asarray(thresholds)
             worst, score = int(np.argmax(margins)), float(column.max())

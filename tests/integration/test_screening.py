@@ -60,6 +60,22 @@ async def test_block_mode_blocks_attacks_and_passes_benign(demo_backends: Backen
     assert 'portcullis_screening_duration_seconds_count{route="echo.v1.EchoService.Echo"}' in text
 
 
+async def test_batched_inference_decides_like_inline(demo_backends: Backends, start_gateway: StartGateway,
+                                                     registry: Path, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    gw = await start_gateway(screening_config(demo_backends, registry, log, inference="batch", workers=2))
+    async with gw.http.post(f"{gw.url}/v1/echo", json={"message": "Hello, I'd like to order two books"}) as r:
+        assert r.status == 200, await r.text()
+    async with gw.http.post(f"{gw.url}/v1/echo", json={"message": SQLI}) as r:
+        assert r.status == 403
+    await _wait_for_lines(log, 2)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["screening"]["verdict"] for line in lines] == ["allow", "block"]
+    async with gw.http.get(f"{gw.admin}/metrics") as r:
+        text = await r.text()
+    assert 'portcullis_screening_duration_seconds_count{route="echo.v1.EchoService.Echo"} 2.0' in text
+
+
 async def test_monitor_mode_never_blocks(demo_backends: Backends, start_gateway: StartGateway, registry: Path,
                                          tmp_path: Path) -> None:
     log = tmp_path / "access.log"
