@@ -125,6 +125,7 @@ class Leg:
         "fragmented",
         "held",
         "inbound",
+        "messages",
         "need",
         "observe",
         "opcode",
@@ -152,6 +153,7 @@ class Leg:
         self.opcode = 1
         self.pending: str | bytes | None = None  # a whole message waiting for `screen`
         self.total = 0  # payload bytes of the messages passed on
+        self.messages = 0  # messages passed on
         self.observe = relay.meter.recorder(inbound)  # one message passed on, by its size
 
     def feed(self, data: bytes) -> None:
@@ -268,6 +270,7 @@ class Leg:
 
     def _count(self, messages: int) -> None:
         if messages:  # activity, for the idle timeout
+            self.messages += messages
             self.relay.active_at = self.relay.loop.time()
 
     def _hold(self, data: bytes, pos: int, head: int, end: int, masked: int) -> None:
@@ -298,6 +301,7 @@ class Leg:
             self.dst.transport.write(b"".join(self.held))
             self.observe(size)
             self.total += size
+            self.messages += 1
             self.relay.active_at = self.relay.loop.time()
             if self.relay.over_water(self.dst):
                 self.src.pause("drain")

@@ -105,6 +105,8 @@ async def handle(
                 log.exception("WebSocket passthrough failed (request %s)", call.request_id)
                 closing = Closing("gateway", 1011, "internal gateway error")
             call.bytes_in, call.bytes_out = relay.up.total, relay.down.total
+            call.attributes["ws_messages_in"] = relay.up.messages
+            call.attributes["ws_messages_out"] = relay.down.messages
             call.attributes["ws_close"] = f"{closing.by} {closing.code}"
             return response
         finally:
