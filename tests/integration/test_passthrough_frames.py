@@ -344,3 +344,22 @@ async def test_slow_backend_slows_the_client(
         ws.transport.abort()  # no goodbye: the backend would have megabytes to read first
         for connection in chat.clients:
             connection.transport.resume_reading()
+
+
+async def test_backend_refusing_the_handshake_is_503(
+    demo_backends: Backends, start_gateway: StartGateway
+) -> None:
+    def refuse(connection: ServerConnection, request: Any) -> Any:
+        return connection.respond(403, "not you\n")
+
+    async def never(connection: ServerConnection) -> None:
+        raise AssertionError("the handshake was refused")
+
+    async with serve(never, "127.0.0.1", 0, process_request=refuse) as server:
+        port = server.sockets[0].getsockname()[1]
+        gw = await start_gateway(
+            demo_config(demo_backends, websocket_routes=[route(f"ws://127.0.0.1:{port}/")])
+        )
+        client = await RawClient.open(gw)
+        client.close()
+    assert client.status == 503
