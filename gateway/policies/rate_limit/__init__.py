@@ -38,7 +38,7 @@ from gateway.call import Call
 from gateway.metrics_registry import RATELIMIT_REJECTIONS
 from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 from gateway.policies.rate_limit.breaker import CircuitBreaker
-from gateway.policies.rate_limit.bucket import Backend, Bucket, LimiterUnavailable, Verdict
+from gateway.policies.rate_limit.bucket import Backend, Bucket, LimiterUnavailable, Verdict, level
 from gateway.policies.rate_limit.identity import (
     KeyPart,
     TrustedProxies,
@@ -252,6 +252,7 @@ class RateLimit(BasePolicy):
         self._last_failure: LimiterUnavailable | None = None
         # An in-process backend decides synchronously: call it directly, without two coroutine hops.
         self._take_now = getattr(backend, "take_now", None) if breaker is None else None
+        self._take_one = getattr(backend, "take_one", None) if self._take_now is not None else None
 
     async def start(self) -> None:
         await self.backend.start()
@@ -264,10 +265,24 @@ class RateLimit(BasePolicy):
         if not plan.enabled or not plan.limits:
             return None
         take_now = self._take_now
-        if take_now is not None:  # in process: decided now, no coroutine made
-            self._apply(call, plan, take_now(plan.buckets(call)))
+        if take_now is None:
+            return self._ask(call, plan, plan.buckets(call))
+        # In process: decided now, no coroutine made.
+        buckets = plan.buckets(call)
+        take_one = self._take_one
+        if take_one is None or len(buckets) != 1:
+            self._apply(call, plan, take_now(buckets))
             return None
-        return self._ask(call, plan, plan.buckets(call))
+        b = buckets[0]  # one limit, admitted: the headers straight from the tokens left, no objects
+        left = take_one(b.key, b.burst, b.rate)
+        if left < 0.0:
+            self._apply(call, plan, Verdict(False, (level(b.limit, left + 1.0, b.burst, b.rate),)))
+        elif plan.headers:
+            headers = call.response_headers
+            headers["RateLimit-Limit"] = _text(b.burst)
+            headers["RateLimit-Remaining"] = _text(int(left))
+            headers["RateLimit-Reset"] = _text(_ceil_s((b.burst - left) / b.rate))
+        return None
 
     async def _ask(self, call: Call, plan: _Plan, buckets: list[Bucket]) -> None:
         self._apply(call, plan, await self._decide(call, plan, buckets))

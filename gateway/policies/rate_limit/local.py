@@ -40,27 +40,36 @@ class LocalBackend:
     async def take(self, buckets: Sequence[Bucket]) -> Verdict:
         return self.take_now(buckets)
 
-    def take_now(self, buckets: Sequence[Bucket]) -> Verdict:
+    def take_one(self, key: str, burst: int, rate: float) -> float:
+        """One bucket, the common case without the objects: tokens left after taking one, or, when
+        the bucket holds less than one (refused, nothing taken), its tokens minus one (negative)."""
         now = self.clock()
         store = self._buckets
-        if len(buckets) == 1:  # the common case, without the lists
-            b = buckets[0]
-            state = store.get(b.key)
+        state = store.get(key)
+        if state is None:
+            tk = float(burst)
+        else:
+            store.move_to_end(key)
+            tk = refill(state[0], state[1], now, burst, rate)
+        tk -= 1.0
+        if tk >= 0.0:
+            full_at = now + full_after(tk, burst, rate)
             if state is None:
-                tk = float(b.burst)
+                store[key] = [tk, now, full_at]
             else:
-                store.move_to_end(b.key)
-                tk = refill(state[0], state[1], now, b.burst, b.rate)
-            if tk >= 1.0:
-                tk -= 1.0
-                full_at = now + full_after(tk, b.burst, b.rate)
-                if state is None:
-                    store[b.key] = [tk, now, full_at]
-                else:
-                    state[0], state[1], state[2] = tk, now, full_at
-                self._sweep(now)
-                return Verdict(True, (level(b.limit, tk, b.burst, b.rate),))
-            return Verdict(False, (level(b.limit, tk, b.burst, b.rate),))
+                state[0], state[1], state[2] = tk, now, full_at
+            self._sweep(now)
+        return tk
+
+    def take_now(self, buckets: Sequence[Bucket]) -> Verdict:
+        if len(buckets) == 1:
+            b = buckets[0]
+            left = self.take_one(b.key, b.burst, b.rate)
+            if left >= 0.0:
+                return Verdict(True, (level(b.limit, left, b.burst, b.rate),))
+            return Verdict(False, (level(b.limit, left + 1.0, b.burst, b.rate),))
+        now = self.clock()
+        store = self._buckets
         tokens: list[float] = []
         for b in buckets:
             state = store.get(b.key)
