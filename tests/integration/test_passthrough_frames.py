@@ -363,3 +363,36 @@ async def test_backend_refusing_the_handshake_is_503(
         client = await RawClient.open(gw)
         client.close()
     assert client.status == 503
+
+
+async def test_a_thousand_concurrent_passthrough_sockets(
+    demo_backends: Backends, start_gateway: StartGateway
+) -> None:
+    chat = await chat_backend.start(broadcast=False)  # every client a room of its own
+    try:
+        gw = await start_gateway(
+            demo_config(demo_backends, websocket_routes=[route(chat.url, max_connections_per_client=1000)])
+        )
+        opened = asyncio.Event()
+        open_count = 0
+
+        async def one(i: int) -> list[str | bytes]:
+            nonlocal open_count
+            async with connect(url(gw), open_timeout=30, ping_interval=None) as ws:
+                open_count += 1
+                if open_count == 1000:
+                    opened.set()
+                await asyncio.wait_for(opened.wait(), 30)  # all thousand are open at once
+                got = []
+                for j in range(3):
+                    await ws.send(f"{i}-{j}")
+                    got.append(await ws.recv())
+                return got
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.gather(*(one(i) for i in range(1000)))
+        assert results == [[f"{i}-{j}" for j in range(3)] for i in range(1000)]
+        assert loop.time() - started < 30
+    finally:
+        await chat.stop()
