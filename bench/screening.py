@@ -6,7 +6,8 @@ latest shipped `models/request-screening/<version>`), and the ModSecurity peer's
 own scripts. Per repeat, in an order reversed on every other repeat:
 
   off, block   Portcullis with screening `off`, then `block` (the same config otherwise), wrk
-               `-t2 -c32` on `POST /v1/echo` (a typical 315-byte JSON body) and
+               `-t2 -c32` on `POST /v1/echo` (a typical 315-byte JSON body; then the same
+               body with a per-request counter in its message, `echo-varied`) and
                `GET /v1/items/item-1?q=hello`; then `POST /v1/echo` again while one more client
                posts 100 KB bodies back to back ("+big"). Screening's own latency comes from the
                policy's histogram `portcullis_screening_duration_seconds` on the admin `/metrics`.

@@ -1,7 +1,9 @@
 """The requests of the screening benchmark, identical for Portcullis and for nginx + ModSecurity.
 
 Owns the typical benign requests (a `POST /v1/echo` with a realistic JSON body of 315 bytes,
-and `GET /v1/items/item-1?q=hello`, the ModSecurity peer's GET), the 100 KB JSON body, the
+the same body with its message varied on every request (`echo-varied`: the wrk thread and a counter
+name another store each time, so no cache keyed on a value sees the same message twice), and
+`GET /v1/items/item-1?q=hello`, the ModSecurity peer's GET), the 100 KB JSON body, the
 curl-like headers every request carries (`Host: localhost:PORT`, so that CRS rule 920350 does not
 score a numeric Host; the peer's README), the wrk scripts that send them, and one-shot requests for
 the functional checks. Every body is a valid `echo.v1.EchoRequest` (`message`, `repeat`, `labels`),
@@ -68,6 +70,7 @@ class Workload:
     path: str
     body: bytes | None
     expect: str  # a substring of a 200 answer
+    vary: str | None = None  # a substring of `body` that wrk replaces with a per-request counter
 
     def url(self, port: int) -> str:
         return f"http://{HOST}:{port}{self.path}"
@@ -81,7 +84,8 @@ ECHO = Workload("echo", "POST", "/v1/echo", _json(TYPICAL_BODY), "Bristol stores
 ITEM = Workload("item", "GET", "/v1/items/item-1?q=hello", None, "item-1")
 BIG = Workload("big", "POST", "/v1/echo", _json(big_body()), "line-0000")
 ATTACK = Workload("attack", "POST", "/v1/echo", _json(ATTACK_BODY), "")
-WORKLOADS = (ECHO, ITEM)
+ECHO_VARIED = Workload("echo-varied", "POST", "/v1/echo", _json(TYPICAL_BODY), "stores", vary="Bristol")
+WORKLOADS = (ECHO, ECHO_VARIED, ITEM)
 
 
 def headers(port: int, body: bytes | None) -> dict[str, str]:
@@ -104,7 +108,26 @@ def wrk_script(workload: Workload, port: int, folder: Path) -> Path:
         text = workload.body.decode()
         if "]==]" in text:
             raise ValueError("body would end the Lua long string early")
-        lines.append(f"wrk.body = [==[{text}]==]")
+        if workload.vary is None:
+            lines.append(f"wrk.body = [==[{text}]==]")
+        else:
+            # Each request names another place ("Bristol" -> "Bristol2-4711", wrk thread 2, its request
+            # 4711): a new message every time, across threads too (each has its own Lua state).
+            head, found, tail = text.partition(workload.vary)
+            if not found:
+                raise ValueError(f"{workload.name}: {workload.vary!r} is not in the body")
+            lines += [
+                f"local head, tail = [==[{head}{workload.vary}]==], [==[{tail}]==]",
+                "local threads, n = 0, 0",
+                "function setup(thread)",
+                "  threads = threads + 1",
+                "  thread:set(\"id\", threads)",
+                "end",
+                "request = function()",
+                "  n = n + 1",
+                "  return wrk.format(nil, nil, nil, head .. (id or 0) .. \"-\" .. n .. tail)",
+                "end",
+            ]
     path = folder / f"scr-{workload.name}-{port}.lua"
     path.write_text("\n".join(lines) + "\n")
     return path
