@@ -42,6 +42,8 @@ from typing import Protocol
 from websockets.exceptions import ProtocolError
 from websockets.frames import Close, Frame, Opcode, apply_mask
 
+from translators.errors import GatewayError
+
 log = logging.getLogger("portcullis.passthrough")
 
 HEARTBEAT = b"portcullis-heartbeat"
@@ -369,12 +371,12 @@ class Relay:
 
     # --- the flow -------------------------------------------------------------------------------
     def over_water(self, dst: Peer) -> bool:
-        if dst is self.client:
-            if self.client_writing_paused():
-                self.client_full.set()
-                return True
-            return False
-        return False  # the backend connection says so itself (`backend_paused`)
+        """Whether `dst` holds more unsent bytes than its high-water mark (then its source is paused).
+        Only asked of the client: the backend connection says so itself (`backend_paused`)."""
+        if dst is self.client and self.client_writing_paused():
+            self.client_full.set()  # `client_drainer` resumes the backend once it drained
+            return True
+        return False
 
     def backend_paused(self) -> None:
         self.client.pause("drain")
@@ -395,8 +397,6 @@ class Relay:
 
     async def screener(self) -> Closing:
         """Pass each inbound message to `screen` before it goes on; a refusal ends the session."""
-        from translators.errors import GatewayError
-
         assert self.screen is not None
         leg = self.up
         while True:

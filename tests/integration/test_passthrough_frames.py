@@ -376,9 +376,13 @@ async def test_a_thousand_concurrent_passthrough_sockets(
         opened = asyncio.Event()
         open_count = 0
 
+        opening = asyncio.Semaphore(100)  # dialled 100 at a time: listen backlogs are about that deep
+
         async def one(i: int) -> list[str | bytes]:
             nonlocal open_count
-            async with connect(url(gw), open_timeout=30, ping_interval=None) as ws:
+            async with opening:
+                ws = await connect(url(gw), open_timeout=30, ping_interval=None)
+            async with ws:
                 open_count += 1
                 if open_count == 1000:
                     opened.set()
