@@ -236,7 +236,8 @@ class WebSocketRoute(_Model):
 
 
 class WebSocketMuxConfig(_Model):
-    """Several gRPC streams over one WebSocket (subprotocol `grpc-ws.mux.json`), on one path.
+    """Several gRPC streams over one WebSocket, on one path: subprotocol `grpc-ws.mux.json` (JSON
+    frames) or `grpc-ws.mux.proto` (binary frames: stream id, kind, protobuf); docs/websocket.md.
 
     The socket takes Origin, credentials, heartbeat, idle timeout and message size from the global
     `websocket` block; each stream takes the rest (enabled, allowed_origins, inbound_queue,
