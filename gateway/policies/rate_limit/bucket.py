@@ -15,7 +15,7 @@ others.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import NamedTuple, Protocol
 
 # NamedTuples rather than frozen dataclasses: a few are made per request, and a frozen dataclass's
@@ -58,7 +58,7 @@ class Verdict(NamedTuple):
 class Backend(Protocol):
     """Where buckets live. `take` decides for all buckets of one request atomically."""
 
-    async def take(self, buckets: Sequence[Bucket]) -> Verdict: ...
+    def take(self, buckets: Sequence[Bucket]) -> Awaitable[Verdict]: ...
 
     async def start(self) -> None: ...
 

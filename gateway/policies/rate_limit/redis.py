@@ -165,7 +165,8 @@ class RedisBackend:
     def started(self) -> bool:
         return self._client is not None
 
-    async def take(self, buckets: Sequence[Bucket]) -> Verdict:
+    def take(self, buckets: Sequence[Bucket]) -> asyncio.Future[Verdict]:
+        """Queue the request; the future it returns (awaitable, not a coroutine: one hop less) answers."""
         if self._script is None or self._slots is None:
             raise LimiterUnavailable("redis limiter used before start()")
         loop = asyncio.get_running_loop()
@@ -174,7 +175,7 @@ class RedisBackend:
         pending.append((buckets, future, loop.time()))
         if len(pending) == 1 and len(self._batches) < IN_FLIGHT:
             loop.call_soon(self._send)  # next iteration: every request of this one has asked by then
-        return await future
+        return future
 
     def _send(self) -> None:
         """Send what has queued, unless IN_FLIGHT calls are out: their end sends it then."""
