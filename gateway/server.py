@@ -22,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import metrics_registry
-from gateway.app import build_apps
+from gateway.app import build_apps, public_handler
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.handlers.admin import SUPERVISED_ENV
 from gateway.keys import SOCKETS
@@ -87,6 +87,8 @@ async def start_serving(
         max_headers=limits.max_headers,
     )
     await runner.setup()
+    assert runner.server is not None
+    runner.server.request_handler = public_handler(public, runner.server.request_handler)
     metrics_registry.count_connections(runner)
     public_listener = Listener(
         runner, ConnectionGuard(limits.max_connections, limits.header_timeout_s), public[SOCKETS].shutdown

@@ -241,3 +241,33 @@ async def test_print_options_per_method(demo_backends: Backends, start_gateway: 
         assert isinstance((await r.json())["genre"], int)
     async with gw.http.get(f"{gw.url}/v1/shelves") as r:  # untouched methods keep the defaults
         assert "bookCount" in (await r.json())["shelves"][0]
+
+
+async def test_expect_100_continue_still_goes_through_aiohttp(gw: Gateway) -> None:
+    # The public server calls the edge directly, except for what aiohttp must handle itself: an
+    # `Expect: 100-continue` request gets its interim 100 and then the same answer as any other.
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.serving.public_port)
+    body = b'{"message":"hi"}'
+    writer.write(
+        b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    await writer.drain()
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(body)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    assert json.loads(await reader.readexactly(length))["message"] == "hi"
+    writer.close()
+
+
+async def test_openapi_on_the_public_port_is_routed_by_method(gw: Gateway) -> None:
+    # /openapi.json is the public app's own route (GET/HEAD); other methods reach the edge's table.
+    async with gw.http.head(f"{gw.url}/openapi.json") as r:
+        assert r.status == 200
+    async with gw.http.post(f"{gw.url}/openapi.json") as r:
+        assert r.status == 404
+        assert (await r.json())["code"] == 5
