@@ -83,6 +83,8 @@ class BalancedUpstream:
         entries = self._entries
         now = self._clock()
         n = len(entries)
+        if n == 1 and entries[0].ejected_until <= now:  # one address: healthy or not, it is the one
+            return entries[0]
         candidates = [e for e in entries if e.ejected_until <= now]
         if not candidates:
             wait = min(e.ejected_until for e in entries) - now

@@ -70,30 +70,32 @@ def retries_possible(config: RetryConfig, http_method: str) -> bool:
     return idempotent and config.attempts > 1
 
 
-async def with_retries(
+async def retry_after(
+    failed: GatewayError,
     attempt: Callable[[float], Awaitable[T]],
     config: RetryConfig,
-    http_method: str,
-    timeout_s: float,
+    deadline: float,
     budget: RetryBudget | None,
 ) -> T:
-    """Run `attempt(remaining_timeout)` until it succeeds or may not be retried; re-raise the last error."""
-    deadline = time.monotonic() + timeout_s
-    tries = config.attempts if retries_possible(config, http_method) else 1
-    for number in range(1, tries + 1):
+    """The tries after a first one that failed with `failed`, for a call that may be retried, until
+    `deadline` (`time.monotonic()`); re-raise the last error. A caller on the hot path makes the first
+    try itself and comes here only when it failed, so a call that succeeds pays nothing for retries."""
+    error = failed
+    for number in range(1, config.attempts):  # `number` tries made so far
+        if error.code.name not in config.codes:
+            raise error
+        if budget is not None and not budget.allows():
+            raise error
+        cap = min(config.backoff_max_ms, config.backoff_base_ms * 2 ** (number - 1)) / 1000
+        pause = random.uniform(0, cap)
+        if time.monotonic() + pause >= deadline:
+            raise error
+        await asyncio.sleep(pause)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise GatewayError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the backend answered")
         try:
             return await attempt(remaining)
         except GatewayError as err:
-            if number == tries or err.code.name not in config.codes:
-                raise
-            if budget is not None and not budget.allows():
-                raise
-            cap = min(config.backoff_max_ms, config.backoff_base_ms * 2 ** (number - 1)) / 1000
-            pause = random.uniform(0, cap)
-            if time.monotonic() + pause >= deadline:
-                raise
-            await asyncio.sleep(pause)
-    raise AssertionError("unreachable")  # pragma: no cover
+            error = err
+    raise error

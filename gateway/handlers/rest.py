@@ -16,10 +16,10 @@ from aiohttp import web
 from gateway.call import Call
 from gateway.handlers import http_stream
 from gateway.handlers.responses import finish_headers, unary_response
-from gateway.resilience import retries_possible, with_retries
+from gateway.resilience import retries_possible, retry_after
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
-from translators.errors import PayloadTooLarge, RequestTimeout
+from translators.errors import GatewayError, PayloadTooLarge, RequestTimeout
 from translators.metadata import parse_grpc_timeout, to_metadata
 from translators.request import build_request
 from translators.routes import Binding
@@ -30,14 +30,24 @@ __all__ = ("deadline", "finish_headers", "handle", "read_body", "upstream_metada
 async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
     """The whole body, refusing more than `limit` bytes before reading them when the length is known,
     and a client that sends it slower than `timeout_s` allows (408)."""
+    first = body_if_arrived(request, limit)
+    if request.content.at_eof():
+        return first
+    return await _read_rest(request, first, limit, timeout_s)
+
+
+def body_if_arrived(request: web.Request, limit: int) -> bytes:
+    """What arrived of the body, refusing more than `limit` bytes when the length is known; the whole
+    body when `request.content.at_eof()` then holds. A small body has usually arrived with the head:
+    it is taken without a timer, an iterator or even a coroutine."""
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(limit)
+    return request.content.read_nowait(-1)
+
+
+async def _read_rest(request: web.Request, first: bytes, limit: int, timeout_s: float) -> bytes:
     content = request.content
-    # A small body has usually arrived with the head: take it without a timer or an iterator.
-    first = content.read_nowait(-1)
-    if content.at_eof():
-        return first
     chunks, size = [first], len(first)
     try:
         async with asyncio.timeout(timeout_s):
@@ -85,7 +95,12 @@ async def handle(
         return await http_stream.client_stream(request, call, runtime, upstream, binding, variables, metadata, timeout)
     options = binding.request.options
     limits = runtime.config.server
-    body = await read_body(request, options.max_body_bytes, limits.body_timeout_s) if binding.request.takes_body else b""
+    if binding.request.takes_body:
+        body = body_if_arrived(request, options.max_body_bytes)
+        if not request.content.at_eof():
+            body = await _read_rest(request, body, options.max_body_bytes, limits.body_timeout_s)
+    else:
+        body = b""
     call.bytes_in = len(body)
     query = request.query.items()
     if call.hidden_query:
@@ -101,17 +116,20 @@ async def handle(
         stream = upstream.server_stream(binding.rpc_path, payload, metadata, timeout)
         return await http_stream.respond(request, call, binding, stream)
     started = time.perf_counter()
+    deadline_at = time.monotonic() + timeout
     try:
-        if retries_possible(settings.retry, request.method):
-            result = await with_retries(
+        try:
+            result = await upstream.unary(binding.rpc_path, payload, metadata, timeout)
+        except GatewayError as err:
+            if not retries_possible(settings.retry, request.method):
+                raise
+            result = await retry_after(
+                err,
                 lambda remaining: upstream.unary(binding.rpc_path, payload, metadata, remaining),
                 settings.retry,
-                request.method,
-                timeout,
+                deadline_at,
                 getattr(upstream, "retry_budget", None),
             )
-        else:
-            result = await upstream.unary(binding.rpc_path, payload, metadata, timeout)
     finally:
         call.upstream_s = time.perf_counter() - started
     return unary_response(call, binding, result)

@@ -76,7 +76,7 @@ class H2Connection(asyncio.Protocol):
         self._scheme = scheme
         self._authority = authority
         self._on_lost = on_lost
-        self._loop = asyncio.get_running_loop()
+        self._loop = self.loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self._loop.create_future()  # the peer's first SETTINGS
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.usable = False

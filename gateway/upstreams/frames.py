@@ -90,6 +90,10 @@ class Frame(NamedTuple):
     payload: bytes
 
 
+# A Frame made without NamedTuple's generated (Python-level) __new__: a C call, on every frame.
+_new = tuple.__new__
+
+
 class FrameError(ValueError):
     """A frame that breaks HTTP/2: a connection error with `code`."""
 
@@ -156,7 +160,7 @@ def split_frames(data: bytes, max_frame: int = MAX_FRAME_LIMIT) -> tuple[list[Fr
         stop = pos + 9 + length
         if stop > end:
             break
-        frames.append(Frame(frame_type, flags, stream_id & 0x7FFFFFFF, data[pos + 9 : stop]))
+        frames.append(_new(Frame, (frame_type, flags, stream_id & 0x7FFFFFFF, data[pos + 9 : stop])))
         pos = stop
     return frames, pos
 

@@ -153,28 +153,44 @@ def request_prefix(scheme: str, authority: str, path: str, user_agent: str = USE
 
 
 _NAMES: dict[str, bytes] = {}
+# Whole encoded fields of text metadata, by (key, value): most of a request's metadata repeats from
+# one request to the next (x-forwarded-host, x-forwarded-for, forwarded headers); a unique value (a
+# request id) costs one insert, and the cache is emptied when full so such values cannot crowd it.
+_FIELDS: dict[tuple[str, str], bytes] = {}
+_FIELDS_MAX = 4096
 
 
 def metadata_block(metadata: Iterable[tuple[str, str | bytes]]) -> bytes:
     """Request metadata as literals; `-bin` values go out base64-encoded without padding (gRPC spec)."""
     parts = []
-    names = _NAMES
+    fields = _FIELDS
     for key, value in metadata:
-        name = names.get(key)
-        if name is None:
-            name = b"\x00" + _string(key.encode())
-            if len(names) < 1024:  # keys repeat; a flood of distinct ones must not grow this forever
-                names[key] = name
-        if key.endswith("-bin"):
-            raw = value if isinstance(value, bytes) else value.encode()
-            data = base64.b64encode(raw).rstrip(b"=")
+        if isinstance(value, str) and not key.endswith("-bin"):
+            field = fields.get((key, value))
+            if field is None:
+                field = _field(key, value)
+                if len(fields) >= _FIELDS_MAX:
+                    fields.clear()
+                fields[key, value] = field
         else:
-            data = value.encode() if isinstance(value, str) else value
-        parts.append(name)
-        n = len(data)
-        parts.append(_SHORT_LENGTH[n] if n < 127 else _integer(n, 7))
-        parts.append(data)
+            field = _field(key, value)
+        parts.append(field)
     return b"".join(parts)
+
+
+def _field(key: str, value: str | bytes) -> bytes:
+    name = _NAMES.get(key)
+    if name is None:
+        name = b"\x00" + _string(key.encode())
+        if len(_NAMES) < 1024:  # keys repeat; a flood of distinct ones must not grow this forever
+            _NAMES[key] = name
+    if key.endswith("-bin"):
+        raw = value if isinstance(value, bytes) else value.encode()
+        data = base64.b64encode(raw).rstrip(b"=")
+    else:
+        data = value.encode() if isinstance(value, str) else value
+    n = len(data)
+    return name + (_SHORT_LENGTH[n] if n < 127 else _integer(n, 7)) + data
 
 
 # ---- decoding ---------------------------------------------------------------------------------------

@@ -483,3 +483,29 @@ async def test_admission_is_first_come_first_served() -> None:
     with pytest.raises(GatewayError) as info:
         await admission.wait(lambda: 1, lambda: True, asyncio.get_running_loop().time() + 0.01)
     assert info.value.code is _C.DEADLINE_EXCEEDED
+
+
+def test_metadata_fields_are_cached_by_value_and_the_cache_is_bounded() -> None:
+    from gateway.upstreams import headers as H
+
+    pairs: list[tuple[str, str | bytes]] = [
+        ("x-forwarded-host", "example.com"),
+        ("trace-bin", b"\x00\x01"),
+        ("raw", b"bytes value"),
+        ("x-request-id", "r1"),
+    ]
+    first = H.metadata_block(pairs)
+    again = H.metadata_block(pairs)  # from the cache this time
+    assert first == again
+    assert hpack.Decoder().decode(first, raw=True) == [
+        (b"x-forwarded-host", b"example.com"),
+        (b"trace-bin", base64.b64encode(b"\x00\x01").rstrip(b"=")),
+        (b"raw", b"bytes value"),
+        (b"x-request-id", b"r1"),
+    ]
+    assert ("trace-bin", b"\x00\x01") not in H._FIELDS  # -bin and bytes values are encoded each time
+    for i in range(H._FIELDS_MAX + 10):  # unique values (request ids) cannot grow it without bound
+        block = H.metadata_block([("x-request-id", f"id-{i}")])
+        assert hpack.Decoder().decode(block, raw=True) == [(b"x-request-id", f"id-{i}".encode())]
+    assert len(H._FIELDS) <= H._FIELDS_MAX
+    assert H.metadata_block(pairs) == first  # and after it was emptied, the same bytes again
