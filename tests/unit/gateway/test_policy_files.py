@@ -81,5 +81,5 @@ def test_only_file_settings_under_policies_change() -> None:
     }
     out = resolve_policy_files(raw, Path("/base"))
     assert out["listen"] == {"cert_file": "c.pem"}  # not a policy: config.py resolves TLS itself
-    assert out["policies"][0]["config"] == {"key_file": "/base/k", "path": "p", "abs_file": "/a", "n_file": 3}
+    assert out["policies"][0]["config"] == {"key_file": "/base/k", "path": "/base/p", "abs_file": "/a", "n_file": 3}
     assert out["inference"]["server_policies"]["api_key"]["key_file"] == "/base/s"
