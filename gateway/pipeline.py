@@ -72,6 +72,11 @@ class Pipeline:
         completers = tuple(p for p in reversed(self.policies) if _overrides(p, "on_complete"))
         object.__setattr__(self, "_completers", completers)
 
+    @property
+    def inspects_messages(self) -> bool:
+        """Whether any policy acts on each stream or WebSocket message (a relay may skip decoding if not)."""
+        return bool(self._messengers)
+
     async def on_request(self, call: Call) -> None:
         for policy in self._requesters:
             pending = policy.on_request(call)

@@ -76,7 +76,7 @@ async def handle(
             if client is None or client.is_closing() or writer is None:
                 return response
             pipeline = runtime.pipeline
-            screening = bool(getattr(pipeline, "_messengers", True))  # a policy has on_message
+            screening = pipeline.inspects_messages
             protocol = request.protocol
 
             async def screen(message: str | bytes) -> None:
