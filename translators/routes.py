@@ -28,7 +28,7 @@ from grpc import StatusCode
 
 from translators.descriptors import ServiceInfo
 from translators.errors import GatewayError, MethodNotAllowed, NotFound
-from translators.http_rule import PathTemplate, TemplateError, parse_template
+from translators.http_rule import LITERAL, PathTemplate, TemplateError, parse_template
 from translators.options import DEFAULT_OPTIONS, TranscodeOptions
 from translators.request import PlanError, RequestPlan, make_plan
 from translators.response import ResponsePlan
@@ -81,12 +81,34 @@ class RouteTable:
     _by_method: dict[str, tuple[Binding, ...]] = field(repr=False)
     ws_paths: Mapping[str, Binding] = field(default_factory=dict)  # "/ws/pkg.Service/Method" -> binding
     rpc_paths: Mapping[str, Binding] = field(default_factory=dict)  # "/pkg.Service/Method" -> a binding
+    # Per method, the templates made only of literals (no variable, no verb) by their exact path: such
+    # a template ranks before every other one that matches the same path, so when the request's path
+    # is exactly it, it is the answer without trying the templates one by one.
+    _exact: dict[str, dict[str, Binding]] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        exact: dict[str, dict[str, Binding]] = {}
+        for method, group in self._by_method.items():
+            for binding in group:  # in rank order: the first of identical templates wins, as in `match`
+                template = binding.template
+                if template.verb or not template.segments or any(kind != LITERAL for kind, _ in template.segments):
+                    continue
+                path = "/" + "/".join(text for _, text in template.segments)
+                exact.setdefault(method, {}).setdefault(path, binding)
+        object.__setattr__(self, "_exact", exact)
 
     def match(self, http_method: str, raw_path: str) -> tuple[Binding, dict[str, str]]:
         """The binding and its decoded path variables; `NotFound` or `MethodNotAllowed` otherwise."""
         candidates = self._by_method.get(http_method)
+        method = http_method
         if candidates is None and http_method == "HEAD":
             candidates = self._by_method.get("GET")
+            method = "GET"
+        exact = self._exact.get(method)
+        if exact is not None:
+            found = exact.get(raw_path)
+            if found is not None:
+                return found, {}
         for binding in candidates or ():
             variables = binding.template.match(raw_path)
             if variables is not None:

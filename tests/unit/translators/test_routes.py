@@ -110,3 +110,37 @@ def test_rpc_path_matching(table: RouteTable) -> None:
     with pytest.raises(GatewayError):
         table.match_rpc("/echo.v1.EchoService/Nope")
     assert {b.name for b in table.all_bindings()} >= {"echo.v1.EchoService.Chat", "echo.v1.EchoService.Echo"}
+
+
+def _scan(table: RouteTable, method: str, raw_path: str) -> str | None:
+    """The binding `match` must pick, found the slow way: every candidate template in rank order."""
+    candidates = table._by_method.get(method) or (table._by_method.get("GET") if method == "HEAD" else None)
+    for binding in candidates or ():
+        if binding.template.match(raw_path) is not None:
+            return binding.name
+    return None
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/echo", "/v1/echo/", "/v1/%65cho", "/v1/items", "/v1/items:stream", "/v1/shelves", "/v1/books:search",
+     "/v1/shelves/1", "/v1//echo", "/v1", "/"],
+)
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD", "SEARCH", "PATCH"])
+def test_exact_literal_paths_pick_what_the_ranked_scan_picks(table: RouteTable, method: str, path: str) -> None:
+    # All-literal templates are found by their exact path first; the answer must be the scan's.
+    expected = _scan(table, method, path)
+    if expected is None:
+        with pytest.raises(GatewayError):
+            table.match(method, path)
+        return
+    binding, variables = table.match(method, path)
+    assert binding.name == expected
+    assert variables == {} or binding.template.variables
+    assert table._exact  # the echo and library tables have literal-only templates
+
+
+def test_exact_literal_lookup_returns_a_fresh_variables_dict(table: RouteTable) -> None:
+    _, first = table.match("POST", "/v1/echo")
+    first["x"] = "y"
+    assert table.match("POST", "/v1/echo")[1] == {}
