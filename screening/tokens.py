@@ -28,7 +28,7 @@ NAMES: tuple[str, ...] = (
     "nosql_op", "hex_number", "number", "word", "long_word", "single_quote", "double_quote", "backtick",
     "semicolon", "lparen", "rparen", "comma", "compare", "equals", "lt", "gt", "pipe", "amp", "lbrace", "rbrace",
     "lbracket", "rbracket", "slash", "backslash", "colon", "dot", "star", "plus", "minus", "percent", "at",
-    "question", "bang", "caret", "tilde", "dollar", "other",
+    "question", "bang", "caret", "tilde", "dollar", "other", "apostrophe", "cmd_word",
 )
 SEPARATOR = 0  # class 0 separates fields in a concatenated sequence; real classes are 1-based
 N_CLASSES = len(NAMES) + 1
@@ -36,6 +36,7 @@ C = {name: index + 1 for index, name in enumerate(NAMES)}
 
 LEXEME = re.compile(
     r"\n"
+    r"|&#?\w+;"
     r"|0x[0-9a-f]+"
     r"|[0-9]+(?:\.[0-9]+)*"
     r"|[^\W\d_]\w*|_\w*"
@@ -43,6 +44,17 @@ LEXEME = re.compile(
     r"|==|!=|<>|>=|<=|=~|--|/\*|\*/|::-|:-|\*\)|\)\("
     r"|[^\w\s]"
 )
+
+
+# A quote between two letters is an apostrophe (O'Brien, don't), not a string delimiter, unless a SQL
+# word follows it (`admin'or'1'='1`); `\u2019` is the typographic apostrophe of real prose.
+_APOSTROPHE = re.compile(
+    r"(?<=[^\W\d_])'(?=[^\W\d_])(?!(?:or|and|xor|union|select|having|order|group|like|rlike|regexp|div|is|in|not"
+    r"|into|from|where|limit|procedure|waitfor|exec|execute|sleep|benchmark|waitfor)\b)"
+)
+# A shell word is a command only in command position: first in its field, or after a shell separator;
+# elsewhere ("the echo of", "/v1/echo", "cat food") it is a plain word or a noun naming a command.
+_COMMAND_AFTER = frozenset(("", ";", "|", "&", "&&", "||", "`", "$(", "$((", "\n"))
 
 
 def _table(cls: str, *words: str) -> dict[str, int]:
@@ -167,7 +179,7 @@ PUNCT: dict[str, int] = {
     "|": C["pipe"], "&": C["amp"], "{": C["lbrace"], "}": C["rbrace"], "[": C["lbracket"], "]": C["rbracket"],
     "/": C["slash"], "\\": C["backslash"], ":": C["colon"], ".": C["dot"], "*": C["star"], "+": C["plus"],
     "-": C["minus"], "%": C["percent"], "@": C["at"], "?": C["question"], "!": C["bang"], "^": C["caret"],
-    "~": C["tilde"], "$": C["dollar"], "#": C["sql_comment"], "--": C["sql_comment"], "/*": C["comment_open"],
+    "~": C["tilde"], "$": C["dollar"], "\u2019": C["apostrophe"], "#": C["sql_comment"], "--": C["sql_comment"], "/*": C["comment_open"],
     "*/": C["comment_close"], "${": C["dollar_brace"], "$(": C["dollar_paren"], "$((": C["dollar_paren"],
     "{{": C["tpl_open"], "{%": C["tpl_open"], "{#": C["tpl_open"], "<%": C["tpl_open"], "<%=": C["tpl_open"],
     "#{": C["tpl_open"], "[[": C["tpl_open"], "}}": C["tpl_close"], "%}": C["tpl_close"], "#}": C["tpl_close"],
@@ -176,9 +188,11 @@ PUNCT: dict[str, int] = {
     "<=": C["compare"], "=~": C["compare"], "::-": C["lookup_default"], ":-": C["lookup_default"],
     "://": C["scheme_sep"], "*)": C["ldap_attr"], ")(": C["ldap_attr"],
 }
-_INTERNAL_PREFIXES = ("127.", "10.", "192.168.", "169.254.", "0.", "100.100.100.200")
+_INTERNAL_PREFIXES = ("127.", "10.", "192.168.", "169.254.", "0.", "100.100.100.200",
+                      *(f"172.{n}." for n in range(16, 32)))
 _WORD, _LONG_WORD, _NUMBER = C["word"], C["long_word"], C["number"]
 _LT, _DOT, _DOLLAR, _NEWLINE, _AMP, _PERCENT = C["lt"], C["dot"], C["dollar"], C["newline"], C["amp"], C["percent"]
+_SHELL_STRONG, _SHELL_WEAK, _CMD_WORD = C["shell_strong"], C["shell_weak"], C["cmd_word"]
 _TAG_OPENERS = frozenset(("<", "</"))
 
 
@@ -199,7 +213,7 @@ def _word(token: str) -> int:
 
 def _number(token: str) -> int:
     if token.count(".") == 3:
-        if token.startswith(_INTERNAL_PREFIXES) or token.startswith(tuple(f"172.{n}." for n in range(16, 32))):
+        if token.startswith(_INTERNAL_PREFIXES):
             return C["internal_host"]
         return C["ipv4"]
     return _NUMBER
@@ -209,20 +223,23 @@ def classes(text: str) -> list[int]:
     """Token classes (1-based indexes into `NAMES`) of normalised text; blanks are skipped."""
     out: list[int] = []
     previous = ""
+    if "'" in text:
+        text = _APOSTROPHE.sub("\u2019", text)
     for token in LEXEME.findall(text):
         cls = PUNCT.get(token)
         if cls is None:
             first = token[0]
             if first.isalpha() or first == "_":
                 cls = _word(token)
+                if (cls == _SHELL_WEAK or cls == _SHELL_STRONG) and previous not in _COMMAND_AFTER:
+                    cls = _CMD_WORD if cls == _SHELL_STRONG and previous != "/" else (
+                        _SHELL_STRONG if cls == _SHELL_STRONG else _WORD)
                 if previous in _TAG_OPENERS or previous == "/" and len(out) > 1 and out[-2] == _LT:
                     cls = C["html_danger_tag"] if token in DANGER_TAGS else C["html_tag"]
                 elif previous == "." and token in EXTENSIONS:
                     cls = C["file_ext"]
                 elif previous == "$":
                     cls = C["nosql_op"] if token in NOSQL_OPS else C["shell_var"]
-                elif previous == "&" and token.isalnum():
-                    cls = C["entity_ref"]
                 elif previous == "%" and token.isalnum():
                     cls = C["shell_var"]
                 elif previous == "\n" and token in HEADER_WORDS:
@@ -231,6 +248,8 @@ def classes(text: str) -> list[int]:
                 cls = C["hex_number"] if token.startswith("0x") else _number(token)
             elif ".." in token:
                 cls = C["path_up"]
+            elif first == "&":
+                cls = C["entity_ref"]
             else:
                 cls = C["other"]
         elif token in (":", "://") and out and previous:

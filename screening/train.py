@@ -1,8 +1,8 @@
 """Training: dataset rows in, a verified ONNX model and its manifest out (training side).
 
 `fit(rows)` splits the training rows by base into a fitting part and a calibration part, extracts
-features (with a progress bar), fits a `ScreeningModel` on the first, and picks the threshold on
-the second: the score that benign calibration traffic exceeds at most `target_fpr` of the time.
+features (with a progress bar), fits a `ScreeningModel` on the first (its combiner learning from
+folds that hold whole attack families out), and picks the threshold on the second: the score that benign calibration traffic exceeds at most `target_fpr` of the time.
 The held-out test split is never read here. `export` writes `model.onnx` and `manifest.json`,
 checks ONNX parity with scikit-learn on the calibration rows, and records golden inputs, the data
 provenance and the library versions.
@@ -74,9 +74,10 @@ def fit(rows: Sequence[dataset.Row], *, target_fpr: float = 0.005, progress: boo
     calibration = [r for r in training if _calibration_part(r.base)]
     X = featurize(fitting, progress, "features (fit)")
     y = np.asarray([r.label for r in fitting])
+    families = np.asarray([r.family for r in fitting])
     model = ScreeningModel(**(params or {}))
     with tqdm(total=model.folds + 3, desc="fit", disable=not progress) as bar:
-        model.fit(X, y, progress=bar)
+        model.fit(X, y, progress=bar, groups=families)
     Xc = featurize(calibration, progress, "features (calibration)")
     yc = np.asarray([r.label for r in calibration])
     scores = model.score(Xc)

@@ -176,3 +176,55 @@ def tricky(rng: random.Random) -> Iterator[Sample]:
     for i, text in enumerate(texts):
         for variant in (text, text.upper(), text.lower()):
             yield Sample(variant, 0, "tricky", "portcullis-benign", f"tricky:{i}")
+
+
+_PHRASES = (
+    "{name} & {name2}", "{company} & Sons", "{last} & {last2} LLP", "Tom & Jerry, {name}'s favourite",
+    "{irish_name}, {sql_word} specialty hospital", "{name} wants to {sql_word} the {noun} from the list",
+    "Please {sql_word} my {noun} by {day}", "Can I {sql_word} the {noun}? Thanks, {irish_name}",
+    "{sql_word} {noun} where possible", "{irish_name} said: \"I'll {sql_word} it tomorrow\"",
+    "Order #{n} from {company} & Co.", "Ben & Jerry's {noun}", "R&D team, {city} office",
+    "{irish_name} & {irish_name2}", "I can't {sql_word} {noun} or {noun2} today", "It's {name}'s turn to {sql_word}",
+    "{name} (aka '{nick}') joined {company}", "The {html_word} of the {noun} is broken", "{html_word} & {html_word2}",
+    "{name}'s {noun} - {sql_word} from {city}", "Meet me at {city} union station at {hour}",
+    "{sql_word} and {sql_word2} are both buttons in the {noun} form",
+    "{name} wrote: \"{sql_word} one, {sql_word2} the other\"", "Q&A with {name}, {job}",
+    "AT&T bill for {month}", "{company} (formerly {company2}) - {city}", "Sales & Marketing: {name}",
+    "Don't {sql_word} the {noun}; {name} needs it", "{n} < {n2} but {n3} > {n2}", "{name} <{email}>",
+    "Hi {first}, the {noun} is {adj} & {adj2}!", "Where's {irish_name}'s {noun}?", "{nick}'s {noun} -- {adj} edition",
+    "Select {noun} or {noun2} in the menu", "Drop-off at {street}, {city}", "{name}: 'yes' or 'no'?",
+)
+_SQL_WORDS = ("select", "drop", "union", "insert", "update", "delete", "order", "group", "join", "exec", "create",
+              "alter", "truncate", "grant", "declare", "having", "merge", "replace", "sleep", "cast", "table", "where")
+_HTML_WORDS = ("script", "image", "form", "style", "frame", "link", "body", "title", "input", "button", "object",
+               "alert", "prompt", "document", "window", "cookie", "source", "video", "template")
+_NOUNS = ("order", "table", "account", "cookie", "file", "report", "password", "shelf", "book", "script", "record",
+          "user", "group", "union", "list", "cart", "window", "invoice", "ticket", "column", "index", "schema")
+
+
+def phrases(rng: random.Random, limit: int = 3000) -> Iterator[Sample]:
+    """Innocent sentences built from templates and Faker names: ampersands (Tom & Jerry, AT&T),
+    apostrophes (O'Brien, it's), SQL and HTML words used as English. The hand-written `tricky`
+    sentences are their test; these are the training counterpart, so the model learns that such words
+    alone are not an attack."""
+    from faker import Faker  # training-only dependency
+
+    fake = Faker(["en_US", "en_GB", "en_IE"])
+    fake.seed_instance(rng.randrange(1 << 30))
+    irish = ("O'Brien", "O'Connor", "D'Angelo", "O'Neill", "D'Arcy", "O'Hara", "O'Sullivan", "L'Estrange")
+    for i in range(limit):
+        words = {
+            "name": fake.name(), "name2": fake.name(), "first": fake.first_name(), "last": fake.last_name(),
+            "last2": fake.last_name(), "company": fake.company(), "company2": fake.company(), "city": fake.city(),
+            "irish_name": f"{fake.first_name()} {rng.choice(irish)}", "irish_name2": rng.choice(irish),
+            "sql_word": rng.choice(_SQL_WORDS), "sql_word2": rng.choice(_SQL_WORDS), "noun": rng.choice(_NOUNS),
+            "noun2": rng.choice(_NOUNS), "html_word": rng.choice(_HTML_WORDS), "html_word2": rng.choice(_HTML_WORDS),
+            "day": fake.day_of_week(), "month": fake.month_name(), "n": str(rng.randint(1, 9999)),
+            "n2": str(rng.randint(1, 99)), "n3": str(rng.randint(100, 999)), "hour": f"{rng.randint(1, 12)}pm",
+            "nick": fake.user_name(), "job": fake.job(), "email": fake.email(), "adj": fake.color_name(),
+            "adj2": rng.choice(("cheap", "late", "new", "broken", "fine")), "street": fake.street_address(),
+        }
+        text = rng.choice(_PHRASES).format(**words)
+        case = rng.random()
+        text = text.upper() if case < 0.1 else text.lower() if case < 0.25 else text
+        yield Sample(text, 0, "phrases", "portcullis-benign", f"phrases:{i}")

