@@ -24,9 +24,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import orjson
-from google.protobuf import json_format
-from google.protobuf.message import Message
 from pydantic import Field, field_validator
 
 from gateway.call import Call
@@ -133,7 +130,8 @@ class Capture(BasePolicy):
     async def on_message(self, call: Call, message: Any) -> None:
         key = id(call)
         if self._calls.get(key, _MISSING) is _UNSET:
-            self._calls[key] = _document(message)
+            # Kept as it is (a reference); only a sampled call that completes is turned into a record.
+            self._calls[key] = bytes(message) if isinstance(message, bytearray | memoryview) else message
 
     async def on_complete(self, call: Call) -> None:
         body = self._calls.pop(id(call), _MISSING)
@@ -146,27 +144,14 @@ class Capture(BasePolicy):
             CAPTURE_RECORDS.labels("dropped").inc()
             return
         cfg = self.configs.for_call(call)
-        rec = record.from_parts(call.method, call.path, call.query.items(), call.headers,
-                                None if body is _UNSET else body, cfg.headers)
+        # The same record screening scores (record.from_request), so a model retrained on captured
+        # traffic sees what it will be served.
+        rec = record.from_request(call.method, call.path, call.query.items(), call.headers,
+                                  None if body is _UNSET else body, cfg.headers)
         rec = self.redactor.record(rec, call.hidden_headers, call.hidden_query)
         self._buffer.append(capture.line(rec, call.request_id, call.route, call.started_unix))
         if len(self._buffer) >= 512:
             self._full.set()
-
-
-def _document(message: Any) -> Any:
-    """The JSON-like document of a request message, as screening reads it (only sampled calls pay this)."""
-    if isinstance(message, Message):
-        return json_format.MessageToDict(message, preserving_proto_field_name=True)
-    if isinstance(message, bytes | bytearray | memoryview | str):
-        raw = bytes(message) if not isinstance(message, str) else message
-        if not raw:
-            return None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return raw[: record.MAX_VALUE_CHARS].decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return message
 
 
 def build(configs: RouteConfigs[CaptureConfig]) -> Capture:

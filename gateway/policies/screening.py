@@ -32,7 +32,6 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 import orjson
-from google.protobuf.message import Message
 from prometheus_client import Counter, Histogram
 from pydantic import Field, model_validator
 
@@ -425,51 +424,6 @@ def _rows_by_field(rec: record.RequestRecord, cfg: ScreeningConfig, threshold: f
         thresholds.append(field_threshold)
         row_values.append([value])
     return rows, thresholds, row_values
-
-
-def _document(message: Any) -> Any:
-    """A JSON-like document of a message: a protobuf message's fields, a JSON text's value, or the text.
-
-    The capture policy records it; screening itself reads a message through `record.from_request`."""
-    if message is None:
-        return None
-    if isinstance(message, Message):
-        return _proto_fields(message)
-    if isinstance(message, bytes | bytearray | memoryview):
-        raw = bytes(message)
-        if not raw:
-            return None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return raw[: record.MAX_VALUE_CHARS * 2].decode("utf-8", "replace")
-    if isinstance(message, str):
-        try:
-            return orjson.loads(message)
-        except orjson.JSONDecodeError:
-            return message
-    return message
-
-
-def _proto_fields(message: Message) -> dict[str, Any]:
-    """Set fields of a protobuf message as nested dicts and lists, without a JSON round trip."""
-    out: dict[str, Any] = {}
-    for descriptor, value in message.ListFields():
-        name = descriptor.name
-        if descriptor.message_type is not None:
-            if descriptor.message_type.GetOptions().map_entry:
-                out[name] = {k: (_proto_fields(v) if isinstance(v, Message) else v) for k, v in value.items()}
-            elif descriptor.is_repeated:
-                out[name] = [_proto_fields(v) for v in value]
-            else:
-                out[name] = _proto_fields(value)
-        elif isinstance(value, bytes):
-            out[name] = value[: record.MAX_VALUE_CHARS].decode("utf-8", "replace")
-        elif descriptor.is_repeated:
-            out[name] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
-        else:
-            out[name] = value
-    return out
 
 
 def build(configs: RouteConfigs[ScreeningConfig]) -> Screening:
