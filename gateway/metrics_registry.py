@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +83,41 @@ def before_collect(hook: Callable[[], None]) -> Callable[[], None]:
             _BEFORE_COLLECT.hooks.remove(hook)
 
     return remove
+
+
+class Tally:
+    """Observations of one histogram child not yet pushed: per-bucket counts (non-cumulative) and sum.
+
+    For one worker and the event-loop thread only (no lock); `push` from a `before_collect` hook.
+
+    `bisect_left` puts a value equal to a bound in that bound's bucket (`le` is inclusive), as
+    prometheus-client's own `observe` does; the last slot is `+Inf`.
+    """
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        self.bounds: tuple[float, ...] = tuple(child._upper_bounds)  # type: ignore[attr-defined]  # +Inf last
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def push(self) -> None:
+        # prometheus-client has no public "add n observations"; its child keeps one value per bucket
+        # (`_buckets`, non-cumulative, +Inf last) and `_sum`. The unit and integration tests compare
+        # scraped counts, sums and buckets with what was observed, so a change there fails them.
+        if self.total or any(self.counts):
+            buckets = self.child._buckets  # type: ignore[attr-defined]
+            for i, n in enumerate(self.counts):
+                if n:
+                    buckets[i].inc(n)
+                    self.counts[i] = 0
+            self.child._sum.inc(self.total)  # type: ignore[attr-defined]
+            self.total = 0.0
 
 
 # --- metrics: the policies and the server write these ---------------------------------------------

@@ -6,7 +6,7 @@ total and upstream latencies. The metrics themselves are declared in `gateway.me
 and exposed at `/metrics` on the admin listener. List this policy first, so that it sees every
 rejection.
 
-One worker (no multiprocess directory): a request adds to plain ints and floats (`_Tally`, a
+One worker (no multiprocess directory): a request adds to plain ints and floats (`Tally`, a
 bisect into the histogram's bounds) and formats no string, takes no lock; the tallies are pushed
 into the prometheus-client metrics right before any collection (`before_collect`), so a scrape is
 exact. Several workers: the scrape of worker 0 reads the other workers' files, which nothing would
@@ -15,10 +15,9 @@ push at that moment, so every request writes through to prometheus-client at onc
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from pydantic import Field
 
 from gateway.call import Call
@@ -27,6 +26,7 @@ from gateway.metrics_registry import (
     HTTP_REQUESTS,
     HTTP_REQUESTS_IN_FLIGHT,
     UPSTREAM_DURATION,
+    Tally,
     before_collect,
     multiprocess_dir,
 )
@@ -43,39 +43,6 @@ class MetricsConfig(PolicyConfig):
     upstream_latency: bool = Field(True, description="Observe portcullis_upstream_duration_seconds.")
 
 
-class _Tally:
-    """Observations of one histogram child not yet pushed: per-bucket counts (non-cumulative) and sum.
-
-    `bisect_left` puts a value equal to a bound in that bound's bucket (`le` is inclusive), as
-    prometheus-client's own `observe` does; the last slot is `+Inf`.
-    """
-
-    __slots__ = ("bounds", "child", "counts", "total")
-
-    def __init__(self, child: Histogram) -> None:
-        self.child = child
-        self.bounds: tuple[float, ...] = tuple(child._upper_bounds)  # type: ignore[attr-defined]  # +Inf last
-        self.counts = [0] * len(self.bounds)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def push(self) -> None:
-        # prometheus-client has no public "add n observations"; its child keeps one value per bucket
-        # (`_buckets`, non-cumulative, +Inf last) and `_sum`. The unit and integration tests compare
-        # scraped counts, sums and buckets with what was observed, so a change there fails them.
-        if self.total or any(self.counts):
-            buckets = self.child._buckets  # type: ignore[attr-defined]
-            for i, n in enumerate(self.counts):
-                if n:
-                    buckets[i].inc(n)
-                    self.counts[i] = 0
-            self.child._sum.inc(self.total)  # type: ignore[attr-defined]
-            self.total = 0.0
-
-
 class Metrics(BasePolicy):
     name = "metrics"
 
@@ -86,8 +53,8 @@ class Metrics(BasePolicy):
         self._in_flight_pushed = 0
         # Children resolved once per label tuple; counts as [pending, child] pairs.
         self._requests: dict[tuple[str | None, str, int], list] = {}  # type: ignore[type-arg]
-        self._durations: dict[str | None, _Tally] = {}
-        self._upstream: dict[tuple[str | None, str], _Tally] = {}
+        self._durations: dict[str | None, Tally] = {}
+        self._upstream: dict[tuple[str | None, str], Tally] = {}
         self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
 
     async def stop(self) -> None:
@@ -139,12 +106,12 @@ class Metrics(BasePolicy):
         if cfg.latency:
             duration = self._durations.get(route)
             if duration is None:
-                duration = self._durations[route] = _Tally(HTTP_REQUEST_DURATION.labels(route or UNMATCHED))
+                duration = self._durations[route] = Tally(HTTP_REQUEST_DURATION.labels(route or UNMATCHED))
             duration.observe(call.elapsed_s)
         if cfg.upstream_latency and call.upstream is not None and call.upstream_s > 0.0:
             upstream = self._upstream.get((route, call.upstream))
             if upstream is None:
-                upstream = self._upstream[(route, call.upstream)] = _Tally(
+                upstream = self._upstream[(route, call.upstream)] = Tally(
                     UPSTREAM_DURATION.labels(route or UNMATCHED, call.upstream)
                 )
             upstream.observe(call.upstream_s)

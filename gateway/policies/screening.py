@@ -25,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 import numpy as np
 import orjson
-from prometheus_client import Counter, Histogram
 from pydantic import Field, model_validator
 
 from gateway.call import Call
@@ -45,6 +44,9 @@ from gateway.metrics_registry import (
     SCREENING_MODEL_SWAPS,
     SCREENING_SCORE,
     SCREENING_SHADOW_DISAGREEMENTS,
+    Tally,
+    before_collect,
+    multiprocess_dir,
 )
 from gateway.pipeline import Reply
 from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
@@ -109,9 +111,16 @@ class Screening(BasePolicy):
         self._pending: set[int] = set()  # calls whose head waits for their first message
         self._streams: set[int] = set()  # upgraded calls: head already screened, messages alone
         self._lock = asyncio.Lock()
-        self._decisions: dict[tuple[str, str], Counter] = {}
-        self._scores: dict[str, Histogram] = {}
-        self._durations: dict[str, Histogram] = {}
+        # One worker: decisions, scores and durations add to plain tallies, pushed into
+        # prometheus-client right before a scrape (as the metrics policy does); several workers
+        # (multiprocess files): every observation writes through.
+        self._eager = multiprocess_dir() is not None
+        self._decisions: dict[tuple[str, str], list[Any]] = {}  # [pending count, Counter child]
+        self._scores: dict[str, Tally] = {}
+        self._durations: dict[str, Tally] = {}
+        deferred = not self._eager and self.settings.inference == "inline"  # batch runs in threads
+        self._observer = _Observer(deferred)
+        self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
         self.shadow_disagreements = 0
         self.shadow_scored = 0
 
@@ -133,15 +142,34 @@ class Screening(BasePolicy):
             log.error("screening runs without a model (fail_open): %s", exc)
             return
         self.scorer = Scorer(model, mode=cfg.inference, workers=cfg.workers, max_batch=cfg.max_batch,
-                             max_pending=cfg.max_pending, observer=_Observer())
+                             max_pending=cfg.max_pending, observer=self._observer)
         self.scorer.start()
         if cfg.shadow:
             await self.set_shadow(cfg.shadow)
         log.info("screening with %s (threshold %.4f)", model.key, model.manifest.threshold)
 
     async def stop(self) -> None:
+        # A reload stops this policy while its last calls may still complete: they write through.
+        self.push()
+        self._eager = True
+        self._observer.deferred = False
+        if self._remove_hook is not None:
+            self._remove_hook()
+            self._remove_hook = None
         if self.scorer is not None:
             await asyncio.to_thread(self.scorer.close)
+
+    def push(self) -> None:
+        """Move the pending tallies into the prometheus-client metrics."""
+        for entry in self._decisions.values():
+            if entry[0]:
+                entry[1].inc(entry[0])
+                entry[0] = 0
+        for tally in self._scores.values():
+            tally.push()
+        for tally in self._durations.values():
+            tally.push()
+        self._observer.push()
 
     # --- model lifecycle (admin API) ------------------------------------------------------------------
     async def load(self, version: str, name: str | None = None) -> LoadedModel:
@@ -158,7 +186,7 @@ class Screening(BasePolicy):
             if self.scorer is None:
                 cfg = self.settings
                 self.scorer = Scorer(model, mode=cfg.inference, workers=cfg.workers, max_batch=cfg.max_batch,
-                                     max_pending=cfg.max_pending, observer=_Observer())
+                                     max_pending=cfg.max_pending, observer=self._observer)
                 self.scorer.start()
             else:
                 self.scorer.activate(model)
@@ -339,29 +367,54 @@ class Screening(BasePolicy):
             raise GatewayError(grpc.StatusCode.UNAVAILABLE, "request screening is unavailable")
 
     def _decide(self, route: str, verdict: str) -> None:
-        child = self._decisions.get((route, verdict))
-        if child is None:
-            child = self._decisions[route, verdict] = SCREENING_DECISIONS.labels(route, verdict)
-        child.inc()
+        entry = self._decisions.get((route, verdict))
+        if entry is None:
+            entry = self._decisions[route, verdict] = [0, SCREENING_DECISIONS.labels(route, verdict)]
+        if self._eager:
+            entry[1].inc()
+        else:
+            entry[0] += 1
 
     def _took(self, call: Call, seconds: float) -> None:
         route = call.route or "unmatched"
-        child = self._durations.get(route)
-        if child is None:
-            child = self._durations[route] = SCREENING_DURATION.labels(route)
-        child.observe(seconds)
+        tally = self._durations.get(route)
+        if tally is None:
+            tally = self._durations[route] = Tally(SCREENING_DURATION.labels(route))
+        if self._eager:
+            tally.child.observe(seconds)
+        else:
+            tally.observe(seconds)
 
     def _observe(self, route: str, score: float) -> None:
-        child = self._scores.get(route)
-        if child is None:
-            child = self._scores[route] = SCREENING_SCORE.labels(route)
-        child.observe(score)
+        tally = self._scores.get(route)
+        if tally is None:
+            tally = self._scores[route] = Tally(SCREENING_SCORE.labels(route))
+        if self._eager:
+            tally.child.observe(score)
+        else:
+            tally.observe(score)
 
 
 class _Observer:
+    """Batch sizes and inference times; tallied when every run is on the event loop (`inline`, one
+    worker), written through otherwise (batch runs report from executor threads)."""
+
+    def __init__(self, deferred: bool) -> None:
+        self.deferred = deferred
+        self.sizes = Tally(SCREENING_BATCH_SIZE)
+        self.seconds = Tally(SCREENING_INFERENCE_DURATION)
+
     def batch(self, size: int, seconds: float) -> None:
-        SCREENING_BATCH_SIZE.observe(size)
-        SCREENING_INFERENCE_DURATION.observe(seconds)
+        if self.deferred:
+            self.sizes.observe(size)
+            self.seconds.observe(seconds)
+        else:
+            SCREENING_BATCH_SIZE.observe(size)
+            SCREENING_INFERENCE_DURATION.observe(seconds)
+
+    def push(self) -> None:
+        self.sizes.push()
+        self.seconds.push()
 
 
 _CATEGORIES = (
