@@ -127,6 +127,8 @@ def parse_request(argv: list[str] | None, raw_json: str | None) -> dict[str, Any
             url, i = arg, i + 1
     from urllib.parse import parse_qsl, urlsplit
 
+    if not url.startswith("/") and "://" not in url:
+        url = "http://" + url  # as curl reads `localhost:8080/v1/echo`: a host, not a path
     parts = urlsplit(url)
     parsed_body: Any = None
     if body is not None:

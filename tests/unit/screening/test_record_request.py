@@ -77,3 +77,20 @@ def test_huge_and_deep_messages_are_bounded() -> None:
 def test_later_stream_messages_are_ws_fields() -> None:
     rec = record.from_message("GET", "/ws/echo.v1.EchoService/Chat", b'{"message": "<svg onload=1>"}')
     assert [f.name for f in rec.fields()] == ["path", "ws.message"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "path", "query"),
+    [
+        (["curl", "-X", "POST", "localhost:8080/v1/echo", "-d", '{"message": "hi"}'], "/v1/echo", []),
+        (["http://127.0.0.1:8080/v1/items/a%2Fb?verbose=true&q="], "/v1/items/a%2Fb", [("verbose", "true"), ("q", "")]),
+        (["/v1/items/x?tag=a&tag=b"], "/v1/items/x", [("tag", "a"), ("tag", "b")]),
+        (["curl localhost:8080"], "/", []),
+    ],
+)
+def test_explain_reads_a_curl_url_with_or_without_scheme(argv: list[str], path: str, query: list[tuple[str, str]]) -> None:
+    from screening.cli import parse_request
+
+    request = parse_request(argv, None)
+    assert request["path"] == path
+    assert request["query"] == query
