@@ -128,18 +128,6 @@ def read(path: Path, split: str | None = None) -> list[Row]:
     return out
 
 
-def read_capture(path: Path) -> list[Row]:
-    """Captured traffic (one record per line, as the capture policy writes it) as benign training rows."""
-    out = []
-    with path.open(encoding="utf-8") as lines:
-        for i, line in enumerate(lines):
-            if line.strip():
-                doc = json.loads(line)
-                out.append(Row(RequestRecord.from_json(doc.get("r", doc)), 0, "captured", "capture",
-                               f"capture:{i}", "train"))
-    return out
-
-
 def load_or_build(seed: int = 7, cache: Path = DEFAULT_DIR) -> Path:
     path = path_for(seed, cache)
     if not path.exists():
