@@ -57,6 +57,7 @@ from bench.screening_quality import sample as quality_sample
 from bench.screening_report import BIG_PROBES, Report, render, write_section
 from bench.screening_requests import ATTACK, BIG, ECHO, ITEM, WORKLOADS, Workload, check, send, wrk_script
 from bench.screening_swap import VERSIONS, Swapper, make_registry
+from bench.settings import SettingsError, env_number, is_quick
 from screening.registry import ModelRegistry
 
 MODEL = "request-screening"
@@ -78,10 +79,6 @@ KNOBS = (
 )
 
 
-class SettingsError(ValueError):
-    """A knob has a value we cannot use."""
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     quick: bool
@@ -100,17 +97,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        quick = env.get("BENCH_QUICK", "") not in ("", "0", "false", "no")
+        quick = is_quick(env)
 
         def number(name: str, default: float, low: float) -> float:
-            raw = env.get(name, "")
-            try:
-                value = float(raw) if raw else default
-            except ValueError:
-                raise SettingsError(f"{name}={raw!r}: expected a number") from None
-            if value < low:
-                raise SettingsError(f"{name}={raw!r}: expected at least {low:g}")
-            return value
+            return env_number(env, name, default, low)
 
         parts = tuple(p for p in env.get("BENCH_SCR_PARTS", ",".join(PARTS)).replace(",", " ").split())
         unknown = [p for p in parts if p not in PARTS]

@@ -71,6 +71,23 @@ class SettingsError(ValueError):
     """A benchmark environment variable has a value we cannot use."""
 
 
+def is_quick(env: Mapping[str, str]) -> bool:
+    """`BENCH_QUICK` set to anything but empty, 0, false or no: the smoke-test defaults."""
+    return env.get("BENCH_QUICK", "") not in ("", "0", "false", "no")
+
+
+def env_number(env: Mapping[str, str], name: str, default: float, low: float) -> float:
+    """A numeric knob: `default` when unset, `SettingsError` when not a number or below `low`."""
+    raw = env.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number") from None
+    if value < low:
+        raise SettingsError(f"{name}={raw!r}: expected at least {low:g}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What one `python -m bench` run measures, and where it writes."""
@@ -93,17 +110,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         """Read the knobs listed in the module docstring."""
-        quick = env.get("BENCH_QUICK", "") not in ("", "0", "false", "no")
+        quick = is_quick(env)
 
         def number(name: str, default: float, low: float) -> float:
-            raw = env.get(name, "")
-            try:
-                value = float(raw) if raw else default
-            except ValueError:
-                raise SettingsError(f"{name}={raw!r}: expected a number") from None
-            if value < low:
-                raise SettingsError(f"{name}={raw!r}: expected at least {low:g}")
-            return value
+            return env_number(env, name, default, low)
 
         def counts(name: str, default: str) -> tuple[int, ...]:
             raw = env.get(name, "") or default

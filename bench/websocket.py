@@ -49,6 +49,7 @@ import yaml
 
 from bench.gateways import REPO_ROOT, portcullis_executable
 from bench.procs import CLK_TCK, HOST, ManagedProcess, StartError, free_port, system_jiffies
+from bench.settings import SettingsError, env_number, is_quick
 from bench.ws_report import render, write_section
 
 SCENARIOS = ("passthrough", "bidi", "ndjson", "idle")
@@ -76,13 +77,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        quick = env.get("BENCH_QUICK") == "1"
+        quick = is_quick(env)
 
         def num(name: str, full: float, short: float) -> float:
             try:
-                value = float(env.get(name, short if quick else full))
-            except ValueError:
-                raise SystemExit(f"{name}: expected a number, got {env[name]!r}") from None
+                value = env_number(env, name, short if quick else full, 0)
+            except SettingsError as exc:
+                raise SystemExit(str(exc)) from None
             if value <= 0:
                 raise SystemExit(f"{name}: must be positive")
             return value
