@@ -38,6 +38,7 @@ import yaml
 
 from bench.loadgen import LoadResult, ensure_tools, run_wrk, tool_versions
 from bench.procs import HOST, ManagedProcess, cpu_seconds, free_port
+from bench.reporting import replace_section
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "models"
@@ -197,16 +198,7 @@ def render(settings: Settings, cells: list[Cell], began: datetime, minutes: floa
 
 def write_section(section: str, path: Path = REPORT) -> None:
     """Replace this benchmark's section of the report (or append it), keeping everything else."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    replace_section(path, START, END, section)
 
 
 def main() -> int:

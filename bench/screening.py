@@ -34,7 +34,6 @@ BENCH_OUTPUT (docs/benchmarks.md; "-" for stdout only), PEER_DIR (the grpc-gatew
 from __future__ import annotations
 
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from bench import loadgen
 from bench.gateways import REPO_ROOT, PeerBuild, portcullis_config, portcullis_executable
 from bench.modsec import ModSecPeer
 from bench.procs import ManagedProcess, StartError, Terminated, free_port, raise_on_sigterm
+from bench.reporting import command_line
 from bench.screening_cells import BigClient, Quiet, Sample, measure, scrape
 from bench.screening_quality import run as run_quality
 from bench.screening_quality import sample as quality_sample
@@ -359,9 +359,7 @@ class Bench:
 
 
 def _command() -> str:
-    env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in KNOBS if k in os.environ)
-    return f"{env} .venv/bin/python -m bench.screening".strip()
-
+    return command_line("bench.screening", KNOBS)
 
 
 def main() -> int:

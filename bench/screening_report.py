@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.reporting import replace_section
 from bench.screening_cells import Sample
 
 START, END = "<!-- screening:start -->", "<!-- screening:end -->"
@@ -353,16 +354,6 @@ def _quality_table(r: Report) -> list[str]:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the marked section of `path` (or append it), keeping every other byte."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        text = ""
-    start, end = text.find(START), text.find(END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(END) :]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    tmp = path.with_name(path.name + ".screening.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Replace the screening section of `path` (or append it), keeping every other byte."""
+    replace_section(path, START, END, section)
+

@@ -49,6 +49,7 @@ import yaml
 
 from bench.gateways import REPO_ROOT, portcullis_executable
 from bench.procs import CLK_TCK, HOST, ManagedProcess, StartError, free_port, system_jiffies
+from bench.reporting import command_line
 from bench.settings import SettingsError, env_number, is_quick
 from bench.ws_report import render, write_section
 
@@ -388,8 +389,7 @@ def _machine(load: tuple[float, float, float]) -> str:
 
 
 def _command() -> str:
-    knobs = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_"))
-    return f"{knobs} .venv/bin/python -m bench.websocket".strip()
+    return command_line("bench.websocket", sorted(k for k in os.environ if k.startswith("BENCH_")))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.reporting import replace_section
+
 if TYPE_CHECKING:
     from bench.websocket import Cell, IdleResult, Settings
 
@@ -175,16 +177,6 @@ def _idle_name(kind: str) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the marked section of `path` (or append it), keeping every other byte."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        text = ""
-    start, end = text.find(START), text.find(END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(END):]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    tmp = path.with_name(path.name + ".websocket.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Replace the WebSocket section of `path` (or append it), keeping every other byte."""
+    replace_section(path, START, END, section)
+
