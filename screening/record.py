@@ -165,16 +165,17 @@ def from_parts(
     body: Any = None,
     screened_headers: Iterable[str] = SCREENED_HEADERS,
 ) -> RequestRecord:
-    """A record from decoded parts; `body` is a parsed JSON document (or a plain string), or None."""
-    wanted = {h.lower() for h in screened_headers}
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    picked = tuple((k.lower(), clip(v)) for k, v in items if k.lower() in wanted)
-    body_leaves: list[tuple[str, str]] = []
-    dropped = 0
-    if body is not None:
-        body_leaves, dropped = leaves(body)
-    query_pairs = tuple((clip(k), clip(v)) for k, v in query)[:MAX_FIELDS]
-    return RequestRecord(method.upper(), clip(path), query_pairs, picked, tuple(body_leaves), (), dropped)
+    """A record from decoded parts; `body` is a parsed JSON document (or a plain string), or None.
+
+    Training shapes its rows with it; it picks headers and query pairs as `from_request` (the
+    gateway's) does, and differs only in taking a parsed document instead of a request message."""
+    body_leaves, dropped = leaves(body) if body is not None else ([], 0)
+    return RequestRecord(method.upper(), clip(path), _query_pairs(query), pick_headers(headers, screened_headers),
+                         tuple(body_leaves), (), dropped)
+
+
+def _query_pairs(query: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple([(clip(k), clip(v)) for k, v in query][:MAX_FIELDS])
 
 
 # --- the serving path: a record straight from a request message ------------------------------------------
@@ -331,8 +332,7 @@ def from_request(
     """The record of a request as the gateway screens it: its decoded path and query, its screened
     headers, and the leaves of its request message (see `body_leaves`). `explain` uses it too."""
     body, dropped = body_leaves(message)
-    query_pairs = tuple([(clip(k), clip(v)) for k, v in query][:MAX_FIELDS])
-    return RequestRecord(method.upper(), clip(path), query_pairs, pick_headers(headers, screened_headers),
+    return RequestRecord(method.upper(), clip(path), _query_pairs(query), pick_headers(headers, screened_headers),
                          tuple(body), (), dropped)
 
 
