@@ -8,6 +8,7 @@ decision threshold is data here, not code: the policy uses it unless the route c
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,3 +61,12 @@ class Manifest:
     @classmethod
     def read(cls, folder: Path) -> Manifest:
         return cls.from_json(json.loads((folder / MANIFEST).read_text()))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (model files, checked against their manifests)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -10,7 +10,6 @@ with. Serving needs numpy and onnxruntime only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from screening import features
-from screening.manifest import MANIFEST, MODEL, Manifest
+from screening.manifest import MANIFEST, MODEL, Manifest, file_sha256
 from screening.record import RequestRecord
 
 OUTPUTS = ("score", "attack_probability", "anomaly")
@@ -94,14 +93,6 @@ class LoadedModel:
                 "threshold": m.threshold, "created": m.created, "metrics": m.metrics.get("summary", {})}
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def session_options(threads: int = 1) -> ort.SessionOptions:
     options = ort.SessionOptions()
     # One thread per run: the gateway bounds concurrency itself, and small batches gain nothing from more.
@@ -157,7 +148,7 @@ def load_folder(folder: Path, name: str = "", version: str = "") -> LoadedModel:
                                           f"{features.SCHEMA}")
     model_path = folder / MODEL
     try:
-        digest = sha256(model_path)
+        digest = file_sha256(model_path)
     except OSError as exc:
         raise ModelRefused(name, version, f"unreadable model file: {exc.strerror}") from None
     if digest != manifest.sha256:

@@ -27,8 +27,8 @@ from screening import capture, dataset, features
 from screening.corpus import packages
 from screening.detectors import ScreeningModel
 from screening.export import check_parity, to_model
-from screening.manifest import MODEL, Golden, Manifest
-from screening.registry import load_folder, sha256
+from screening.manifest import MODEL, Golden, Manifest, file_sha256
+from screening.registry import load_folder
 
 CALIBRATION_SHARE = 0.15
 PARITY_TOLERANCE = 1e-4
@@ -133,7 +133,7 @@ def export(fitted: Fitted, folder: Path, name: str, version: str, golden: list[d
         version=version,
         feature_schema=features.SCHEMA,
         n_features=features.N_FEATURES,
-        sha256=sha256(folder / MODEL),
+        sha256=file_sha256(folder / MODEL),
         threshold=round(fitted.threshold, 6),
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         thresholds={f"fpr<={fitted.calibration['target_fpr']:.2%}": round(fitted.threshold, 6)},

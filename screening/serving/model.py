@@ -27,6 +27,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
+from screening.manifest import file_sha256
 from screening.serving import datatypes
 from screening.serving.errors import InferenceFailed, InvalidInput, LoadFailed
 from screening.serving.settings import ServingSettings, layer, resolve
@@ -144,14 +145,6 @@ def _signature(args: Sequence[Any], what: str, name: str, version: str) -> tuple
         shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
         specs.append(TensorSpec(arg.name, dt.name, shape))
     return tuple(specs)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def version_digest(model_sha256: str, manifest: Mapping[str, Any]) -> str:

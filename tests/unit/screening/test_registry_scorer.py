@@ -51,12 +51,12 @@ def test_a_corrupt_model_file_is_refused(root: Path, tmp_path: Path) -> None:
 
 
 def test_a_truncated_model_with_a_matching_checksum_is_refused(root: Path, tmp_path: Path) -> None:
-    from screening.registry import sha256
+    from screening.manifest import file_sha256
 
     folder = _copy(root, tmp_path)
     (folder / "model.onnx").write_bytes(b"not an onnx model")
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["sha256"] = sha256(folder / "model.onnx")
+    manifest["sha256"] = file_sha256(folder / "model.onnx")
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelRefused, match="onnxruntime cannot load it"):
         load_folder(folder)
