@@ -9,16 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from gateway import policies
@@ -28,50 +24,18 @@ from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 from gateway.policies.rate_limit.bucket import Bucket, LimiterUnavailable
 from gateway.policies.rate_limit.local import LocalBackend
 from gateway.policies.rate_limit.redis import CLIENT_NAME, RedisBackend
+from tests.support import redis_server as redis_server_support
 
 from .conftest import Backends, Gateway, StartGateway, demo_config
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = redis_server_support.URL
 ECHO = "echo.v1.EchoService"
-
-
-def _redis_up() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    started = False
-    if not _redis_up():
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.skip("no Redis on 127.0.0.1:6379 and no redis-server to start")
-        args = [
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        subprocess.run([exe, *args], check=True, capture_output=True)
-        for _ in range(100):
-            if _redis_up():
-                break
-            time.sleep(0.05)
-        started = True
-    yield REDIS_URL
-    if started:  # leave the machine as we found it
-        with contextlib.suppress(redis.RedisError):
-            redis.Redis.from_url(REDIS_URL).shutdown(nosave=True)
+    with redis_server_support.running() as url:
+        yield url
 
 
 @pytest.fixture
