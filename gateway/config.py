@@ -321,6 +321,11 @@ class FleetConfig(_Model):
     )
     timeout_s: float = Field(2.0, gt=0, le=60, description="Longest wait for Redis when publishing or reading.")
     retry_s: float = Field(1.0, gt=0, le=300, description="Wait before subscribing again after Redis was lost.")
+    keepalive_s: float = Field(
+        5.0, gt=0, le=300,
+        description="A subscription quiet this long sends Redis a PING; no PONG within timeout_s means Redis "
+        "hung or the path to it broke without closing: the gateway subscribes again and converges.",
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -12,7 +12,8 @@ outcome `refused`) and keeps serving its current model. The origin ignores its o
 
 Pub/sub delivers only to those listening, so a gateway reads the state hash each time it
 subscribes, at start-up and after a lost connection, and converges to it (after subscribing, so a
-change published in between is not missed). A config reload converges the new policy again. Redis
+change published in between is not missed). A subscription quiet for `keepalive_s` pings Redis; no
+PONG within `timeout_s` (a hung Redis, a path that broke silently) counts as a lost connection. A config reload converges the new policy again. Redis
 down never stops a local change: the publish failure is reported to the caller (the admin response)
 and counted. One owner: `GatewayState` opens the fleet after the policies started and closes it
 first; its listener runs in the state's `TaskGroup`.
@@ -187,12 +188,32 @@ class Fleet:
             await self.converge()
             self._first.set()
             log.info("fleet: %s listening on %s", self.gateway_id, self.config.channel)
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                if message is not None and message.get("type") == "message":
-                    await self.receive(message["data"])
+            await self._follow(pubsub)
         finally:
             await pubsub.aclose()
+
+    async def _follow(self, pubsub: Any) -> None:
+        """Apply each change heard; a quiet channel is pinged, and a missing PONG ends the session.
+
+        A Redis that hangs (or a path to it that breaks without a FIN or RST) would otherwise leave the
+        subscription waiting forever, deaf to the fleet and still reporting itself connected.
+        """
+        loop = asyncio.get_running_loop()
+        pong_due: float | None = None  # when the PONG of a PING sent must have come
+        while True:
+            wait = self.config.keepalive_s if pong_due is None else max(pong_due - loop.time(), 0.0)
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+            if message is None:
+                if pong_due is not None and loop.time() >= pong_due:
+                    raise TimeoutError(f"no PONG from Redis within {self.config.timeout_s}s")
+                if pong_due is None:
+                    async with asyncio.timeout(self.config.timeout_s):
+                        await pubsub.ping()
+                    pong_due = loop.time() + self.config.timeout_s
+                continue
+            pong_due = None  # anything heard proves the subscription alive
+            if message.get("type") == "message":
+                await self.receive(message["data"])
 
     async def converge(self) -> None:
         """Apply the fleet's recorded state (active model, then shadow); Redis errors propagate."""

@@ -200,11 +200,13 @@ async def test_redis_down_local_activation_works_and_says_it_was_not_published(
 
 
 class Cuttable:
-    """A TCP proxy to Redis that can be cut (every connection dropped, new ones refused) and restored."""
+    """A TCP proxy to Redis that can be cut (every connection dropped, new ones refused) and restored,
+    or frozen (connections kept open, nothing passed on either way: a hung Redis) and thawed."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.open = True
+        self.frozen = False
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -223,6 +225,8 @@ class Cuttable:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if self.frozen:  # swallowed: this connection is useless from now on
+                        continue
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -264,6 +268,34 @@ async def test_a_gateway_that_lost_redis_catches_up_when_it_is_back(
         await asyncio.sleep(0.5)
         assert version_of(await models(b)) == "v1"
         proxy.open = True  # B subscribes again, reads the recorded state and converges
+        doc = await until(b, lambda d: version_of(d) == "v2" and d["fleet"]["connected"] is True)
+        assert doc["fleet"]["applied"] == 1
+    finally:
+        await proxy.stop()
+
+
+async def test_a_redis_that_hangs_after_subscribing_is_noticed_and_the_gateway_catches_up(
+    demo_backends: Backends, start_gateway: StartGateway, built: Path, tmp_path: Path, redis_url: str,
+    channel: str,
+) -> None:
+    proxy = Cuttable(6379)
+    await proxy.start()
+    try:
+        a = await start_gateway(fleet_config(demo_backends, registry_copy(built, tmp_path / "a"), redis_url, channel,
+                                             "gw-a"))
+        config = fleet_config(demo_backends, registry_copy(built, tmp_path / "b"),
+                              f"redis://127.0.0.1:{proxy.port}/0", channel, "gw-b")
+        config["fleet"]["keepalive_s"] = 0.3
+        b = await start_gateway(config)
+        await asyncio.sleep(1.0)  # several quiet periods: the pings are answered, B stays subscribed
+        assert (await models(b))["fleet"]["connected"] is True
+        proxy.frozen = True  # the connection stays open but nothing comes back: no FIN, no RST
+        await until(b, lambda d: d["fleet"]["connected"] is False, timeout_s=5.0)
+        status, doc = await post(a, "activate", {"version": "v2"})
+        assert status == 200 and doc["fleet"]["subscribers"] == 0  # B cannot hear it
+        proxy.frozen = False
+        proxy.cut()  # drop the swallowed connections; B's next subscription goes through
+        proxy.open = True
         doc = await until(b, lambda d: version_of(d) == "v2" and d["fleet"]["connected"] is True)
         assert doc["fleet"]["applied"] == 1
     finally:
