@@ -14,6 +14,7 @@ import pytest
 
 from tests.support import echo_backend, tally_backend
 from tests.support.echo_backend import Stats
+from tests.support.waiting import settled
 
 from .conftest import Backends, StartGateway, demo_config
 
@@ -128,8 +129,7 @@ async def test_slow_reader_slows_the_backend(counted: tuple[Backends, Stats], st
     count, prefix = 5000, "p" * 4000  # ~8 kB a message, 40 MB in all
     async with gw.http.get(f"{gw.url}/v1/items:stream", params={"count": str(count), "prefix": prefix}) as r:
         await r.content.readline()
-        await asyncio.sleep(1.0)  # read nothing for a second: the backend must stall, not run ahead
-        stalled_at = stats.sent
+        stalled_at = await settled(lambda: stats.sent)  # read nothing: the backend must stall, not run ahead
         await asyncio.sleep(0.3)
         assert stats.sent == stalled_at  # stalled for good, not merely slow
         # What is in flight is bounded by windows and socket buffers (about 8 MB measured: the h2

@@ -27,6 +27,7 @@ from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 from tests.support import echo_backend
 from tests.support.echo_backend import Stats
 from tests.support.tokens import AUDIENCE, claims, hmac_token
+from tests.support.waiting import settled
 from translators.errors import GatewayError
 
 from .conftest import Backends, Gateway, StartGateway, demo_config
@@ -325,8 +326,7 @@ async def test_slow_client_slows_the_backend(counted: tuple[Backends, Stats], st
     async with connect(ws_url(gw, "/v1/items:stream"), max_queue=4) as ws:
         await ws.send(json.dumps({"count": count, "prefix": "p" * 4000}))
         await ws.recv()
-        await asyncio.sleep(1.0)
-        stalled_at = stats.sent
+        stalled_at = await settled(lambda: stats.sent)  # the client reads nothing: the backend must stall
         await asyncio.sleep(0.3)
         assert stats.sent == stalled_at and stalled_at * 8_000 < 16 * 1024 * 1024
         got = 1
