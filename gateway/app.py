@@ -4,6 +4,8 @@ Both apps hold the same `GatewayState`; the public app's cleanup context opens a
 No per-route aiohttp routing: the compiled `RouteTable` matches, so aiohttp's router holds one
 catch-all resource. `public_handler` then skips even that router for most requests: the server
 calls the edge directly (measured: 6-7 % fewer instructions per request, docs/benchmarks.md).
+Most requests do not reach aiohttp at all: the lean HTTP/1.1 server (`gateway/http1.py`) serves
+plain unary REST requests in front of it and hands it the rest.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def build_apps(state: GatewayState) -> tuple[web.Application, web.Application]:
     return public, admin_app
 
 
+def own_paths(public: web.Application) -> frozenset[str]:
+    """The public app's own routes (`/openapi.json`): aiohttp's router serves them, not the edge."""
+    return frozenset(
+        r.resource.canonical for r in public.router.routes() if r.resource is not None and r.handler is not edge.handle
+    )
+
+
 def public_handler(public: web.Application, routed: Handler) -> Handler:
     """The public server's request handler: the edge, without aiohttp's per-request routing.
 
@@ -63,12 +72,10 @@ def public_handler(public: web.Application, routed: Handler) -> Handler:
     shared = UrlMappingMatchInfo({}, route)
     shared.add_app(public)
     shared.freeze()
-    own_paths = frozenset(
-        r.resource.canonical for r in public.router.routes() if r.resource is not None and r.handler is not edge.handle
-    )
+    own = own_paths(public)
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        if request.path in own_paths or hdrs.EXPECT in request.headers:
+        if request.path in own or hdrs.EXPECT in request.headers:
             return await routed(request)
         request._match_info = shared  # type: ignore[attr-defined]  # what Application._handle sets
         return await edge.handle(request)  # type: ignore[arg-type]  # the request factory makes web.Request

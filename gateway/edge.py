@@ -20,6 +20,11 @@ with a grpc-web content type) is routed by its gRPC path to `handlers/grpc_web.p
 are rendered as gRPC-Web trailers-only responses instead of JSON. A /v2 request goes to the
 inference service when one is configured (`handlers/inference.py`), which runs the same pipeline
 phases and renders errors as the Open Inference Protocol's `{"error": ...}` bodies.
+
+`answer` is the same edge for a plain unary REST request, without aiohttp: the lean HTTP/1.1
+server (`gateway/http1.py`) hands it a parsed head and the whole body and writes the `Answer`
+itself. It runs the same routing, phases, translation, upstream call and error rendering as
+`handle`, so both paths answer with the same status, headers and body.
 """
 
 from __future__ import annotations
@@ -28,15 +33,19 @@ import logging
 
 import grpc
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.call import Call
+from gateway.exchange import Answer, RequestHead
 from gateway.handlers import grpc_web, inference, multiplex, passthrough, rest, websocket
-from gateway.handlers.responses import finish_headers
+from gateway.handlers.responses import finish_headers, stamp_headers
 from gateway.handlers.sockets import is_upgrade, screen_upgrade
 from gateway.keys import SOCKETS, STATE
 from gateway.lifecycle import Snapshot
 from gateway.pipeline import Reply
+from gateway.runtime import Runtime
 from translators.errors import GatewayError, MethodNotAllowed, NotFound
+from translators.routes import Binding
 from translators.status import render_error
 
 log = logging.getLogger("portcullis.edge")
@@ -47,7 +56,7 @@ def error_response(err: GatewayError) -> web.Response:
     return web.Response(status=status, headers=headers, body=body)
 
 
-def new_call(request: web.Request) -> Call:
+def new_call(request: RequestHead) -> Call:
     return Call(
         request_id=Call.new_request_id(request.headers.get("X-Request-Id")),
         method=request.method,
@@ -99,20 +108,72 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return response
 
 
+Matched = tuple[Binding, dict[str, str]]
 
-async def _http(request: web.Request, call: Call, snapshot: Snapshot) -> web.StreamResponse:
-    runtime = snapshot.runtime
-    raw_path = request.raw_path.split("?", 1)[0]
+
+def route(runtime: Runtime, request: RequestHead) -> Matched:
+    """The binding of a REST request; a CORS preflight is routed by the method it asks about."""
     asked = request.headers.get("Access-Control-Request-Method")
-    preflight = request.method == "OPTIONS" and asked is not None
-    binding, variables = runtime.routes.match(asked if preflight and asked else request.method, raw_path)
+    method = asked if request.method == "OPTIONS" and asked else request.method
+    return runtime.routes.match(method, request.raw_path.split("?", 1)[0])
+
+
+async def _admit(request: RequestHead, call: Call, snapshot: Snapshot, matched: Matched) -> None:
+    """Note the route on the call and run `on_request`; a preflight then ends (CORS answers it with a Reply)."""
+    runtime = snapshot.runtime
+    binding = matched[0]
     call.route, call.service = binding.name, binding.service
     call.upstream = runtime.settings[binding.name].backend
     await runtime.pipeline.on_request(call)
-    if preflight:
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         raise MethodNotAllowed("OPTIONS", [binding.http_method])
-    upstream = snapshot.upstreams[call.upstream]
-    return await rest.handle(request, call, runtime, upstream, binding, variables)
+
+
+async def _http(request: web.Request, call: Call, snapshot: Snapshot) -> web.StreamResponse:
+    matched = route(snapshot.runtime, request)
+    await _admit(request, call, snapshot, matched)
+    upstream = snapshot.upstreams[call.upstream]  # type: ignore[index]  # _admit set it
+    return await rest.handle(request, call, snapshot.runtime, upstream, *matched)
+
+
+async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched: Matched | None = None) -> Answer:
+    """A unary REST request, routed, run through the phases and rendered: `handle` without aiohttp.
+
+    `matched` is `route(...)` when the caller already matched (to see that the method is unary);
+    a routing error is raised again here, inside the renderer. The client going away cancels the
+    task running this: the call is completed as 499 and the cancellation goes on.
+    """
+    runtime = snapshot.runtime
+    call = new_call(request)
+    status, headers = 200, None
+    try:
+        if matched is None:
+            matched = route(runtime, request)
+        await _admit(request, call, snapshot, matched)
+        upstream = snapshot.upstreams[call.upstream]  # type: ignore[index]
+        out, headers = await rest.unary(request, call, runtime, upstream, matched[0], matched[1], body)
+        call.grpc_code = call.grpc_code or "OK"
+    except Reply as reply:
+        status, headers, out = reply.status, CIMultiDict(reply.headers), reply.body
+    except GatewayError as err:
+        call.error, call.grpc_code = err, err.code.name
+        status, plain, out = render_error(err)
+        headers = CIMultiDict(plain)
+    except Exception:
+        log.exception("unhandled error on %s %s (request %s)", request.method, request.path, call.request_id)
+        internal = GatewayError(grpc.StatusCode.INTERNAL, "internal gateway error")
+        call.error, call.grpc_code = internal, internal.code.name
+        status, plain, out = render_error(internal)
+        headers = CIMultiDict(plain)
+    except BaseException:  # the client went away (CancelledError): still log the call
+        call.status = 499
+        call.grpc_code = grpc.StatusCode.CANCELLED.name
+        await runtime.pipeline.on_complete(call)
+        raise
+    call.status = status
+    stamp_headers(headers, call)
+    await runtime.pipeline.on_complete(call)
+    return Answer(status, headers, out)
 
 
 async def _grpc_web(request: web.Request, call: Call, snapshot: Snapshot) -> web.StreamResponse:

@@ -18,9 +18,12 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.http1 import Front
 
 _REFUSAL_BODY = b'{"code":14,"message":"too many connections to the gateway","details":[]}'
 _REFUSAL = (
@@ -57,6 +60,10 @@ class GuardedProtocol(asyncio.Protocol):
             if self._transport is None or self._transport.is_closing():
                 self._lost.set_result(None)
         return self._lost
+
+    def replace_inner(self, inner: asyncio.Protocol) -> None:
+        """Forward to `inner` from now on (the lean HTTP/1.1 server handing a connection to aiohttp)."""
+        self._inner = inner
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self._guard
@@ -119,22 +126,32 @@ def lost_future(transport: asyncio.BaseTransport | None) -> asyncio.Future[None]
 
 
 class Listener:
-    """One bound socket serving an `AppRunner` through the guard."""
+    """One bound socket serving an `AppRunner` through the guard.
+
+    With a `front` (the lean HTTP/1.1 server, `gateway/http1.py`) each connection starts there and
+    is handed to the runner's aiohttp server at the first request the front does not serve; `stop`
+    then drains the front's connections before aiohttp's.
+    """
 
     def __init__(
         self, runner: web.AppRunner, guard: ConnectionGuard,
         before_drain: Callable[[], Awaitable[None]] | None = None,
+        front: Front | None = None,
+        grace_s: float = 0.0,
     ) -> None:
         self.runner = runner
         self.guard = guard
         self.before_drain = before_drain  # e.g. closing WebSockets, which never end by themselves
+        self.front = front
+        self.grace_s = grace_s
         self._server: asyncio.Server | None = None
 
     async def start(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None, reuse_port: bool, backlog: int = 1024
     ) -> int:
-        factory = self.runner.server
-        assert factory is not None
+        server = self.runner.server
+        assert server is not None
+        factory: Callable[[], asyncio.Protocol] = server if self.front is None else self.front.protocol
         guard = self.guard
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -153,4 +170,6 @@ class Listener:
             self._server.close()
         if self.before_drain is not None:
             await self.before_drain()
+        if self.front is not None:  # before aiohttp's drain: the runner's cleanup closes the upstreams
+            await self.front.drain(self.grace_s)
         await self.runner.cleanup()

@@ -22,9 +22,10 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import metrics_registry
-from gateway.app import build_apps, public_handler
+from gateway.app import build_apps, own_paths, public_handler
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.handlers.admin import SUPERVISED_ENV
+from gateway.http1 import Front
 from gateway.keys import SOCKETS
 from gateway.lifecycle import GatewayState
 from gateway.listener import ConnectionGuard, Listener
@@ -32,6 +33,9 @@ from gateway.runtime import build_runtime
 from gateway.tls import CertificateReloader, server_context
 
 log = logging.getLogger("portcullis.server")
+
+# "0" turns the lean HTTP/1.1 server off: aiohttp then serves every request (to compare, or as an escape hatch).
+LEAN_HTTP_ENV = "PORTCULLIS_LEAN_HTTP"
 
 
 @dataclass
@@ -65,8 +69,11 @@ class Serving:
 
 
 async def start_serving(
-    config: GatewayConfig, config_path: Path | None = None, index: int = 0, reuse_port: bool = False
+    config: GatewayConfig, config_path: Path | None = None, index: int = 0, reuse_port: bool = False,
+    lean: bool | None = None,
 ) -> Serving:
+    """Start one worker's listeners. `lean` puts the lean HTTP/1.1 server in front of aiohttp on the
+    public listener (`gateway/http1.py`); by default it is on unless `PORTCULLIS_LEAN_HTTP=0`."""
     runtime = await asyncio.to_thread(build_runtime, config)  # reflection blocks: keep it off the loop
     state = GatewayState(runtime, config_path)
     public, admin = build_apps(state)
@@ -90,8 +97,12 @@ async def start_serving(
     assert runner.server is not None
     runner.server.request_handler = public_handler(public, runner.server.request_handler)
     metrics_registry.count_connections(runner)
+    if lean is None:
+        lean = os.environ.get(LEAN_HTTP_ENV, "1") != "0"
+    front = Front(state, runner.server, own_paths(public), limits) if lean else None
     public_listener = Listener(
-        runner, ConnectionGuard(limits.max_connections, limits.header_timeout_s), public[SOCKETS].shutdown
+        runner, ConnectionGuard(limits.max_connections, limits.header_timeout_s), public[SOCKETS].shutdown,
+        front, limits.shutdown_grace_s,
     )
     public_port = await public_listener.start(
         config.listen.host, config.listen.port, ssl_context, reuse_port

@@ -2,7 +2,8 @@
 
 Owns nothing long-lived: `finish_headers` stamps the request id and the headers policies added
 (rate-limit, CORS) on any response before it is sent, errors and streams included;
-`unary_response` renders one backend reply with its metadata as headers.
+`unary_reply` renders one backend reply with its metadata as headers, transport-neutral (the lean
+HTTP/1.1 server writes it itself), and `unary_response` wraps that for aiohttp.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import grpc
 from aiohttp import web
 from google.protobuf.message import DecodeError
+from multidict import CIMultiDict
 
 from gateway.call import Call
 from gateway.upstream import UnaryResult
@@ -23,19 +25,29 @@ JSON = "application/json"
 
 def finish_headers(response: web.StreamResponse, call: Call) -> None:
     """Headers every response carries, set before it is sent (errors and streams included)."""
-    response.headers["X-Request-Id"] = call.request_id
+    stamp_headers(response.headers, call)  # type: ignore[arg-type]  # a CIMultiDict behind the interface
+
+
+def stamp_headers(headers: CIMultiDict[str], call: Call) -> None:
+    """`finish_headers` for a transport-neutral answer's headers."""
+    headers["X-Request-Id"] = call.request_id
     for key, value in call.response_headers.items():
-        response.headers[key] = value
+        headers[key] = value
 
 
-def unary_response(call: Call, binding: Binding, result: UnaryResult) -> web.Response:
+def unary_reply(call: Call, binding: Binding, result: UnaryResult) -> tuple[bytes, CIMultiDict[str]]:
+    """The JSON body and headers (Content-Type, then the backend's metadata) of one backend reply."""
     try:
         reply = binding.response_class.FromString(result.body)
     except DecodeError:
         raise GatewayError(grpc.StatusCode.INTERNAL, "backend sent a response that does not decode") from None
     out = render(binding.response, reply)
     call.bytes_out = len(out)
-    response = web.Response(body=out, headers={"Content-Type": JSON})
-    for key, value in response_headers(result.initial_metadata, result.trailing_metadata):
-        response.headers.add(key, value)
-    return response
+    headers = CIMultiDict([("Content-Type", JSON)])
+    headers.extend(response_headers(result.initial_metadata, result.trailing_metadata))
+    return out, headers
+
+
+def unary_response(call: Call, binding: Binding, result: UnaryResult) -> web.Response:
+    out, headers = unary_reply(call, binding, result)
+    return web.Response(body=out, headers=headers)

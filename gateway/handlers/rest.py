@@ -3,7 +3,9 @@
 The request path for one matched binding: `translators.request` builds the message,
 `upstream` moves its bytes, `translators.response` renders the reply. Streaming methods go to
 `handlers/http_stream.py`: server streams are framed per message (newline-delimited JSON, a JSON
-array or Server-Sent Events), client streams take their messages from the body.
+array or Server-Sent Events), client streams take their messages from the body. `unary` is the
+transport-neutral part of a unary call (request head and body bytes in, JSON body and headers out),
+shared by aiohttp's path (`handle`) and the lean HTTP/1.1 server (`gateway/http1.py`).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import asyncio
 import time
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.call import Call
+from gateway.exchange import RequestHead
 from gateway.handlers import http_stream
-from gateway.handlers.responses import finish_headers, unary_response
+from gateway.handlers.responses import finish_headers, unary_reply
 from gateway.resilience import retries_possible, retry_after
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
@@ -24,7 +28,7 @@ from translators.metadata import parse_grpc_timeout, to_metadata
 from translators.request import build_request
 from translators.routes import Binding
 
-__all__ = ("deadline", "finish_headers", "handle", "read_body", "upstream_metadata")
+__all__ = ("deadline", "finish_headers", "handle", "read_body", "unary", "upstream_metadata")
 
 
 async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
@@ -61,7 +65,7 @@ async def _read_rest(request: web.Request, first: bytes, limit: int, timeout_s: 
     return b"".join(chunks)
 
 
-def upstream_metadata(request: web.Request, call: Call, runtime: Runtime) -> list[tuple[str, str | bytes]]:
+def upstream_metadata(request: RequestHead, call: Call, runtime: Runtime) -> list[tuple[str, str | bytes]]:
     # The call's headers: the request's, plus what the edge derived (a WebSocket's bearer subprotocol).
     headers = call.headers.items()
     if call.hidden_headers:  # credentials a policy consumed and must not reach the backend
@@ -76,7 +80,7 @@ def upstream_metadata(request: web.Request, call: Call, runtime: Runtime) -> lis
     return metadata
 
 
-def deadline(request: web.Request, route_timeout: float) -> float:
+def deadline(request: RequestHead, route_timeout: float) -> float:
     """The route's timeout, shortened by the client's `Grpc-Timeout` when that is smaller."""
     given = request.headers.get("Grpc-Timeout")
     if given is None:
@@ -94,13 +98,24 @@ async def handle(
         timeout = deadline(request, settings.timeout_s)
         return await http_stream.client_stream(request, call, runtime, upstream, binding, variables, metadata, timeout)
     options = binding.request.options
-    limits = runtime.config.server
     if binding.request.takes_body:
         body = body_if_arrived(request, options.max_body_bytes)
         if not request.content.at_eof():
-            body = await _read_rest(request, body, options.max_body_bytes, limits.body_timeout_s)
+            body = await _read_rest(request, body, options.max_body_bytes, runtime.config.server.body_timeout_s)
     else:
         body = b""
+    if binding.server_streaming:
+        payload, metadata, timeout = await _outbound(request, call, runtime, binding, variables, body)
+        stream = upstream.server_stream(binding.rpc_path, payload, metadata, timeout)
+        return await http_stream.respond(request, call, binding, stream)
+    out, headers = await unary(request, call, runtime, upstream, binding, variables, body)
+    return web.Response(body=out, headers=headers)
+
+
+async def _outbound(
+    request: RequestHead, call: Call, runtime: Runtime, binding: Binding, variables: dict[str, str], body: bytes,
+) -> tuple[bytes, list[tuple[str, str | bytes]], float]:
+    """The request message's bytes, its metadata and its deadline; `on_message` has seen the message."""
     call.bytes_in = len(body)
     query = request.query.items()
     if call.hidden_query:
@@ -109,12 +124,26 @@ async def handle(
     # The request message, once, to the policies that read content (screening), before any backend sees it.
     await runtime.pipeline.on_message(call, message)
     metadata = upstream_metadata(request, call, runtime)
+    timeout = deadline(request, runtime.settings[binding.name].timeout_s)
+    return message.SerializeToString(), metadata, timeout
+
+
+async def unary(
+    request: RequestHead, call: Call, runtime: Runtime, upstream: Upstream, binding: Binding,
+    variables: dict[str, str], body: bytes,
+) -> tuple[bytes, CIMultiDict[str]]:
+    """One unary call from its request head and whole body: the JSON reply and its headers.
+
+    The body's size against the route's limit is checked here too (the lean server reads bodies
+    itself); aiohttp's path checked it before reading.
+    """
+    options = binding.request.options
+    if not binding.request.takes_body:
+        body = b""
+    elif len(body) > options.max_body_bytes:
+        raise PayloadTooLarge(options.max_body_bytes)
+    payload, metadata, timeout = await _outbound(request, call, runtime, binding, variables, body)
     settings = runtime.settings[binding.name]
-    timeout = deadline(request, settings.timeout_s)
-    payload = message.SerializeToString()
-    if binding.server_streaming:
-        stream = upstream.server_stream(binding.rpc_path, payload, metadata, timeout)
-        return await http_stream.respond(request, call, binding, stream)
     started = time.perf_counter()
     deadline_at = time.monotonic() + timeout
     try:
@@ -132,4 +161,4 @@ async def handle(
             )
     finally:
         call.upstream_s = time.perf_counter() - started
-    return unary_response(call, binding, result)
+    return unary_reply(call, binding, result)

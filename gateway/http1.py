@@ -1,0 +1,352 @@
+"""The lean HTTP/1.1 server of the public listener: plain unary REST requests without aiohttp.
+
+aiohttp's per-request machinery (parser callbacks, `web.Request`, `StreamResponse`, its writer)
+costs about as much as all of our edge, translation and pipeline together (docs/benchmarks.md,
+optimisation log). `Http1Protocol` serves the common case itself: a request whose whole head and
+body have arrived, HTTP/1.1, GET/POST/PUT/PATCH/DELETE/HEAD/OPTIONS, a `Content-Length` body or
+none, matched to a unary REST route. It parses the head strictly (one regular expression over it),
+runs the transport-neutral edge (`edge.answer`: routing, phases, translation, upstream call, error
+rendering) and writes the response bytes itself, exactly as aiohttp would write that answer
+(`encode`: the same status line, header order, Content-Length, Content-Type, Date, Server and
+Connection rules). Pipelined requests are answered one at a time, in order.
+
+Anything else is aiohttp's, unchanged: at the first request this protocol does not serve (an
+upgrade, `Expect`, a chunked or incomplete body, HTTP/1.0, gRPC-Web, a streaming method, the app's
+own paths, /v2 inference, a head it does not parse, one over the header limits), once its earlier
+responses are written, it hands the connection to a fresh aiohttp `RequestHandler` with the bytes
+from the start of that request; the connection is aiohttp's from then on. A malformed request is
+therefore answered by aiohttp's parser, as before.
+
+Per connection it keeps the keep-alive idle timeout (one lazily re-armed timer), counts the
+connection in `portcullis_http_connections_open`, cancels the request in flight when the client goes
+away (the call completes as 499), and `Front.drain` ends its connections for a graceful shutdown:
+idle ones at once, busy ones after their answer, the rest when the grace period ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import cast
+
+from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.tcp_helpers import tcp_nodelay
+from aiohttp.web_response import REASON_PHRASES
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
+
+from gateway import edge
+from gateway.config import ServerConfig
+from gateway.exchange import Answer, Head
+from gateway.handlers.grpc_web import media_type
+from gateway.lifecycle import GatewayState, Snapshot
+from gateway.listener import GuardedProtocol
+from gateway.metrics_registry import HTTP_CONNECTIONS_OPEN
+from translators.errors import GatewayError
+
+# The whole head: request line, then header fields (a token, a colon, visible ASCII, spaces and
+# tabs). No obs-fold, no bytes over 0x7e, no absolute or asterisk form: those are aiohttp's.
+_HEAD = re.compile(
+    r"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/[!-~]*) HTTP/1\.1((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~]*)*)"
+)
+# A target whose path yarl would leave as it is and that has no query: no URL object is needed.
+_PLAIN_TARGET = re.compile(r"(?:/[A-Za-z0-9_\-~:@!$&'()*+,;=]+)+/?|/")
+_EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+log = logging.getLogger("portcullis.http1")
+
+_HANDED_OVER = ("Transfer-Encoding", "Upgrade", "Expect")
+_PAUSE_AT = 1 << 20  # buffered bytes of later requests before reading pauses
+
+
+class Front:
+    """What every lean connection of one listener shares; `protocol` is the listener's factory."""
+
+    def __init__(self, state: GatewayState, server: web.Server, own_paths: frozenset[str], limits: ServerConfig) -> None:
+        self.state = state
+        self.server = server  # aiohttp's: makes the RequestHandler a connection is handed to
+        self.own_paths = own_paths
+        self.max_head = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.idle_timeout_s = limits.idle_timeout_s
+        self.connections: set[Http1Protocol] = set()
+        self.draining = False
+        self.served = 0
+        self.handed_over = 0
+
+    def protocol(self) -> Http1Protocol:
+        return Http1Protocol(self)
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop serving: close idle connections now, busy ones after their answer or at `grace_s`."""
+        self.draining = True
+        busy = []
+        for conn in list(self.connections):
+            if conn.task is None:
+                conn.close()
+            else:
+                busy.append(conn.task)
+        if busy:
+            await asyncio.wait(busy, timeout=grace_s)
+        for conn in list(self.connections):
+            if conn.task is not None:
+                conn.task.cancel()
+            conn.close()
+
+
+class Http1Protocol(asyncio.Protocol):
+    __slots__ = (
+        "_buffer", "_front", "_idle_handle", "_idle_since", "_live", "_loop", "_read_paused", "_remote",
+        "_transport", "_write_paused", "task",
+    )
+
+    def __init__(self, front: Front) -> None:
+        self._front = front
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._remote: str | None = None
+        self._live = False  # connected and not handed over
+        self._write_paused = False
+        self._read_paused = False
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        self.task: asyncio.Task[None] | None = None  # the request being served
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tcp = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport instances
+        self._transport = tcp
+        peer = tcp.get_extra_info("peername")
+        self._remote = peer[0] if isinstance(peer, (list, tuple)) else None
+        tcp_nodelay(tcp, True)
+        self._live = True
+        self._front.connections.add(self)
+        HTTP_CONNECTIONS_OPEN.inc()
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._live:
+            return
+        self._buffer = self._buffer + data if self._buffer else data
+        if self.task is None and not self._write_paused:
+            self._next()
+        elif len(self._buffer) > _PAUSE_AT and not self._read_paused and self._transport is not None:
+            self._read_paused = True
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes, as aiohttp's handler lets it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._live:
+            self._release()
+        if self.task is not None:
+            self.task.cancel()  # the call completes as 499; the upstream call is cancelled
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._live and self.task is None and self._buffer:
+            self._next()
+
+    # serving
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _release(self) -> None:
+        self._live = False
+        self._front.connections.discard(self)
+        HTTP_CONNECTIONS_OPEN.dec()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def _next(self) -> None:
+        """Serve the next request in the buffer when it is whole; hand the connection over if not ours."""
+        buf = self._buffer
+        front = self._front
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > front.max_head:
+                self._hand_over()
+            return
+        snapshot = front.state.current  # read once: a reload swaps it, this request keeps its own
+        served = None if end > front.max_head else self._parse(buf, end, snapshot)
+        if served is None:
+            self._hand_over()
+            return
+        head, keep_alive, body_end, matched = served
+        body = buf[end + 4:body_end]
+        self._buffer = buf[body_end:]
+        if self._read_paused and len(self._buffer) < _PAUSE_AT and self._transport is not None:
+            self._read_paused = False
+            self._transport.resume_reading()
+        front.served += 1
+        self.task = self._loop.create_task(self._serve(snapshot, head, body, keep_alive, matched))
+
+    def _parse(self, buf: bytes, end: int, snapshot: Snapshot) -> tuple[Head, bool, int, edge.Matched | None] | None:
+        """The head, keep-alive, where the body ends and the route: None for a request that is aiohttp's."""
+        front = self._front
+        found = _HEAD.fullmatch(buf[:end].decode("latin-1"))
+        if found is None:
+            return None
+        method, target, block = found.groups()
+        lines = block.split("\r\n")
+        if len(lines) > front.max_headers + 1:
+            return None
+        pairs = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            pairs.append((name, value.strip(" \t")))
+        headers = CIMultiDictProxy(CIMultiDict(pairs))
+        host = headers.get("Host")
+        if host is None or any(name in headers for name in _HANDED_OVER):
+            return None
+        connection = headers.get("Connection")
+        keep_alive = True
+        if connection is not None:
+            token = connection.lower()
+            if token == "close":
+                keep_alive = False
+            elif token != "keep-alive":
+                return None
+        body_end = end + 4
+        length = headers.get("Content-Length")
+        if length is not None:
+            if not (length.isdigit() and len(length) < 16) or len(headers.getall("Content-Length")) > 1:
+                return None
+            body_end += int(length)
+            if body_end > len(buf):
+                return None  # the body is still arriving: aiohttp reads it, under its body timeout
+        if method == "POST" and media_type(headers.get("Content-Type")) is not None:
+            return None  # gRPC-Web
+        split = split_target(target)
+        if split is None:
+            return None
+        path, query = split
+        if path in front.own_paths or (
+            front.state.inference is not None and (path == "/v2" or path.startswith("/v2/"))
+        ):
+            return None
+        head = Head(method, path, target, headers, query, self._remote, host)
+        try:
+            matched = edge.route(snapshot.runtime, head)
+        except GatewayError:
+            return head, keep_alive, body_end, None  # 404 or 405: rendered by the edge, through the phases
+        binding = matched[0]
+        if binding.client_streaming or binding.server_streaming:
+            return None
+        return head, keep_alive, body_end, matched
+
+    async def _serve(
+        self, snapshot: Snapshot, head: Head, body: bytes, keep_alive: bool, matched: edge.Matched | None
+    ) -> None:
+        try:
+            answer = await edge.answer(snapshot, head, body, matched)
+        except asyncio.CancelledError:
+            return  # the client went away, or the drain ran out of time
+        finally:
+            self.task = None
+        transport = self._transport
+        if transport is None or not self._live:
+            return
+        keep_alive = keep_alive and not self._front.draining
+        try:
+            data = encode(answer, head.method, keep_alive)
+        except ValueError:  # as aiohttp does with such a header: no answer, the connection closes
+            log.exception("response to %s %s not sent", head.method, head.path)
+            transport.close()
+            return
+        transport.write(data)
+        if not keep_alive:
+            transport.close()
+            return
+        self._arm_idle()
+        if self._buffer and not self._write_paused:
+            self._next()
+
+    def _hand_over(self) -> None:
+        """From the first request not served here on, the connection is aiohttp's."""
+        front = self._front
+        transport = self._transport
+        assert transport is not None
+        data, self._buffer = self._buffer, b""
+        self._release()
+        front.handed_over += 1
+        handler = front.server()
+        outer = transport.get_protocol()
+        if isinstance(outer, GuardedProtocol):
+            outer.replace_inner(handler)  # the guard stays: connection count, lost_future for streams
+        else:
+            transport.set_protocol(handler)
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
+        handler.connection_made(transport)
+        if data:
+            handler.data_received(data)
+
+    def _arm_idle(self) -> None:
+        self._idle_since = self._loop.time()
+        if self._idle_handle is None:
+            self._idle_handle = self._loop.call_at(self._idle_since + self._front.idle_timeout_s, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_handle = None
+        if not self._live or self.task is not None:
+            return  # gone, or busy: re-armed after the answer
+        due = self._idle_since + self._front.idle_timeout_s
+        if self._loop.time() < due:
+            self._idle_handle = self._loop.call_at(due, self._idle)
+            return
+        self.close()
+
+
+def split_target(target: str) -> tuple[str, MultiDictProxy[str]] | None:
+    """The decoded path and the query of an origin-form target, as aiohttp's parser makes them
+    (`URL.build(path, query_string, encoded=True)`); None for one with a fragment (aiohttp's)."""
+    if _PLAIN_TARGET.fullmatch(target) is not None:
+        return target, _EMPTY_QUERY
+    if "#" in target:
+        return None
+    raw, _, query_string = target.partition("?")
+    url = URL.build(path=raw, query_string=query_string, encoded=True)
+    return url.path, url.query
+
+
+def encode(answer: Answer, method: str, keep_alive: bool) -> bytes:
+    """The response bytes aiohttp writes for `web.Response(status, headers, body)` to an HTTP/1.1 request.
+
+    `StreamResponse._prepare_headers` and `Response._start` of aiohttp 3.14, in their order:
+    Content-Length unless the body is empty and the answer is to HEAD (or a 304), dropped again for
+    1xx and 204; a default Content-Type for a non-empty body that may have one; Date, Server, and
+    `Connection: close` when the connection ends. HEAD and bodiless statuses send no body.
+    """
+    status, headers, body = answer.status, answer.headers, answer.body
+    empty = method == "HEAD" or status < 200 or status in (204, 304)
+    if "Content-Length" not in headers and (body or (status != 304 and method != "HEAD")):
+        headers["Content-Length"] = str(len(body))
+    if empty:
+        if (status < 200 or status == 204) and "Content-Length" in headers:
+            del headers["Content-Length"]
+    elif body:
+        headers.setdefault("Content-Type", "application/octet-stream")
+    if "Date" not in headers:
+        headers["Date"] = rfc822_formatted_time()
+    headers.setdefault("Server", SERVER_SOFTWARE)
+    if not keep_alive and "Connection" not in headers:
+        headers["Connection"] = "close"
+    fields = "".join([f"{key}: {value}\r\n" for key, value in headers.items()])
+    lines = len(headers)
+    if fields.count("\n") != lines or fields.count("\r") != lines:
+        raise ValueError("a response header holds a line break")  # aiohttp refuses these too
+    head = f"HTTP/1.1 {status} {REASON_PHRASES.get(status, '')}\r\n{fields}\r\n".encode()
+    return head if empty else head + body
