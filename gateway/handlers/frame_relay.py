@@ -4,9 +4,9 @@ A client's frame is masked, which is what a backend expects from its client, and
 is unmasked, which is what a client expects from its server; with no extension negotiated on either
 side (no compression), a frame is valid on the other leg as it is. So the relay parses only frame
 headers (2 to 14 bytes) and writes each batch of whole frames to the other side in one
-`transport.write`, with no task, future or timer per message: bytes arrive in a protocol callback
-(`data_received` of the backend connection, aiohttp's payload-parser hook for the client) and leave
-from it. It checks what a proxy must check on every frame: the mask bit for the direction, reserved
+`transport.write`, with no task, future or timer per message: once both handshakes are done each
+connection's protocol is replaced by a `SideProtocol`, whose `data_received` is the leg's `feed`
+itself, so bytes go from the event loop's read straight to the scan and leave from it. It checks what a proxy must check on every frame: the mask bit for the direction, reserved
 bits (no extension is negotiated), opcodes, control frame rules, fragmentation order (1002), and the
 size of each message, fragments added up, against `max_size` as soon as a header announces it
 (1009, before the payload is read). Payloads are unmasked only where the gateway needs them: a close
@@ -27,14 +27,20 @@ own close frame and waits at most `close_timeout_s` for the answers before dropp
 connections.
 
 Backpressure: when one side's transport holds more than its high-water mark of unsent bytes, the
-other side is no longer read until it drains (the backend connection's `pause_writing` and
-`resume_writing`; aiohttp's `writing_paused` and the response writer's `drain` for the client).
+other side is no longer read until it drains (`pause_writing` and `resume_writing` of that side's
+`SideProtocol`).
+
+Each message passed on is counted, with its size, in the route's tallies (`SocketMeter.tally`: a
+bisect and two additions, inline in the scan; pushed into the metrics before a scrape).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +48,7 @@ from typing import Protocol
 from websockets.exceptions import ProtocolError
 from websockets.frames import Close, Frame, Opcode, apply_mask
 
+from gateway.metrics_registry import Tally
 from translators.errors import GatewayError
 
 log = logging.getLogger("portcullis.passthrough")
@@ -118,26 +125,46 @@ class Peer:
             self.transport.write(close_frame(code, reason, mask=not self.masked))
 
 
+_SMALL = 1024  # message sizes below this find their histogram bucket in a table
+
+
+@functools.cache
+def _buckets(bounds: tuple[float, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A histogram's bucket bounds as ints (+Inf left out: past the last bound is its slot), and
+    the bucket of each size below `_SMALL`, for the tally's `counts`. A size is an int, `size <= b`
+    holds exactly when `size <= floor(b)`, and ints compare faster than floats; one table per
+    histogram, shared by every leg."""
+    ints = tuple(math.floor(b) for b in bounds[:-1])
+    return ints, tuple(bisect_left(ints, size) for size in range(_SMALL))
+
+
 class Leg:
     """The frames of one direction, from `src` to `dst`."""
 
     __slots__ = (
+        "bounds",
         "buf",
+        "clock",
+        "counts",
         "dst",
         "fragmented",
         "held",
         "inbound",
+        "limit",
         "messages",
         "need",
-        "observe",
         "opcode",
         "parts",
         "pending",
         "relay",
         "screening",
         "size",
+        "small",
         "src",
+        "tally",
+        "too_big",
         "total",
+        "write",
     )
 
     def __init__(self, relay: Relay, src: Peer, dst: Peer, *, inbound: bool, screening: bool) -> None:
@@ -145,6 +172,10 @@ class Leg:
         self.src = src
         self.dst = dst
         self.inbound = inbound
+        self.write = dst.transport.write
+        self.clock = relay.loop.time
+        self.limit = relay.max_size
+        self.too_big = "message too big" if inbound else "backend message too big"
         self.buf = bytearray()  # the start of a frame not yet whole
         self.need = 0  # bytes `buf` must hold before the frame in it is whole (0: unknown yet)
         self.fragmented = False  # inside a fragmented message
@@ -156,9 +187,17 @@ class Leg:
         self.pending: str | bytes | None = None  # a whole message waiting for `screen`
         self.total = 0  # payload bytes of the messages passed on
         self.messages = 0  # messages passed on
-        self.observe = relay.meter.recorder(inbound)  # one message passed on, by its size
+        tally = relay.meter.tally(inbound)  # the route's, shared by its sessions (one thread)
+        self.tally = tally
+        self.counts = tally.counts
+        self.bounds, self.small = _buckets(tally.bounds)
 
     def feed(self, data: bytes) -> None:
+        """Bytes from `src` (its protocol's `data_received`): pass on every whole frame; keep the
+        tail of a frame not yet whole in `buf`.
+
+        The hot path of the relay, one Python call per read: the message state in locals (written
+        back before anything that reads it), the write and the tally inline."""
         src = self.src
         src.heard = True
         if src.close_rcvd or src.finished:
@@ -171,109 +210,123 @@ class Leg:
             data = bytes(buf)
             buf.clear()
         try:
-            self._scan(data)
+            n = len(data)
+            pos = start = messages = nbytes = 0  # start: the first byte not yet written nor dropped
+            masked = self.src.masked
+            limit = self.limit
+            size = self.size
+            fragmented = self.fragmented
+            self.need = 0
+            while n - pos >= 2:
+                b0 = data[pos]
+                b1 = data[pos + 1]
+                length = b1 & 0x7F
+                head = pos + 2
+                if length >= 126:
+                    if length == 126:
+                        if n - head < 2:
+                            break
+                        length = (data[head] << 8) | data[head + 1]
+                        head += 2
+                    else:
+                        if n - head < 8:
+                            break
+                        length = int.from_bytes(data[head : head + 8], "big")
+                        head += 8
+                if b1 & 0x80:
+                    if not masked:
+                        raise Violation(PROTOCOL_ERROR, "masked frame from the server")
+                    head += 4
+                elif masked:
+                    raise Violation(PROTOCOL_ERROR, "unmasked frame from the client")
+                if b0 & 0x70:
+                    raise Violation(PROTOCOL_ERROR, "reserved bits set")
+                opcode = b0 & 0x0F
+                if opcode < 3:
+                    if opcode == 0:
+                        if not fragmented:
+                            raise Violation(PROTOCOL_ERROR, "continuation frame outside a message")
+                        size += length
+                    else:
+                        if fragmented:
+                            raise Violation(PROTOCOL_ERROR, "new message inside a fragmented one")
+                        size = length
+                        self.opcode = opcode
+                    if size > limit:
+                        raise Violation(TOO_BIG, self.too_big)
+                elif opcode < 8 or opcode > 10:
+                    raise Violation(PROTOCOL_ERROR, f"unknown opcode {opcode}")
+                elif not b0 & 0x80 or length > 125:
+                    raise Violation(PROTOCOL_ERROR, "fragmented or oversized control frame")
+                end = head + length
+                if end > n:
+                    self.need = end - pos
+                    break
+                if opcode < 3:
+                    fragmented = not b0 & 0x80
+                    # Held until screened; after a close nothing is passed on, so nothing is held.
+                    if self.screening and not self.dst.close_sent:
+                        self._flush(data, start, pos)
+                        start = end
+                        self._hold(data, pos, head, end, masked)
+                        if not fragmented:
+                            self.size, self.fragmented = size, fragmented
+                            self._count(messages, nbytes)
+                            self._await_screen(data[end:])
+                            return
+                    elif not fragmented:
+                        messages += 1
+                        nbytes += size
+                        # The route's tally, as prometheus-client's observe would: count and sum together.
+                        bucket = self.small[size] if size < _SMALL else bisect_left(self.bounds, size)
+                        self.counts[bucket] += 1
+                        self.tally.total += size
+                elif opcode == _OP_PONG and length == _HEARTBEAT_LEN:
+                    # The answer to a gateway ping: swallowed.
+                    self._flush(data, start, pos)
+                    start = end
+                elif opcode == _OP_CLOSE:
+                    self.size, self.fragmented = size, fragmented
+                    self._flush(data, start, pos)
+                    self._count(messages, nbytes)
+                    payload = data[head:end]
+                    if masked:
+                        payload = apply_mask(payload, data[head - 4 : head])
+                    self.relay.close_received(self, payload, data[pos:end])
+                    return
+                pos = end
+            self.size, self.fragmented = size, fragmented
+            if pos > start and not self.dst.close_sent:
+                self.write(data if start == 0 and pos == n else data[start:pos])
+            if pos < n:
+                self.buf += data[pos:] if pos else data
+            if messages:  # `_count`, inline
+                self.messages += messages
+                self.total += nbytes
+                relay = self.relay
+                relay.active_at = self.clock()
+                if relay.eager_metrics:
+                    relay.meter.push()
         except Violation as exc:
             self.relay.violation(self, exc)
         except Exception:
             log.exception("WebSocket relay failed (request %s)", self.relay.request_id)
             self.relay.shut("gateway", INTERNAL, "internal gateway error")
 
-    def _scan(self, data: bytes) -> None:
-        """Pass on every whole frame of `data`; keep the tail of a frame not yet whole in `buf`."""
-        n = len(data)
-        pos = start = messages = 0  # start: the first byte not yet written nor dropped
-        masked = self.src.masked
-        limit = self.relay.max_size
-        observe = self.observe
-        self.need = 0
-        while n - pos >= 2:
-            b0 = data[pos]
-            b1 = data[pos + 1]
-            length = b1 & 0x7F
-            head = pos + 2
-            if length >= 126:
-                if length == 126:
-                    if n - head < 2:
-                        break
-                    length = (data[head] << 8) | data[head + 1]
-                    head += 2
-                else:
-                    if n - head < 8:
-                        break
-                    length = int.from_bytes(data[head : head + 8], "big")
-                    head += 8
-            if b1 & 0x80:
-                if not masked:
-                    raise Violation(PROTOCOL_ERROR, "masked frame from the server")
-                head += 4
-            elif masked:
-                raise Violation(PROTOCOL_ERROR, "unmasked frame from the client")
-            if b0 & 0x70:
-                raise Violation(PROTOCOL_ERROR, "reserved bits set")
-            opcode = b0 & 0x0F
-            if opcode < 3:
-                if opcode == 0:
-                    if not self.fragmented:
-                        raise Violation(PROTOCOL_ERROR, "continuation frame outside a message")
-                    self.size += length
-                else:
-                    if self.fragmented:
-                        raise Violation(PROTOCOL_ERROR, "new message inside a fragmented one")
-                    self.size = length
-                    self.opcode = opcode
-                if self.size > limit:
-                    raise Violation(TOO_BIG, "message too big" if self.inbound else "backend message too big")
-            elif opcode < 8 or opcode > 10:
-                raise Violation(PROTOCOL_ERROR, f"unknown opcode {opcode}")
-            elif not b0 & 0x80 or length > 125:
-                raise Violation(PROTOCOL_ERROR, "fragmented or oversized control frame")
-            end = head + length
-            if end > n:
-                self.need = end - pos
-                break
-            if opcode < 3:
-                fin = b0 & 0x80
-                self.fragmented = not fin
-                if self.screening and not self.dst.close_sent:  # after a close nothing is passed on
-                    self._flush(data, start, pos)
-                    start = end
-                    self._hold(data, pos, head, end, masked)
-                    if fin:
-                        self._await_screen(data[end:])
-                        self._count(messages)
-                        return
-                elif fin:
-                    messages += 1
-                    observe(self.size)
-                    self.total += self.size
-            elif opcode == _OP_PONG and length == _HEARTBEAT_LEN:  # the answer to a gateway ping: swallowed
-                self._flush(data, start, pos)
-                start = end
-            elif opcode == _OP_CLOSE:
-                self._flush(data, start, pos)
-                self._count(messages)
-                payload = data[head:end]
-                if masked:
-                    payload = apply_mask(payload, data[head - 4 : head])
-                self.relay.close_received(self, payload, data[pos:end])
-                return
-            pos = end
-        self._flush(data, start, pos)
-        if pos < n:
-            self.buf += data[pos:] if pos else data
-        self._count(messages)
-
     def _flush(self, data: bytes, start: int, end: int) -> None:
         if end > start and not self.dst.close_sent:
-            dst = self.dst
-            dst.transport.write(data if start == 0 and end == len(data) else data[start:end])
-            if self.relay.over_water(dst):
-                self.src.pause("drain")
+            self.write(data if start == 0 and end == len(data) else data[start:end])
 
-    def _count(self, messages: int) -> None:
-        if messages:  # activity, for the idle timeout
+    def _count(self, messages: int, nbytes: int) -> None:
+        """`messages` passed on, of `nbytes` payload bytes in all (in the route's tally already), for
+        the call's totals and the idle timeout."""
+        if messages:
             self.messages += messages
-            self.relay.active_at = self.relay.loop.time()
+            self.total += nbytes
+            relay = self.relay
+            relay.active_at = self.clock()
+            if relay.eager_metrics:
+                relay.meter.push()
 
     def _hold(self, data: bytes, pos: int, head: int, end: int, masked: int) -> None:
         self.held.append(data[pos:end])
@@ -300,33 +353,70 @@ class Leg:
         other side is closing) and go on with what arrived meanwhile."""
         size = self.size
         if allowed and not self.dst.close_sent:
-            self.dst.transport.write(b"".join(self.held))
-            self.observe(size)
-            self.total += size
-            self.messages += 1
-            self.relay.active_at = self.relay.loop.time()
-            if self.relay.over_water(self.dst):
-                self.src.pause("drain")
+            self.write(b"".join(self.held))
+            self.counts[bisect_left(self.bounds, size)] += 1
+            self.tally.total += size
+            self._count(1, size)
         self.held.clear()
         self.pending = None
         if self.buf:
             data = bytes(self.buf)
             self.buf.clear()
-            self.feed_again(data)
+            self.feed(data)
         if self.pending is None:
             self.src.resume("screen")
 
-    def feed_again(self, data: bytes) -> None:
-        try:
-            self._scan(data)
-        except Violation as exc:
-            self.relay.violation(self, exc)
-
 
 class Meter(Protocol):
-    def recorder(self, inbound: bool) -> Callable[[int], None]:
-        """What records one message passed on, by its size, in one direction."""
+    """The route's message metrics (`sockets.SocketMeter`)."""
+
+    eager: bool  # push after every batch (several workers), else the scrape pushes
+
+    def tally(self, inbound: bool) -> Tally:
+        """One direction's tally, added to inline."""
         ...
+
+    def push(self) -> None:
+        """Move the tallies into the metrics."""
+        ...
+
+
+class SideProtocol:
+    """The protocol of one side's connection once the relay holds it (`Relay.take`).
+
+    Its `data_received` is the leg's `feed` itself, an instance attribute: uvloop looks a
+    protocol's `data_received` up once, when it is set, so a read costs the relay one Python call.
+    `pause_writing` and `resume_writing` stop and restart reading the other side (backpressure).
+    The protocol it replaced, if any (aiohttp's, behind the listener's guard), still hears of the
+    connection's loss, so that the server forgets the connection as it would have.
+    """
+
+    __slots__ = ("data_received", "other", "peer", "previous", "relay")
+
+    def __init__(self, relay: Relay, peer: Peer, previous: asyncio.BaseProtocol | None) -> None:
+        self.relay = relay
+        self.peer = peer
+        self.other = relay.other(peer)
+        self.previous = previous
+        self.data_received: Callable[[bytes], None] = relay.leg_from(peer).feed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pass  # not called: the connection was made before the relay took it
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; `connection_lost` tells the relay
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(self.peer)
+        if self.previous is not None:
+            previous, self.previous = self.previous, None
+            previous.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.other.pause("drain")
+
+    def resume_writing(self) -> None:
+        self.other.resume("drain")
 
 
 class Relay:
@@ -343,7 +433,6 @@ class Relay:
         close_timeout_s: float,
         screen: Callable[[str | bytes], Awaitable[None]] | None,
         meter: Meter,
-        client_writing_paused: Callable[[], bool],
         request_id: str = "",
     ) -> None:
         self.loop = asyncio.get_running_loop()
@@ -355,14 +444,13 @@ class Relay:
         self.close_timeout_s = close_timeout_s
         self.screen = screen
         self.meter = meter
-        self.client_writing_paused = client_writing_paused
+        self.eager_metrics = meter.eager
         self.request_id = request_id
         self.up = Leg(self, self.client, self.backend, inbound=True, screening=screen is not None)
         self.down = Leg(self, self.backend, self.client, inbound=False, screening=False)
         self.closing: Closing | None = None
         self.done: asyncio.Future[Closing] = self.loop.create_future()
         self.screen_wake = asyncio.Event()
-        self.client_full = asyncio.Event()  # the client's transport is over its high-water mark
         self.active_at = self.loop.time()
         self._timers = [
             self.loop.call_later(idle_s, self._idle_check),
@@ -370,30 +458,17 @@ class Relay:
         ]
 
     # --- the flow -------------------------------------------------------------------------------
-    def over_water(self, dst: Peer) -> bool:
-        """Whether `dst` holds more unsent bytes than its high-water mark (then its source is paused).
-        Only asked of the client: the backend connection says so itself (`backend_paused`)."""
-        if dst is self.client and self.client_writing_paused():
-            self.client_full.set()  # `client_drainer` resumes the backend once it drained
-            return True
-        return False
+    def take(self, peer: Peer, *, forward_loss: bool, early: bytes = b"") -> None:
+        """Give `peer`'s connection to the relay: its bytes from now on, after `early` (those that
+        arrived before). With `forward_loss`, the protocol it had still hears `connection_lost`."""
+        transport = peer.transport
+        previous = transport.get_protocol() if forward_loss else None
+        transport.set_protocol(SideProtocol(self, peer, previous))  # type: ignore[arg-type]  # a protocol by duck typing
+        if early:
+            self.leg_from(peer).feed(early)
 
-    def backend_paused(self) -> None:
-        self.client.pause("drain")
-
-    def backend_resumed(self) -> None:
-        self.client.resume("drain")
-
-    async def client_drainer(self, drain: Callable[[], Awaitable[None]]) -> Closing:
-        """Resume reading the backend each time the client's transport has drained."""
-        while True:
-            await self.client_full.wait()
-            self.client_full.clear()
-            try:
-                await drain()
-            except (ConnectionError, RuntimeError):
-                pass
-            self.backend.resume("drain")
+    def leg_from(self, peer: Peer) -> Leg:
+        return self.up if peer is self.client else self.down
 
     async def screener(self) -> Closing:
         """Pass each inbound message to `screen` before it goes on; a refusal ends the session."""

@@ -10,7 +10,10 @@ any 101). No extension is negotiated on either side (no compression).
 
 After both handshakes the two TCP connections are joined by `frame_relay.Relay`, which passes frames
 on as bytes with only their headers parsed (see its docstring: limits, close codes and reasons
-both ways, ping/pong, half-open detection, idle timeout, backpressure). Messages pass the policies'
+both ways, ping/pong, half-open detection, idle timeout, backpressure). The relay takes both
+connections from their protocols: the backend's from the handshake protocol here, the client's from
+aiohttp (after the 101 was written through it), whose protocol then only hears of the connection's
+loss, so that the server forgets it as any other. Messages pass the policies'
 `on_message` only when a policy has one (screening): the relay then unmasks and holds each inbound
 message until it is allowed (a refusal closes both sides with 1008). Open connections per client
 address are capped per route (429). Each message passed on is counted, with its size, in the route's
@@ -19,7 +22,7 @@ address are capped per route (429). Each message passed on is counted, with its 
 Why not the `websockets` connection object for the backend leg: relaying through it (and through
 aiohttp's `WebSocketResponse` on the client leg) costs a reassembled message, a future and a task
 wake-up per message on each leg, which measured at about 60 us of gateway CPU per round trip; frames
-passed on as bytes cost a few. See docs/websocket.md.
+passed on as bytes cost a few. See docs/websocket.md (How: frames relayed as bytes).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import base64
 import binascii
 import logging
 import ssl
-from collections.abc import Callable
 from typing import cast
 
 import grpc
@@ -77,7 +79,6 @@ async def handle(
                 return response
             pipeline = runtime.pipeline
             screening = pipeline.inspects_messages
-            protocol = request.protocol
 
             async def screen(message: str | bytes) -> None:
                 await pipeline.on_message(call, message)
@@ -91,12 +92,15 @@ async def handle(
                 close_timeout_s=CLOSE_TIMEOUT_S,
                 screen=screen if screening else None,
                 meter=hub.meter(label),
-                client_writing_paused=lambda: protocol.writing_paused,
                 request_id=call.request_id,
             )
-            backend.protocol.attach(relay)
-            protocol.set_parser(_ClientFeed(relay))  # type: ignore[arg-type]  # aiohttp's payload-parser hook
-            tasks = [_ended(relay), _stopping(relay, stop), relay.client_drainer(writer.drain)]
+            backend.protocol.hand_over(relay)
+            # The client's connection leaves aiohttp: its protocol (behind the listener's guard) only
+            # hears of the loss; bytes that came after the upgrade request, which aiohttp kept, go
+            # first (its payload-parser hook gives them at once).
+            relay.take(relay.client, forward_loss=True)
+            request.protocol.set_parser(_EarlyBytes(relay))  # type: ignore[arg-type]
+            tasks = [_ended(relay), _stopping(relay, stop)]
             if screening:
                 tasks.append(relay.screener())
             try:
@@ -126,13 +130,13 @@ async def _stopping(relay: Relay, stop: asyncio.Event) -> Closing:
     return await relay.done
 
 
-class _ClientFeed:
-    """aiohttp's payload-parser hook on the upgraded connection: the client's bytes go to the relay."""
+class _EarlyBytes:
+    """aiohttp's payload-parser hook, set once: it hands over the bytes aiohttp received after the
+    upgrade request and before the relay took the connection."""
 
-    __slots__ = ("feed", "relay")
+    __slots__ = ("feed",)
 
     def __init__(self, relay: Relay) -> None:
-        self.relay = relay
         self.feed = relay.up.feed
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
@@ -140,37 +144,32 @@ class _ClientFeed:
         return False, b""
 
     def feed_eof(self) -> None:
-        self.relay.lost(self.relay.client)
+        pass  # the relay hears of the loss from its own protocol
 
 
 class _BackendProtocol(asyncio.Protocol):
-    """The backend connection: its handshake response is collected, then its bytes go to the relay."""
+    """The backend connection until the relay takes it: collects the handshake response."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.head = bytearray()
         self.answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.relay: Relay | None = None
-        self.feed: Callable[[bytes], None] = self.head.extend
-        self.gone = False  # the connection was lost before a relay took it
+        self.gone = False  # the connection was lost before the relay took it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
-    def attach(self, relay: Relay) -> None:
-        """From now on the relay gets the bytes, starting with those that came after the handshake."""
+    def hand_over(self, relay: Relay) -> None:
+        """The relay takes the connection, starting with the bytes that came after the handshake."""
         early = bytes(self.head)
         self.head.clear()
-        self.relay = relay
-        self.feed = relay.down.feed
-        if early:
-            relay.down.feed(early)
+        relay.take(relay.backend, forward_loss=False, early=early)
         if self.gone:
             relay.lost(relay.backend)
 
     def data_received(self, data: bytes) -> None:
-        self.feed(data)
-        if self.relay is None and not self.answered.done():
+        self.head += data
+        if not self.answered.done():
             if b"\r\n\r\n" in self.head:
                 self.answered.set_result(None)
             elif len(self.head) > _MAX_HANDSHAKE_BYTES:
@@ -180,20 +179,9 @@ class _BackendProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.relay is not None:
-            self.relay.lost(self.relay.backend)
-            return
         self.gone = True
         if not self.answered.done():
             self.answered.set_exception(ConnectionError("connection closed during the handshake"))
-
-    def pause_writing(self) -> None:
-        if self.relay is not None:
-            self.relay.backend_paused()
-
-    def resume_writing(self) -> None:
-        if self.relay is not None:
-            self.relay.backend_resumed()
 
 
 class _Backend:

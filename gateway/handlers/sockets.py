@@ -4,7 +4,8 @@ checks every upgrade passes before any policy runs.
 `SocketHub` is held by the public app (`keys.SOCKETS`), one per worker: it knows every open
 WebSocket session (gRPC, multiplexed or passthrough), counts them per client address for the
 per-client limit and in `portcullis_ws_connections_open`, keeps each route's `SocketMeter` (the
-message metrics' label children, resolved once per route rather than per message), and on shutdown
+message metrics' label children, resolved once per route rather than per message, and the tallies
+it pushes into them before every collection), and on shutdown
 asks each session to end (close 1001) so the runner's drain is not spent waiting on
 conversations that would never end by themselves. The public listener calls `shutdown` after it
 stops accepting and before aiohttp's drain (whose first step stops reading every connection, so a
@@ -18,6 +19,7 @@ cannot set headers on a WebSocket.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -27,7 +29,14 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.call import Call
-from gateway.metrics_registry import WS_CONNECTIONS_OPEN, WS_MESSAGE_BYTES, WS_MESSAGES
+from gateway.metrics_registry import (
+    WS_CONNECTIONS_OPEN,
+    WS_MESSAGE_BYTES,
+    WS_MESSAGES,
+    Tally,
+    before_collect,
+    multiprocess_dir,
+)
 from translators.errors import GatewayError
 from translators.stream_framing import split_subprotocols
 
@@ -44,31 +53,55 @@ class TooManySockets(GatewayError):
 
 
 class SocketMeter:
-    """One route's WebSocket metrics with their labels resolved: a message costs one increment and
-    one observation, and formats no string."""
+    """One route's WebSocket metrics with their labels resolved once.
 
-    __slots__ = ("_in", "_in_bytes", "_out", "_out_bytes", "open")
+    One worker (no multiprocess directory): a message adds to plain numbers, a `Tally` per direction
+    (a bisect into the size buckets and a sum; the message count is the tally's count), pushed into
+    prometheus-client right before any collection by the hub's `before_collect` hook: no lock and no
+    string per message. A prometheus-client increment and observation took about 15k instructions
+    per message (callgrind), a tally about 1k. Several workers: the scrape of worker 0 reads the
+    other workers' files, which nothing would push at that moment, so every message writes through
+    at once (`eager`), as the metrics policy does.
+    """
+
+    __slots__ = ("_in", "_out", "eager", "inbound_tally", "open", "outbound_tally")
 
     def __init__(self, route: str) -> None:
         self._in = WS_MESSAGES.labels(route, "in")
         self._out = WS_MESSAGES.labels(route, "out")
-        self._in_bytes = WS_MESSAGE_BYTES.labels(route, "in")
-        self._out_bytes = WS_MESSAGE_BYTES.labels(route, "out")
+        self.inbound_tally = Tally(WS_MESSAGE_BYTES.labels(route, "in"))
+        self.outbound_tally = Tally(WS_MESSAGE_BYTES.labels(route, "out"))
         self.open = WS_CONNECTIONS_OPEN.labels(route)
+        self.eager = multiprocess_dir() is not None
 
     def inbound(self, size: int) -> None:
         """A message from the client, passed on towards the backend."""
-        self._in.inc()
-        self._in_bytes.observe(size)
+        if self.eager:
+            self._in.inc()
+            self.inbound_tally.child.observe(size)
+        else:
+            self.inbound_tally.observe(size)
 
     def outbound(self, size: int) -> None:
         """A message sent to the client."""
-        self._out.inc()
-        self._out_bytes.observe(size)
+        if self.eager:
+            self._out.inc()
+            self.outbound_tally.child.observe(size)
+        else:
+            self.outbound_tally.observe(size)
 
-    def recorder(self, inbound: bool) -> Callable[[int], None]:
-        """`inbound` or `outbound`, looked up once (a relay holds it for the session)."""
-        return self.inbound if inbound else self.outbound
+    def tally(self, inbound: bool) -> Tally:
+        """One direction's tally, for a caller that adds to it inline (the passthrough relay: it
+        pushes after each batch when `eager`)."""
+        return self.inbound_tally if inbound else self.outbound_tally
+
+    def push(self) -> None:
+        """Move what the tallies hold into the prometheus-client metrics."""
+        for tally, messages in ((self.inbound_tally, self._in), (self.outbound_tally, self._out)):
+            count = sum(tally.counts)
+            if count:
+                messages.inc(count)
+                tally.push()
 
 
 class SocketHub:
@@ -80,6 +113,12 @@ class SocketHub:
         self._meters: dict[str, SocketMeter] = {}  # by route: bounded by the configured routes
         self._drained = asyncio.Event()
         self._drained.set()
+        _pusher(weakref.ref(self))  # registers itself; pushes before every collection
+
+    def push(self) -> None:
+        """Move every meter's tallies into the metrics (before a collection)."""
+        for meter in self._meters.values():
+            meter.push()
 
     def meter(self, route: str) -> SocketMeter:
         """The metrics of `route` (a binding name, "websocket <path>" or "mux <path>")."""
@@ -124,6 +163,21 @@ class SocketHub:
                 await self._drained.wait()
         except TimeoutError:
             pass
+
+
+def _pusher(hub: weakref.ref[SocketHub]) -> Callable[[], None]:
+    """The hub's `before_collect` hook; it holds the hub weakly and removes itself once the hub is
+    gone (an app built and dropped, as tests do), after pushing nothing."""
+
+    def push() -> None:
+        alive = hub()
+        if alive is not None:
+            alive.push()
+        else:
+            remove()
+
+    remove = before_collect(push)
+    return push
 
 
 def payload_size(data: str | bytes) -> int:
