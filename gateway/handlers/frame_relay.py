@@ -147,6 +147,7 @@ class Leg:
         "clock",
         "counts",
         "dst",
+        "eager",
         "fragmented",
         "held",
         "inbound",
@@ -158,6 +159,7 @@ class Leg:
         "pending",
         "relay",
         "screening",
+        "short",
         "size",
         "small",
         "src",
@@ -175,6 +177,7 @@ class Leg:
         self.write = dst.transport.write
         self.clock = relay.loop.time
         self.limit = relay.max_size
+        self.eager = relay.meter.eager  # push the tally after each batch (several workers)
         self.too_big = "message too big" if inbound else "backend message too big"
         self.buf = bytearray()  # the start of a frame not yet whole
         self.need = 0  # bytes `buf` must hold before the frame in it is whole (0: unknown yet)
@@ -191,13 +194,21 @@ class Leg:
         self.tally = tally
         self.counts = tally.counts
         self.bounds, self.small = _buckets(tally.bounds)
+        # The common frame, checked in one test: a whole text or binary message (FIN, no RSV bit),
+        # with the mask bit its direction must have and a 7-bit length within `max_size`, has a
+        # second byte in [low, high); when screening, every message takes the full path. With the
+        # header's length (the masking key included) and the tally's counts and table, in one tuple.
+        low = 0x80 if src.masked else 0
+        high = low if screening else low + min(126, relay.max_size + 1)
+        self.short = (low, high, 6 if src.masked else 2, self.counts, self.small)
 
     def feed(self, data: bytes) -> None:
         """Bytes from `src` (its protocol's `data_received`): pass on every whole frame; keep the
         tail of a frame not yet whole in `buf`.
 
-        The hot path of the relay, one Python call per read: the message state in locals (written
-        back before anything that reads it), the write and the tally inline."""
+        The hot path of the relay, one Python call per read: the common frame is checked in one
+        test (see `short`); the write, the counts and the tally are inline. Whatever the full
+        path changes of the message state it writes back at once."""
         src = self.src
         src.heard = True
         if src.close_rcvd or src.finished:
@@ -209,17 +220,25 @@ class Leg:
                 return
             data = bytes(buf)
             buf.clear()
+        n = len(data)
+        pos = start = messages = nbytes = need = 0  # start: the first byte not yet written nor dropped
         try:
-            n = len(data)
-            pos = start = messages = nbytes = 0  # start: the first byte not yet written nor dropped
-            masked = self.src.masked
-            limit = self.limit
-            size = self.size
+            low, high, short_head, counts, small = self.short
             fragmented = self.fragmented
-            self.need = 0
             while n - pos >= 2:
                 b0 = data[pos]
                 b1 = data[pos + 1]
+                if low <= b1 < high and 0x81 <= b0 <= 0x82 and not fragmented:
+                    # The common frame: every check of the full path below holds for it.
+                    size = b1 - low
+                    end = pos + short_head + size
+                    if end <= n:
+                        messages += 1
+                        nbytes += size
+                        counts[small[size]] += 1
+                        pos = end
+                        continue
+                masked = self.src.masked
                 length = b1 & 0x7F
                 head = pos + 2
                 if length >= 126:
@@ -246,13 +265,13 @@ class Leg:
                     if opcode == 0:
                         if not fragmented:
                             raise Violation(PROTOCOL_ERROR, "continuation frame outside a message")
-                        size += length
+                        size = self.size + length
                     else:
                         if fragmented:
                             raise Violation(PROTOCOL_ERROR, "new message inside a fragmented one")
                         size = length
                         self.opcode = opcode
-                    if size > limit:
+                    if size > self.limit:
                         raise Violation(TOO_BIG, self.too_big)
                 elif opcode < 8 or opcode > 10:
                     raise Violation(PROTOCOL_ERROR, f"unknown opcode {opcode}")
@@ -260,33 +279,29 @@ class Leg:
                     raise Violation(PROTOCOL_ERROR, "fragmented or oversized control frame")
                 end = head + length
                 if end > n:
-                    self.need = end - pos
+                    need = end - pos
                     break
                 if opcode < 3:
-                    fragmented = not b0 & 0x80
+                    self.size = size
+                    self.fragmented = fragmented = not b0 & 0x80
                     # Held until screened; after a close nothing is passed on, so nothing is held.
                     if self.screening and not self.dst.close_sent:
                         self._flush(data, start, pos)
                         start = end
                         self._hold(data, pos, head, end, masked)
                         if not fragmented:
-                            self.size, self.fragmented = size, fragmented
                             self._count(messages, nbytes)
                             self._await_screen(data[end:])
                             return
                     elif not fragmented:
                         messages += 1
                         nbytes += size
-                        # The route's tally, as prometheus-client's observe would: count and sum together.
-                        bucket = self.small[size] if size < _SMALL else bisect_left(self.bounds, size)
-                        self.counts[bucket] += 1
-                        self.tally.total += size
+                        counts[small[size] if size < _SMALL else bisect_left(self.bounds, size)] += 1
                 elif opcode == _OP_PONG and length == _HEARTBEAT_LEN:
                     # The answer to a gateway ping: swallowed.
                     self._flush(data, start, pos)
                     start = end
                 elif opcode == _OP_CLOSE:
-                    self.size, self.fragmented = size, fragmented
                     self._flush(data, start, pos)
                     self._count(messages, nbytes)
                     payload = data[head:end]
@@ -295,19 +310,20 @@ class Leg:
                     self.relay.close_received(self, payload, data[pos:end])
                     return
                 pos = end
-            self.size, self.fragmented = size, fragmented
             if pos > start and not self.dst.close_sent:
-                self.write(data if start == 0 and pos == n else data[start:pos])
+                self.write(data[start:pos] if start or pos < n else data)
             if pos < n:
                 self.buf += data[pos:] if pos else data
+                self.need = need
             if messages:  # `_count`, inline
                 self.messages += messages
                 self.total += nbytes
-                relay = self.relay
-                relay.active_at = self.clock()
-                if relay.eager_metrics:
-                    relay.meter.push()
+                self.tally.total += nbytes
+                self.relay.active_at = self.clock()
+                if self.eager:
+                    self.relay.meter.push()
         except Violation as exc:
+            self.tally.total += nbytes  # the messages already in the tally's buckets, as observed
             self.relay.violation(self, exc)
         except Exception:
             log.exception("WebSocket relay failed (request %s)", self.relay.request_id)
@@ -318,15 +334,15 @@ class Leg:
             self.write(data if start == 0 and end == len(data) else data[start:end])
 
     def _count(self, messages: int, nbytes: int) -> None:
-        """`messages` passed on, of `nbytes` payload bytes in all (in the route's tally already), for
-        the call's totals and the idle timeout."""
+        """`messages` passed on, of `nbytes` payload bytes in all (already in the tally's buckets):
+        the call's totals, the tally's sum and the activity the idle timeout reads."""
         if messages:
             self.messages += messages
             self.total += nbytes
-            relay = self.relay
-            relay.active_at = self.clock()
-            if relay.eager_metrics:
-                relay.meter.push()
+            self.tally.total += nbytes
+            self.relay.active_at = self.clock()
+            if self.eager:
+                self.relay.meter.push()
 
     def _hold(self, data: bytes, pos: int, head: int, end: int, masked: int) -> None:
         self.held.append(data[pos:end])
@@ -355,7 +371,6 @@ class Leg:
         if allowed and not self.dst.close_sent:
             self.write(b"".join(self.held))
             self.counts[bisect_left(self.bounds, size)] += 1
-            self.tally.total += size
             self._count(1, size)
         self.held.clear()
         self.pending = None
@@ -444,7 +459,6 @@ class Relay:
         self.close_timeout_s = close_timeout_s
         self.screen = screen
         self.meter = meter
-        self.eager_metrics = meter.eager
         self.request_id = request_id
         self.up = Leg(self, self.client, self.backend, inbound=True, screening=screen is not None)
         self.down = Leg(self, self.backend, self.client, inbound=False, screening=False)

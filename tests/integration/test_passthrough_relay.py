@@ -111,3 +111,32 @@ async def test_closed_sockets_are_forgotten_by_the_server(gw: Gateway, chat: Cha
 
     await until(back_to_before)
     assert not chat.clients
+
+
+async def test_size_limit_below_the_short_frame_length(
+    demo_backends: Backends, chat: ChatServer, start_gateway: StartGateway
+) -> None:
+    # A limit under 126 bytes cuts into the frames the relay checks in one test (7-bit lengths).
+    gw = await start_gateway(
+        demo_config(demo_backends, websocket_routes=[route(chat.url, max_message_bytes=100)])
+    )
+    client = await RawClient.open(gw)
+    try:
+        client.writer.write(frame(1, b"a" * 100) + frame(2, b"b" * 100))
+        assert await client.read_frame() == (1, b"a" * 100)
+        assert await client.read_frame() == (2, b"b" * 100)
+        client.writer.write(frame(1, b"c" * 101))
+        assert await client.close_code() == 1009
+    finally:
+        client.close()
+    assert chat.received == 2
+
+
+async def test_lengths_either_side_of_the_7_bit_limit(gw: Gateway) -> None:
+    client = await RawClient.open(gw)
+    try:
+        for size in (124, 125, 126, 127):  # 126 and up take a 16-bit extended length
+            client.writer.write(frame(2, bytes([size % 256]) * size))
+            assert await asyncio.wait_for(client.read_frame(), 3) == (2, bytes([size % 256]) * size)
+    finally:
+        client.close()

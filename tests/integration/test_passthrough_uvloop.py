@@ -33,7 +33,9 @@ from .test_passthrough_relay import (  # noqa: F401
     gw,
     test_closed_sockets_are_forgotten_by_the_server,
     test_frames_sent_with_the_upgrade_request_arrive,
+    test_lengths_either_side_of_the_7_bit_limit,
     test_message_sizes_counted_in_their_buckets,
+    test_size_limit_below_the_short_frame_length,
 )
 
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture')
