@@ -170,11 +170,11 @@ def from_parts(
     Training shapes its rows with it; it picks headers and query pairs as `from_request` (the
     gateway's) does, and differs only in taking a parsed document instead of a request message."""
     body_leaves, dropped = leaves(body) if body is not None else ([], 0)
-    return RequestRecord(method.upper(), clip(path), _query_pairs(query), pick_headers(headers, screened_headers),
+    return RequestRecord(method.upper(), clip(path), query_pairs(query), pick_headers(headers, screened_headers),
                          tuple(body_leaves), (), dropped)
 
 
-def _query_pairs(query: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+def query_pairs(query: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     return tuple([(clip(k), clip(v)) for k, v in query][:MAX_FIELDS])
 
 
@@ -212,6 +212,37 @@ def _kind(field: FieldDescriptor) -> tuple[int, bool, Any, int]:
     return found
 
 
+_DIRECT: dict[FieldDescriptor, tuple[int, str] | tuple[()]] = {}
+
+
+def _direct_plan(field: FieldDescriptor) -> tuple[int, str] | tuple[()]:
+    """(kind, name) of a field `message_leaves` turns into leaves at once (a singular scalar, a map of
+    scalars), or () for one that goes on its stack; computed once per descriptor."""
+    kind, repeated, _, value_kind = _kind(field)
+    plan: tuple[int, str] | tuple[()] = ()
+    if not repeated and (kind == _SCALAR or kind == _MAP and value_kind == _SCALAR):
+        plan = (kind, field.name)
+    if len(_DIRECT) >= _KINDS_MAX:
+        _DIRECT.clear()
+    _DIRECT[field] = plan
+    return plan
+
+
+_PLAIN_KEYS: dict[str, bool] = {}
+
+
+def _plain_key_cached(key: str) -> bool:
+    """`_plain_key`, remembered for short keys (map keys and JSON names repeat from request to request)."""
+    found = _PLAIN_KEYS.get(key)
+    if found is None:
+        found = _plain_key(key)
+        if len(key) <= 64:
+            if len(_PLAIN_KEYS) >= 4096:
+                _PLAIN_KEYS.clear()
+            _PLAIN_KEYS[key] = found
+    return found
+
+
 def _convert(field: FieldDescriptor, kind: int, value: Any) -> Any:
     """A protobuf field value as the walker's node: messages stay messages, the rest become JSON-like."""
     if kind == _ENUM:
@@ -238,7 +269,50 @@ def message_leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> 
         path, node = stack.pop()
         if isinstance(node, Message):
             fields = node.ListFields()
-            for field, value in reversed(fields):
+            # Leading singular scalars and maps of scalars make leaves right away, in field order, as
+            # if pushed and popped at once; from the first other field on, the rest go on the stack.
+            direct = 0
+            for field, value in fields:
+                plan = _DIRECT.get(field)
+                if plan is None:
+                    plan = _direct_plan(field)
+                if not plan:
+                    break
+                direct += 1
+                child = f"{path}.{plan[1]}" if path else plan[1]
+                if plan[0] == _SCALAR:
+                    if len(out) < limit and budget > 0:
+                        text = value if type(value) is str and len(value) <= MAX_VALUE_CHARS else clip(_text(value))
+                        text = text[:budget]
+                        budget -= len(text)
+                        out.append((child, text))
+                    else:
+                        dropped += 1
+                    continue
+                items = list(value.items())
+                keyed = [(f"{child}.{key}", item) for key, item in items if _plain_key_cached(str(key))]
+                if len(keyed) < len(items):  # odd keys: as `leaves` does, key leaves first, in reverse
+                    keyed = []
+                    for key, item in reversed(items):
+                        key_text = str(key)
+                        if _plain_key(key_text):
+                            keyed.append((f"{child}.{key_text}", item))
+                            continue
+                        if len(out) < limit:
+                            out.append((f"{child}#", clip(key_text)))
+                        else:
+                            dropped += 1
+                        keyed.append((f"{child}.?", item))
+                    keyed.reverse()
+                for leaf_path, item in keyed:
+                    if len(out) < limit and budget > 0:
+                        text = item if type(item) is str and len(item) <= MAX_VALUE_CHARS else clip(_text(item))
+                        text = text[:budget]
+                        budget -= len(text)
+                        out.append((leaf_path, text))
+                    else:
+                        dropped += 1
+            for field, value in reversed(fields[direct:]):
                 kind, repeated, value_field, value_kind = _kind(field)
                 name = field.name
                 child = f"{path}.{name}" if path else name
@@ -310,10 +384,7 @@ def pick_headers(
     names, wanted = _wanted(tuple(screened_headers))
     getall = getattr(headers, "getall", None)
     if getall is not None:  # a case-insensitive multidict (aiohttp's request headers)
-        out = []
-        for name in names:
-            out += [(name, clip(value)) for value in getall(name, ())]
-        return tuple(out)
+        return tuple([(name, clip(value)) for name in names for value in getall(name, ())])
     items = headers.items() if isinstance(headers, Mapping) else headers
     found = [(k.lower(), v) for k, v in items if k.lower() in wanted]
     order = {name: i for i, name in enumerate(names)}
@@ -332,7 +403,7 @@ def from_request(
     """The record of a request as the gateway screens it: its decoded path and query, its screened
     headers, and the leaves of its request message (see `body_leaves`). `explain` uses it too."""
     body, dropped = body_leaves(message)
-    return RequestRecord(method.upper(), clip(path), _query_pairs(query), pick_headers(headers, screened_headers),
+    return RequestRecord(method.upper(), clip(path), query_pairs(query), pick_headers(headers, screened_headers),
                          tuple(body), (), dropped)
 
 

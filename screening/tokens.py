@@ -219,40 +219,65 @@ def _number(token: str) -> int:
     return _NUMBER
 
 
+def _context_free(token: str) -> int:
+    """The class of a lexeme on its own; `classes` adjusts it by the lexeme before it where that matters."""
+    cls = PUNCT.get(token)
+    if cls is not None:
+        return cls
+    first = token[0]
+    if first.isalpha() or first == "_":
+        return _word(token)
+    if first.isdigit():
+        return C["hex_number"] if token.startswith("0x") else _number(token)
+    if ".." in token:
+        return C["path_up"]
+    if first == "&":
+        return C["entity_ref"]
+    return C["other"]
+
+
+# Lexemes whose class can depend on the one before: a word after one of these, a shell word anywhere, a
+# colon (a URL scheme re-classes the word before it). Every other lexeme's class is its context-free one.
+_CONTEXT_BEFORE = frozenset(("<", "</", "/", ".", "$", "%", "\n"))
+_SCHEME_COLONS = frozenset((":", "://"))
+_SHELL = frozenset((_SHELL_WEAK, _SHELL_STRONG))
+_KNOWN: dict[str, int] = {}  # lexeme -> context-free class, or -class when it needs its context
+_KNOWN_MAX = 65536
+_KNOWN_CHARS = 48  # longer lexemes (rare: hashes, base64 runs) are classified each time, not kept
+
+
 def classes(text: str) -> list[int]:
-    """Token classes (1-based indexes into `NAMES`) of normalised text; blanks are skipped."""
+    """Token classes (1-based indexes into `NAMES`) of normalised text; blanks are skipped.
+
+    Lexemes repeat (words of a language, punctuation), so each one's context-free class is looked up
+    in a bounded table; only a lexeme that follows a context-setting one, or that is itself
+    context-dependent, goes through the rules (`_in_context`)."""
     out: list[int] = []
     previous = ""
     if "'" in text:
         text = _APOSTROPHE.sub("\u2019", text)
+    known = _KNOWN
     for token in LEXEME.findall(text):
-        cls = PUNCT.get(token)
+        cls = known.get(token)
         if cls is None:
-            first = token[0]
-            if first.isalpha() or first == "_":
-                cls = _word(token)
-                if (cls == _SHELL_WEAK or cls == _SHELL_STRONG) and previous not in _COMMAND_AFTER:
-                    cls = _CMD_WORD if cls == _SHELL_STRONG and previous != "/" else (
-                        _SHELL_STRONG if cls == _SHELL_STRONG else _WORD)
-                if previous in _TAG_OPENERS or previous == "/" and len(out) > 1 and out[-2] == _LT:
-                    cls = C["html_danger_tag"] if token in DANGER_TAGS else C["html_tag"]
-                elif previous == "." and token in EXTENSIONS:
-                    cls = C["file_ext"]
-                elif previous == "$":
-                    cls = C["nosql_op"] if token in NOSQL_OPS else C["shell_var"]
-                elif previous == "%" and token.isalnum():
-                    cls = C["shell_var"]
-                elif previous == "\n" and token in HEADER_WORDS:
-                    cls = C["crlf_header"]
-            elif first.isdigit():
-                cls = C["hex_number"] if token.startswith("0x") else _number(token)
-            elif ".." in token:
-                cls = C["path_up"]
-            elif first == "&":
-                cls = C["entity_ref"]
-            else:
-                cls = C["other"]
-        elif token in (":", "://") and out and previous:
+            cls = _context_free(token)
+            if cls in _SHELL or token in _SCHEME_COLONS:
+                cls = -cls
+            if len(token) <= _KNOWN_CHARS:
+                if len(known) >= _KNOWN_MAX:
+                    known.clear()
+                known[token] = cls
+        if cls < 0 or previous in _CONTEXT_BEFORE:
+            cls = _in_context(token, abs(cls), previous, out)
+        out.append(cls)
+        previous = token
+    return out
+
+
+def _in_context(token: str, cls: int, previous: str, out: list[int]) -> int:
+    """The class of `token` (context-free class `cls`) after `previous`; may re-class `out[-1]`."""
+    if token in PUNCT:
+        if token in _SCHEME_COLONS and out and previous:
             # A scheme is only known once its colon is seen: re-class the word before it.
             if previous in JS_SCHEMES:
                 out[-1] = C["js_scheme"]
@@ -260,6 +285,21 @@ def classes(text: str) -> list[int]:
                 out[-1] = C["rare_scheme"]
             elif previous in WEB_SCHEMES:
                 out[-1] = C["web_scheme"]
-        out.append(cls)
-        previous = token
-    return out
+        return cls
+    first = token[0]
+    if not (first.isalpha() or first == "_"):
+        return cls
+    if (cls == _SHELL_WEAK or cls == _SHELL_STRONG) and previous not in _COMMAND_AFTER:
+        cls = _CMD_WORD if cls == _SHELL_STRONG and previous != "/" else (
+            _SHELL_STRONG if cls == _SHELL_STRONG else _WORD)
+    if previous in _TAG_OPENERS or previous == "/" and len(out) > 1 and out[-2] == _LT:
+        cls = C["html_danger_tag"] if token in DANGER_TAGS else C["html_tag"]
+    elif previous == "." and token in EXTENSIONS:
+        cls = C["file_ext"]
+    elif previous == "$":
+        cls = C["nosql_op"] if token in NOSQL_OPS else C["shell_var"]
+    elif previous == "%" and token.isalnum():
+        cls = C["shell_var"]
+    elif previous == "\n" and token in HEADER_WORDS:
+        cls = C["crlf_header"]
+    return cls

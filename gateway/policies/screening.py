@@ -236,7 +236,7 @@ class Screening(BasePolicy):
             self._streams.add(id(call))
             started = time.perf_counter()
             head = record.from_request(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
-            return self._screen(call, cfg, head, False, started)
+            return self._screen(call, cfg, head, head.dropped, False, started)
         self._pending.add(id(call))
         return None
 
@@ -248,18 +248,24 @@ class Screening(BasePolicy):
         key = id(call)
         if key in self._pending:
             self._pending.discard(key)
+            if not cfg.fields:  # the common case: the values alone, no record (the same values, in order)
+                values, dropped = features.request_values(call.path, call.query.items(), call.headers, message,
+                                                          cfg.headers)
+                return self._screen(call, cfg, values, dropped, False, started)
             rec = record.from_request(call.method, call.path, call.query.items(), call.headers, message, cfg.headers)
-            return self._screen(call, cfg, rec, False, started)
-        return self._screen(call, cfg, record.from_message(call.method, call.path, message), True, started)
+            return self._screen(call, cfg, rec, rec.dropped, False, started)
+        rec = record.from_message(call.method, call.path, message)
+        return self._screen(call, cfg, rec, rec.dropped, True, started)
 
     def on_complete(self, call: Call) -> None:
         self._pending.discard(id(call))
         self._streams.discard(id(call))
 
     # --- scoring ------------------------------------------------------------------------------------
-    def _screen(self, call: Call, cfg: ScreeningConfig, rec: record.RequestRecord, stream: bool, started: float,
-                ) -> Awaitable[None] | None:
-        """Score `rec` and apply the verdict; the coroutine to await when the score is batched."""
+    def _screen(self, call: Call, cfg: ScreeningConfig, rec: record.RequestRecord | list[str], dropped: int,
+                stream: bool, started: float) -> Awaitable[None] | None:
+        """Score `rec` (a record, or its screened values when the route has no field rules) and apply the
+        verdict; the coroutine to await when the score is batched."""
         waiting: Awaitable[None] | None = None
         try:
             route = call.route or "unmatched"
@@ -269,15 +275,15 @@ class Screening(BasePolicy):
                 return None
             model = scorer.active  # read once: a swap during this request does not change its model
             threshold = cfg.threshold or model.manifest.threshold
-            if cfg.fields:
+            if cfg.fields and isinstance(rec, record.RequestRecord):
                 rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
                 if not rows:
                     self._decide(route, "skip")
                     return None
                 X = np.stack(rows)
             else:  # the common case: one row, the whole request against the route's threshold
-                values = features.field_values(rec)
-                X = features.combine(features.field_vectors(values), rec.dropped)[None, :]
+                values = rec if isinstance(rec, list) else features.field_values(rec)
+                X = features.combine(features.field_vectors(values), dropped)[None, :]
                 thresholds, row_values = [threshold], [values]
             try:
                 scores = scorer.score_now(X, model)

@@ -94,3 +94,26 @@ def test_explain_reads_a_curl_url_with_or_without_scheme(argv: list[str], path: 
     request = parse_request(argv, None)
     assert request["path"] == path
     assert request["query"] == query
+
+
+def test_request_values_are_the_records_field_values() -> None:
+    """The policy's shortcut (values without a record) scores exactly what the record would give."""
+    headers = CIMultiDict([("User-Agent", "curl/8"), ("Cookie", "a=b"), ("cookie", "c=d"), ("Accept", "*/*")])
+    query = [("q", "x"), ("q", "' or 1=1"), ("we ird", "v"), ("k", "y" * 5000)]
+    book = json_format.ParseDict({"title": "<svg onload=alert(1)>", "tags": ["a", "b'--"], "labels": {"$w": "1"}},
+                                 library_pb2.Book())
+    messages: list[object] = [json_format.ParseDict(BODY, echo_pb2.EchoRequest()), book, json.dumps(BODY).encode(),
+                              b"not json", None, "plain text", {"a": [1, {"b": None}]}]
+    for message in messages:
+        for q in (query, []):
+            rec = record.from_request("POST", "/v1/echo", q, headers, message, record.SCREENED_HEADERS)
+            got = features.request_values("/v1/echo", q, headers, message, record.SCREENED_HEADERS)
+            assert got == (features.field_values(rec), rec.dropped)
+
+
+def test_a_message_walk_keeps_field_order_and_odd_keys_first() -> None:
+    message = echo_pb2.EchoRequest(message="m", repeat=2, labels={"<k>": "v"})
+    assert record.message_leaves(message) == ([("message", "m"), ("repeat", "2"), ("labels#", "<k>"),
+                                               ("labels.?", "v")], 0)
+    book = json_format.ParseDict({"name": "n", "author": {"name": "a"}, "title": "t"}, library_pb2.Book())
+    assert [path for path, _ in record.message_leaves(book)[0]] == ["name", "title", "author.name"]
