@@ -13,7 +13,9 @@ import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 from websockets.asyncio.client import connect
 
@@ -21,8 +23,9 @@ from tests.support import chat_backend
 from tests.support.chat_backend import ChatServer
 
 from .conftest import Backends, Gateway, StartGateway, demo_config
-from .test_metrics_tracing import get, scrape, until
+from .test_metrics_tracing import get, scrape, stop, until
 from .test_passthrough_frames import RawClient, frame, route, url
+from .test_serving import serve_config
 
 ROUTE = "websocket /chat"
 BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
@@ -140,3 +143,32 @@ async def test_lengths_either_side_of_the_7_bit_limit(gw: Gateway) -> None:
             assert await asyncio.wait_for(client.read_frame(), 3) == (2, bytes([size % 256]) * size)
     finally:
         client.close()
+
+
+@pytest.mark.slow
+async def test_two_workers_count_every_message(
+    tmp_path: Path, demo_backends: Backends, chat: ChatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With several workers the tallies write through (worker 0's scrape reads the others' files).
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    served = await serve_config(
+        tmp_path, demo_config(demo_backends, websocket_routes=[route(chat.url)]), workers=2
+    )
+    try:
+        ws_url = served.url.replace("http://", "ws://") + "/chat"
+        sizes = [5, 100, 2000]
+        for _ in range(8):  # a connection each: SO_REUSEPORT spreads them over the workers
+            async with connect(ws_url) as ws:
+                for size in sizes:
+                    await ws.send("y" * size)
+                    assert len(await ws.recv()) == size
+        async with aiohttp.ClientSession() as http:
+            samples = await scrape(http, served.admin)
+        for direction in ("in", "out"):
+            labels = {"route": ROUTE, "direction": direction}
+            assert get(samples, "portcullis_ws_messages_total", **labels) == 8 * len(sizes)
+            assert get(samples, "portcullis_ws_message_bytes_count", **labels) == 8 * len(sizes)
+            assert get(samples, "portcullis_ws_message_bytes_sum", **labels) == 8 * sum(sizes)
+            assert get(samples, "portcullis_ws_message_bytes_bucket", le="256.0", **labels) == 16
+    finally:
+        await stop(served.proc, list(served.workers.values()))
