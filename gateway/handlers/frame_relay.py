@@ -6,7 +6,8 @@ side (no compression), a frame is valid on the other leg as it is. So the relay 
 headers (2 to 14 bytes) and writes each batch of whole frames to the other side in one
 `transport.write`, with no task, future or timer per message: once both handshakes are done each
 connection's protocol is replaced by a `SideProtocol`, whose `data_received` is the leg's `feed`
-itself, so bytes go from the event loop's read straight to the scan and leave from it. It checks what a proxy must check on every frame: the mask bit for the direction, reserved
+itself, so bytes go from the event loop's read straight to the scan and leave from it. It checks
+what a proxy must check on every frame: the mask bit for the direction, reserved
 bits (no extension is negotiated), opcodes, control frame rules, fragmentation order (1002), and the
 size of each message, fragments added up, against `max_size` as soon as a header announces it
 (1009, before the payload is read). Payloads are unmasked only where the gateway needs them: a close
@@ -31,7 +32,14 @@ other side is no longer read until it drains (`pause_writing` and `resume_writin
 `SideProtocol`).
 
 Each message passed on is counted, with its size, in the route's tallies (`SocketMeter.tally`: a
-bisect and two additions, inline in the scan; pushed into the metrics before a scrape).
+table look-up and two additions, inline in the scan; pushed into the metrics before a scrape, or
+after each batch with several workers).
+
+Cost, the ping-pong benchmark's frames (callgrind, gateway user instructions per relayed round trip
+of two frames): about 19k, of which uvloop's read callbacks, GIL hand-offs and writes are about
+half; through aiohttp's payload-parser hook, with prometheus-client calls per message and a
+writing-paused check per write, it was 60k. The kernel's two reads and two writes per round trip
+now cost the gateway as much CPU as all of that.
 """
 
 from __future__ import annotations
