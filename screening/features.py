@@ -318,6 +318,7 @@ def _vector(raw_values: list[str], dropped: int) -> np.ndarray:
 
 
 _DENSE = _N_CLS + len(STATS)
+_maximum, _minimum = np.maximum.reduce, np.minimum.reduce  # what ndarray.max/min call, minus their wrapper
 _LOG1P_FIELDS = [np.float32(np.log1p(n)) for n in range(1025)]  # what `np.log1p(n)` stores, looked up
 
 
@@ -333,17 +334,17 @@ def combine(fields: Sequence[FieldVector], dropped: int = 0) -> np.ndarray:
     if n == 1:
         only = fields[0]
         vector[only.grams] = 1.0
-        highest = lowest = only.dense[_N_CLS:]
-        vector[_CLS0:_BI0] = only.dense[:_N_CLS]
+        dense = only.dense
+        vector[_CLS0:_BI0] = dense[:_N_CLS]
+        vector[_MAX0:_MIN0] = dense[_N_CLS:]
+        vector[_MIN0:_REQ0] = dense[_N_CLS:]
     else:
         vector[np.frombuffer(b"".join([f.grams_bytes for f in fields]), dtype=np.intp)] = 1.0
-        dense = np.frombuffer(b"".join([f.dense_bytes for f in fields]), dtype=np.float32).reshape(n, _DENSE)
-        top = dense.max(axis=0)
+        stacked = np.frombuffer(b"".join([f.dense_bytes for f in fields]), dtype=np.float32).reshape(n, _DENSE)
+        top = _maximum(stacked, axis=0)
         vector[_CLS0:_BI0] = top[:_N_CLS]
-        highest = top[_N_CLS:]
-        lowest = dense[:, _N_CLS:].min(axis=0)
-    vector[_MAX0:_MIN0] = highest
-    vector[_MIN0:_REQ0] = lowest
+        vector[_MAX0:_MIN0] = top[_N_CLS:]
+        _minimum(stacked[:, _N_CLS:], axis=0, out=vector[_MIN0:_REQ0])
     vector[_REQ0] = _LOG1P_FIELDS[n] if n < len(_LOG1P_FIELDS) else np.log1p(n)
     vector[_REQ0 + 1] = 1.0 if dropped else 0.0
     return vector

@@ -156,3 +156,23 @@ async def test_score_now_is_inline_only(root: Path) -> None:
         assert np.allclose((await batch.score(X, model, 1.0)).values, now.values)
     finally:
         batch.close()
+
+
+def test_one_row_runs_through_its_binding_with_the_sessions_floats(root: Path) -> None:
+    """`run` of one row (the gateway's case) goes through a per-thread I/O binding: the same floats as a
+    plain `session.run`, rows never mixed up between calls or threads."""
+    model = load_folder(root / NAME / "v1")
+    X = rows(12)
+    plain = [np.concatenate(model.session.run(["score", "attack_probability", "anomaly"], {"X": X[i : i + 1]}), axis=1)
+             for i in range(len(X))]
+    for i in range(len(X)):
+        got = model.run(X[i : i + 1])
+        assert got.shape == (1, 3) and got.tobytes() == plain[i].tobytes()
+    first = model.run(X[:1])
+    model.run(X[1:2])
+    assert first.tobytes() == plain[0].tobytes()  # a result is a copy, not the bound buffer
+
+    async def in_threads() -> list[np.ndarray]:
+        return await asyncio.gather(*(asyncio.to_thread(model.run, X[i : i + 1]) for i in range(len(X))))
+
+    assert [r.tobytes() for r in asyncio.run(in_threads())] == [p.tobytes() for p in plain]
