@@ -54,18 +54,32 @@ async def serve_config(tmp_path: Path, raw: dict, workers: int = 1) -> Served:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "serve", "-c", str(path), "--workers", str(workers),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: supervisor and workers are stopped together
     )
     seen: dict[int, int] = {}
     assert proc.stdout is not None
-    while len(seen) < workers:
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert line, "gateway exited before serving"
-        if match := READY.search(line):
-            seen[int(match.group(1))] = int(match.group(2))
+    try:
+        while len(seen) < workers:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "gateway exited before serving"
+            if match := READY.search(line):
+                seen[int(match.group(1))] = int(match.group(2))
+    except BaseException:  # a start that failed or timed out leaves no process behind
+        await kill_group(proc)
+        raise
     served = Served(proc, f"http://127.0.0.1:{raw['listen']['port']}", seen)
     served.admin = f"http://127.0.0.1:{raw['admin']['port']}"
     served.raw, served.path = raw, path
     return served
+
+
+async def kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the gateway's process group (the supervisor and any worker it forked), then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # every process of the group has already exited
+    await proc.wait()
 
 
 @pytest.fixture
@@ -73,9 +87,7 @@ async def stopper() -> AsyncIterator[list[asyncio.subprocess.Process]]:
     procs: list[asyncio.subprocess.Process] = []
     yield procs
     for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await kill_group(proc)  # also workers a failed test left running after their supervisor
 
 
 async def test_sigterm_drains_in_flight_requests(tmp_path: Path, demo_backends: Backends,
