@@ -15,7 +15,9 @@ push at that moment, so every request writes through to prometheus-client at onc
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
+from time import perf_counter
 
 from prometheus_client import Counter
 from pydantic import Field
@@ -56,6 +58,7 @@ class Metrics(BasePolicy):
         self._durations: dict[str | None, Tally] = {}
         self._upstream: dict[tuple[str | None, str], Tally] = {}
         self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
+        self._one_config = not configs.by_route  # no per-route override: no lookup per request
 
     async def stop(self) -> None:
         # A reload stops this pipeline while its last calls may still complete: they write through.
@@ -81,14 +84,14 @@ class Metrics(BasePolicy):
             self._in_flight_pushed = in_flight
 
     def on_request(self, call: Call) -> None:
-        if self.configs.for_call(call).enabled:
+        if (self.configs.default if self._one_config else self.configs.for_call(call)).enabled:
             self._in_flight.add(id(call))
             if self._eager:
                 self.push()
 
     def on_complete(self, call: Call) -> None:
         self._in_flight.discard(id(call))
-        cfg = self.configs.for_call(call)
+        cfg = self.configs.default if self._one_config else self.configs.for_call(call)
         if cfg.enabled:
             self._count(call, cfg)
         if self._eager:
@@ -103,18 +106,23 @@ class Metrics(BasePolicy):
             child: Counter = HTTP_REQUESTS.labels(route or UNMATCHED, method, str(call.status))
             entry = self._requests[key] = [0, child]
         entry[0] += 1
+        # Tally.observe written out (twice per request): counts[bisect_left(bounds, value)] += 1
         if cfg.latency:
             duration = self._durations.get(route)
             if duration is None:
                 duration = self._durations[route] = Tally(HTTP_REQUEST_DURATION.labels(route or UNMATCHED))
-            duration.observe(call.elapsed_s)
-        if cfg.upstream_latency and call.upstream is not None and call.upstream_s > 0.0:
+            elapsed = perf_counter() - call.started  # call.elapsed_s
+            duration.counts[bisect_left(duration.bounds, elapsed)] += 1
+            duration.total += elapsed
+        upstream_s = call.upstream_s
+        if cfg.upstream_latency and call.upstream is not None and upstream_s > 0.0:
             upstream = self._upstream.get((route, call.upstream))
             if upstream is None:
                 upstream = self._upstream[(route, call.upstream)] = Tally(
                     UPSTREAM_DURATION.labels(route or UNMATCHED, call.upstream)
                 )
-            upstream.observe(call.upstream_s)
+            upstream.counts[bisect_left(upstream.bounds, upstream_s)] += 1
+            upstream.total += upstream_s
 
 
 def build(configs: RouteConfigs[MetricsConfig]) -> Metrics:

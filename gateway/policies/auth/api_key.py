@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.call import Call
 from gateway.policies.auth import keystore
-from gateway.policies.auth.keystore import KeyFileError, KeyStore
+from gateway.policies.auth.keystore import HITS_CACHED, KeyFileError, KeyRecord, KeyStore
 from gateway.policies.auth.principal import grant, protected, reject
 from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 
@@ -84,6 +84,10 @@ class ApiKeyPolicy(BasePolicy):
                 self.stores[cfg.key_file] = KeyStore(cfg.key_file)
         self._watchers: list[asyncio.Task[None]] = []
         self._hidden: dict[int, frozenset[str]] = {}  # by id(cfg): the configs live as long as the policy
+        self._one_config = not configs.by_route  # no per-route override: no lookup per request
+        self._store_of: dict[int, KeyStore] = {}  # by id(cfg), like _hidden
+        # A key's scopes as the frozenset a grant carries, made once per record, not per request.
+        self._scopes: dict[str, tuple[KeyRecord, frozenset[str]]] = {}
 
     async def start(self) -> None:
         interval = min(c.reload_interval_s for c in self.configs.all())
@@ -100,7 +104,7 @@ class ApiKeyPolicy(BasePolicy):
         self._watchers.clear()
 
     def on_request(self, call: Call) -> None:
-        cfg = self.configs.for_call(call)
+        cfg = self.configs.default if self._one_config else self.configs.for_call(call)
         if not cfg.enabled:
             return
         hidden = self._hidden.get(id(cfg))
@@ -119,12 +123,20 @@ class ApiKeyPolicy(BasePolicy):
             if cfg.anonymous:
                 return
             raise reject(call, "missing_credentials", "an API key is required", headers=_challenge(cfg))
-        record, outcome = self.stores[cfg.key_file].index.lookup(presented.strip())
+        store = self._store_of.get(id(cfg))
+        if store is None:
+            store = self._store_of[id(cfg)] = self.stores[cfg.key_file]  # a Path hashes in Python
+        record, outcome = store.index.lookup(presented.strip())
         if record is None:
             assert outcome != "ok"
             raise reject(call, outcome, "invalid API key", headers=_challenge(cfg))
+        scopes = self._scopes.get(record.id)
+        if scopes is None or scopes[0] is not record:  # a reload made a new record under this id
+            if len(self._scopes) >= HITS_CACHED:
+                self._scopes.clear()
+            scopes = self._scopes[record.id] = (record, frozenset(record.scopes))
         call.attributes["api_key_id"] = record.id
-        grant(call, record.consumer, frozenset(record.scopes), cfg.consumer_metadata, tier=record.tier)
+        grant(call, record.consumer, scopes[1], cfg.consumer_metadata, tier=record.tier)
 
 
 def _hidden_headers(cfg: ApiKeyConfig) -> frozenset[str]:

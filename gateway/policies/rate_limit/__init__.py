@@ -29,9 +29,11 @@ import math
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from math import ceil
 from typing import Literal
 
 import grpc
+from multidict import istr
 from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 
 from gateway.call import Call
@@ -41,6 +43,7 @@ from gateway.policies.rate_limit.breaker import CircuitBreaker
 from gateway.policies.rate_limit.bucket import Backend, Bucket, LimiterUnavailable, Verdict, level
 from gateway.policies.rate_limit.identity import (
     KeyPart,
+    OneKey,
     TrustedProxies,
     forwarded_for,
     key_part,
@@ -181,6 +184,17 @@ class _Limit:
 
 
 @dataclass(frozen=True, slots=True)
+class _One:
+    """A plan's only limit when it has no tiers and one key part: decided with no objects made."""
+
+    name: str
+    key: OneKey
+    burst: int
+    rate: float
+    burst_text: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Plan:
     """One route's config compiled once: what to count, by how much, which peers to believe."""
 
@@ -189,6 +203,7 @@ class _Plan:
     trusted: TrustedProxies | None
     fail_open: bool
     headers: bool
+    one: _One | None
 
     @staticmethod
     def compile(cfg: RateLimitConfig) -> _Plan:
@@ -206,14 +221,26 @@ class _Plan:
             for lim in cfg.limits
         )
         trusted = TrustedProxies(cfg.trusted_proxies) if cfg.trusted_proxies else None
-        return _Plan(cfg.enabled, limits, trusted, cfg.fail_open, cfg.headers)
+        one = None
+        if len(limits) == 1 and not limits[0].tiers and len(limits[0].parts) == 1:
+            lim = limits[0]
+            one = _One(lim.name, OneKey(lim.name, lim.parts[0]), lim.burst, lim.rate, str(lim.burst))
+        return _Plan(cfg.enabled, limits, trusted, cfg.fail_open, cfg.headers, one)
+
+    def client_ip(self, call: Call) -> str:
+        if self.trusted is None:
+            return call.client_ip
+        return self.trusted.client_address(call.client_ip, forwarded_for(call.headers))
 
     def buckets(self, call: Call) -> list[Bucket]:
+        one = self.one
+        if one is not None:
+            route = call.method_name if one.key.part.kind == "route" else None
+            key = one.key(call.consumer, route, call.headers, self.client_ip(call))
+            return [Bucket(one.name, key, one.burst, one.rate)]
         tier = call.attributes.get("tier")
         tier = tier if isinstance(tier, str) else None
-        ip = call.client_ip
-        if self.trusted is not None:
-            ip = self.trusted.client_address(ip, forwarded_for(call.headers))
+        ip = self.client_ip(call)
         out = []
         consumer, route, headers = call.consumer, call.method_name, call.headers
         for lim in self.limits:
@@ -232,6 +259,10 @@ def _ceil_s(seconds: float) -> int:
 
 
 _TEXTS = tuple(str(n) for n in range(1024))  # header values formatted once: most counts are small
+# istr: the response's CIMultiDict takes them without folding the name's case again.
+LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = (
+    istr("RateLimit-Limit"), istr("RateLimit-Remaining"), istr("RateLimit-Reset")
+)
 
 
 def _text(n: int) -> str:
@@ -264,28 +295,58 @@ class RateLimit(BasePolicy):
         plan = self._plans[id(self.configs.for_call(call))]
         if not plan.enabled or not plan.limits:
             return None
-        take_now = self._take_now
-        if take_now is None:
-            return self._ask(call, plan, plan.buckets(call))
-        # In process: decided now, no coroutine made.
-        buckets = plan.buckets(call)
-        take_one = self._take_one
-        if take_one is None or len(buckets) != 1:
-            self._apply(call, plan, take_now(buckets))
+        take_one, one = self._take_one, plan.one
+        if take_one is not None and one is not None:
+            # In process, one limit: decided now, no coroutine, no Bucket, Level or Verdict made.
+            route = call.method_name if one.key.part.kind == "route" else None
+            ip = call.client_ip if plan.trusted is None else plan.client_ip(call)
+            burst, rate = one.burst, one.rate
+            left = take_one(one.key(call.consumer, route, call.headers, ip), burst, rate)
+            if left < 0.0:
+                self._apply(call, plan, Verdict(False, (level(one.name, left + 1.0, burst, rate),)))
+            elif plan.headers:
+                headers = call.response_headers
+                headers[LIMIT_HEADER] = one.burst_text
+                n = int(left)
+                headers[REMAINING_HEADER] = _TEXTS[n] if n < 1024 else str(n)  # _text, inlined
+                # > 0: an admitted bucket holds at most burst - 1; the epsilon as in _ceil_s
+                n = ceil((burst - left) / rate - 1e-9)
+                headers[RESET_HEADER] = _TEXTS[n] if n < 1024 else str(n)
             return None
-        b = buckets[0]  # one limit, admitted: the headers straight from the tokens left, no objects
-        left = take_one(b.key, b.burst, b.rate)
-        if left < 0.0:
-            self._apply(call, plan, Verdict(False, (level(b.limit, left + 1.0, b.burst, b.rate),)))
-        elif plan.headers:
-            headers = call.response_headers
-            headers["RateLimit-Limit"] = _text(b.burst)
-            headers["RateLimit-Remaining"] = _text(int(left))
-            headers["RateLimit-Reset"] = _text(_ceil_s((b.burst - left) / b.rate))
+        if self._take_now is None:
+            return self._ask(call, plan, plan.buckets(call))
+        self._apply(call, plan, self._take_now(plan.buckets(call)))
         return None
 
     async def _ask(self, call: Call, plan: _Plan, buckets: list[Bucket]) -> None:
-        self._apply(call, plan, await self._decide(call, plan, buckets))
+        """A backend that answers later (Redis): its verdict, or the failure mode when it has none."""
+        breaker = self.breaker
+        if breaker is None:
+            self._apply(call, plan, await self.backend.take(buckets))
+            return
+        if not breaker.allow():
+            self._fallback(call, plan, "breaker open")
+            return
+        try:
+            verdict = await self.backend.take(buckets)
+        except LimiterUnavailable as exc:
+            opened = breaker.opened
+            # The Redis backend answers every request of a failed batch with one error: one failed
+            # round trip is one backend failure, however many requests it carried.
+            if exc is not self._last_failure:
+                self._last_failure = exc
+                breaker.failure()
+            if breaker.opened != opened:
+                log.warning(
+                    "rate limiter backend failing (%s): breaker open for %.1f s", exc, breaker.cooldown_s
+                )
+            self._fallback(call, plan, str(exc))
+            return
+        except BaseException:
+            breaker.abandon()
+            raise
+        breaker.success()
+        self._apply(call, plan, verdict)
 
     def _apply(self, call: Call, plan: _Plan, verdict: Verdict | None) -> None:
         """Headers for a decided request; raise the 429 for a refused one."""
@@ -294,9 +355,9 @@ class RateLimit(BasePolicy):
         lv = verdict.binding()
         if plan.headers:
             headers = call.response_headers
-            headers["RateLimit-Limit"] = _text(lv.burst)
-            headers["RateLimit-Remaining"] = _text(lv.remaining)
-            headers["RateLimit-Reset"] = _text(_ceil_s(lv.reset_s))
+            headers[LIMIT_HEADER] = _text(lv.burst)
+            headers[REMAINING_HEADER] = _text(lv.remaining)
+            headers[RESET_HEADER] = _text(_ceil_s(lv.reset_s))
         if verdict.allowed:
             return
         retry = max(1, _ceil_s(lv.retry_after_s))
@@ -314,34 +375,6 @@ class RateLimit(BasePolicy):
             ],
             headers={"Retry-After": str(retry)},
         )
-
-    async def _decide(self, call: Call, plan: _Plan, buckets: list[Bucket]) -> Verdict | None:
-        breaker = self.breaker
-        if breaker is None:
-            return await self.backend.take(buckets)
-        if not breaker.allow():
-            self._fallback(call, plan, "breaker open")
-            return None
-        try:
-            verdict = await self.backend.take(buckets)
-        except LimiterUnavailable as exc:
-            opened = breaker.opened
-            # The Redis backend answers every request of a failed batch with one error: one failed
-            # round trip is one backend failure, however many requests it carried.
-            if exc is not self._last_failure:
-                self._last_failure = exc
-                breaker.failure()
-            if breaker.opened != opened:
-                log.warning(
-                    "rate limiter backend failing (%s): breaker open for %.1f s", exc, breaker.cooldown_s
-                )
-            self._fallback(call, plan, str(exc))
-            return None
-        except BaseException:
-            breaker.abandon()
-            raise
-        breaker.success()
-        return verdict
 
     def _fallback(self, call: Call, plan: _Plan, reason: str) -> None:
         """Apply the failure mode: return to admit, raise UNAVAILABLE to refuse."""

@@ -146,3 +146,47 @@ def key_part(
     assert part.header is not None
     value = headers.get(part.header)
     return "h=" + _digest(value) if value else "i=" + ip
+
+
+class OneKey:
+    """The bucket key of a one-part limit, remembered per value, so a request neither formats nor hashes it.
+
+    `name:` plus `key_part(...)`, looked up by the value the part reads (the consumer, the route, the
+    header's value) or, when that is missing, by the client address, exactly where `key_part` falls
+    back to `i=`. Each table is bounded: at `CACHED_KEYS` it starts over, and a header value longer
+    than `CACHED_VALUE_CHARS` is never kept (client-chosen, it could be kilobytes).
+    """
+
+    CACHED_KEYS = 4096
+    CACHED_VALUE_CHARS = 256
+
+    __slots__ = ("_by_ip", "_by_value", "_global", "name", "part")
+
+    def __init__(self, name: str, part: KeyPart) -> None:
+        self.name = name
+        self.part = part
+        self._by_value: dict[str, str] = {}
+        self._by_ip: dict[str, str] = {}
+        self._global = f"{name}:g"
+
+    def __call__(self, consumer: str | None, route: str | None, headers: Mapping[str, str], ip: str) -> str:
+        kind = self.part.kind
+        if kind == "global":
+            return self._global
+        if kind == "consumer":
+            value = consumer
+        elif kind == "route":
+            value = route or "-"
+        elif kind == "ip":
+            value = None
+        else:
+            value = headers.get(self.part.header)  # type: ignore[arg-type]  # a header part has one
+        table, by = (self._by_value, value) if value else (self._by_ip, ip)
+        found = table.get(by)
+        if found is None:
+            found = f"{self.name}:{key_part(self.part, consumer, route, headers, ip)}"
+            if len(by) <= self.CACHED_VALUE_CHARS:
+                if len(table) >= self.CACHED_KEYS:
+                    table.clear()
+                table[by] = found
+        return found

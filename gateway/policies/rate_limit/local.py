@@ -2,9 +2,9 @@
 
 The default backend, with no dependency: every gateway process (and every worker) counts on its
 own, so a fleet of N admits up to N times the limit; use the Redis backend to share. Memory is
-bounded: a bucket idle until full is dropped (losing nothing, since a missing bucket is a full
-one), and past `max_keys` the least recently used bucket is dropped even if not yet full, which
-hands that key a fresh burst. That is the price of a hard bound when a flood of distinct keys
+bounded: a bucket idle until full is dropped as new keys arrive (losing nothing, since a missing
+bucket is a full one), and past `max_keys` the least recently used bucket is dropped even if not
+yet full, which hands that key a fresh burst. That is the price of a hard bound when a flood of distinct keys
 (spoofed headers, scanning IPs) arrives; `max_keys` should exceed the keys active within the
 longest refill time. A decision never awaits, so on one event loop it is atomic across limits.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from gateway.policies.rate_limit.bucket import Bucket, Verdict, full_after, level, refill
 
-_SWEEP_PER_CALL = 4  # full buckets dropped from the cold end per decision: amortised, no loop
+_SWEEP_PER_CALL = 4  # full buckets dropped from the cold end per key added: amortised, no loop
 
 
 class LocalBackend:
@@ -42,23 +42,31 @@ class LocalBackend:
 
     def take_one(self, key: str, burst: int, rate: float) -> float:
         """One bucket, the common case without the objects: tokens left after taking one, or, when
-        the bucket holds less than one (refused, nothing taken), its tokens minus one (negative)."""
+        the bucket holds less than one (refused, nothing taken), its tokens minus one (negative).
+
+        `refill` and `full_after` written out: this runs once per request. Only a new key sweeps
+        (the store grows only then), so a key already held costs no sweep."""
         now = self.clock()
         store = self._buckets
         state = store.get(key)
         if state is None:
-            tk = float(burst)
-        else:
-            store.move_to_end(key)
-            tk = refill(state[0], state[1], now, burst, rate)
+            tk = burst - 1.0
+            if tk >= 0.0:
+                store[key] = [tk, now, now + 1.0 / rate]  # (burst - tk) / rate
+                self._sweep(now)
+            return tk
+        store.move_to_end(key)
+        tk = state[0]
+        elapsed = now - state[1]
+        if elapsed > 0.0:  # a clock going back adds nothing
+            tk += elapsed * rate
+            if tk > burst:
+                tk = float(burst)
         tk -= 1.0
         if tk >= 0.0:
-            full_at = now + full_after(tk, burst, rate)
-            if state is None:
-                store[key] = [tk, now, full_at]
-            else:
-                state[0], state[1], state[2] = tk, now, full_at
-            self._sweep(now)
+            state[0] = tk
+            state[1] = now
+            state[2] = now + (burst - tk) / rate
         return tk
 
     def take_now(self, buckets: Sequence[Bucket]) -> Verdict:
@@ -80,6 +88,7 @@ class LocalBackend:
                 tokens.append(refill(state[0], state[1], now, b.burst, b.rate))
         allowed = all(t >= 1.0 for t in tokens)
         if allowed:
+            added = False
             for i, b in enumerate(buckets):
                 left = tokens[i] - 1.0
                 tokens[i] = left
@@ -87,9 +96,11 @@ class LocalBackend:
                 full_at = now + full_after(left, b.burst, b.rate)
                 if state is None:
                     store[b.key] = [left, now, full_at]
+                    added = True
                 else:
                     state[0], state[1], state[2] = left, now, full_at
-            self._sweep(now)
+            if added:
+                self._sweep(now)
         return Verdict(
             allowed, tuple(level(b.limit, tokens[i], b.burst, b.rate) for i, b in enumerate(buckets))
         )

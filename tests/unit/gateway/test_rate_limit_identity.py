@@ -9,6 +9,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.policies.rate_limit.identity import (
     KeyPart,
+    OneKey,
     TrustedProxies,
     forwarded_for,
     key_part,
@@ -105,3 +106,29 @@ def test_hop_cache_is_bounded() -> None:
         hop = f"198.51.{i // 256}.{i % 256}"
         assert proxies.client_address("10.0.0.2", [hop]) == hop
     assert proxies.classify.cache_info().currsize <= 16
+
+
+@pytest.mark.parametrize("part", [KeyPart("consumer"), KeyPart("ip"), KeyPart("route"), KeyPart("global"),
+                                  KeyPart("header", "X-Tenant")])
+def test_one_key_is_key_part_remembered(part: KeyPart) -> None:
+    one = OneKey("lim", part)
+    cases = [
+        (consumer, route, headers, ip)
+        for consumer in (None, "", "alice", "a|b", "x" * 500)
+        for route in (None, "pkg.S.M")
+        for headers in ({}, {"X-Tenant": ""}, {"X-Tenant": "t1"}, {"X-Tenant": "y" * 300})
+        for ip in ("192.0.2.1", "2001:db8::1")
+    ]
+    for _ in range(2):  # the second time from the tables
+        for consumer, route, headers, ip in cases:
+            assert one(consumer, route, headers, ip) == "lim:" + key_part(part, consumer, route, headers, ip)
+
+
+def test_one_key_tables_are_bounded() -> None:
+    one = OneKey("lim", KeyPart("header", "X-Tenant"))
+    for i in range(3 * OneKey.CACHED_KEYS):
+        one(None, None, {"X-Tenant": f"t{i}"}, "192.0.2.1")
+        one(None, None, {}, f"198.51.{i // 256 % 256}.{i % 256}")
+    assert len(one._by_value) <= OneKey.CACHED_KEYS and len(one._by_ip) <= OneKey.CACHED_KEYS
+    one(None, None, {"X-Tenant": "z" * 300}, "192.0.2.1")
+    assert "z" * 300 not in one._by_value  # a long client-chosen value is hashed each time, never kept
