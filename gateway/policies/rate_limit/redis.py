@@ -32,23 +32,29 @@ included), covering the wait for a connection, connecting and the reply, so a de
 costs at most that per request (and nothing once the breaker is open). A
 request given up on may still run in a slow Redis later and spend its tokens; its connection is
 dropped on the timeout (redis-py disconnects a cancelled command), so no late reply is ever read
-as another request's answer. The pool is small on purpose: a script is ~0.1 ms, and a burst that
-opens dozens of connections at once on a cold pool can outlast `timeout_ms` by itself.
+as another request's answer. The batches (one out at a time) go over one connection of their own,
+packed by hand into RESP from framed pieces and sent below redis-py's command layer, whose
+argument encoding, retry wrapper, pool bookkeeping and observability hooks cost the gateway more
+than the script costs Redis. The pool serves `take_at` and maintenance; it is small on purpose: a
+script is ~0.1 ms, and a burst that opens dozens of connections at once on a cold pool can outlast
+`timeout_ms` by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
-from gateway.policies.rate_limit.bucket import Bucket, LimiterUnavailable, Verdict, level
+from gateway.policies.rate_limit.bucket import Bucket, Level, LimiterUnavailable, Verdict, level
 
 # KEYS: the buckets of every request of the batch, request after request. ARGV[1]: now in seconds
 # ('' = the server's TIME); then per request its bucket count n and n (burst, rate) pairs. Returns,
@@ -106,6 +112,18 @@ MAX_BATCH = 256  # requests per script call
 IN_FLIGHT = 1  # script calls out at once; requests asking meanwhile form the next batch
 
 CLIENT_NAME = "portcullis-ratelimit"
+TAKE_SHA = hashlib.sha1(TAKE_LUA.encode()).hexdigest()  # what EVALSHA names, as SCRIPT LOAD answers
+FRAMES_CACHED = 4096  # RESP-framed keys and parameters kept; past it the table starts over
+
+
+def _frame(value: bytes) -> bytes:
+    """One RESP bulk string: `$<len>\\r\\n<value>\\r\\n`."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+# EVALSHA and the script's hash, framed once; then numkeys, KEYS and ARGV follow.
+_EVALSHA = _frame(b"EVALSHA") + _frame(TAKE_SHA.encode())
+_COUNTS = tuple(_frame(b"%d" % n) for n in range(64))  # bucket counts per request, framed
 
 
 class RedisBackend:
@@ -117,10 +135,13 @@ class RedisBackend:
         self._pool: aioredis.ConnectionPool | None = None
         self._slots: asyncio.Semaphore | None = None
         self._client: aioredis.Redis | None = None
+        self._conn: AbstractConnection | None = None  # the batches' own: IN_FLIGHT is 1, never shared
         self._script: Any = None
         self._pending: _Batch = []  # the requests that asked in this loop iteration
         self._batches: dict[asyncio.Task[None], _Batch] = {}  # script calls in flight, cancelled by stop()
-        self._params: dict[tuple[int, float], tuple[int, str]] = {}  # (burst, rate) as script arguments
+        # Framed once: bucket keys (with the prefix) and (burst, rate) pairs as script arguments.
+        self._keys: dict[str, bytes] = {}
+        self._params: dict[tuple[int, float], bytes] = {}
         self.round_trips = 0  # script calls sent; fewer than requests when batches form
 
     async def start(self) -> None:
@@ -137,9 +158,11 @@ class RedisBackend:
         )
         self._client = aioredis.Redis(connection_pool=self._pool)
         self._script = self._client.register_script(TAKE_LUA)
+        self._conn = self._pool.make_connection()  # connects on first use, and again after a failure
         try:  # warm the script cache; a Redis down at start-up is the breaker's business, not ours
             async with asyncio.timeout(self.timeout_s):
-                await self._client.script_load(TAKE_LUA)
+                await self._conn.send_command("SCRIPT", "LOAD", TAKE_LUA, check_health=False)
+                await self._conn.read_response()
         except (RedisError, OSError, TimeoutError):
             pass
 
@@ -155,6 +178,9 @@ class RedisBackend:
         for _, future, _ in stranded:
             if not future.done():
                 future.set_exception(LimiterUnavailable("redis limiter stopped"))
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None
         if self._client is not None:
             await self._client.aclose()
         if self._pool is not None:
@@ -184,7 +210,7 @@ class RedisBackend:
         batch = self._pending[:MAX_BATCH]
         del self._pending[:MAX_BATCH]
         deadline = batch[0][2] + self.timeout_s  # the oldest request waits timeout_s at most
-        task = asyncio.get_running_loop().create_task(self._run(batch, None, deadline))
+        task = asyncio.get_running_loop().create_task(self._run(batch, None, deadline, self._conn))
         self._batches[task] = batch
         task.add_done_callback(self._sent)
 
@@ -202,25 +228,74 @@ class RedisBackend:
         await self._run([(buckets, future, 0.0)], now, loop.time() + self.timeout_s)
         return await future
 
-    async def _run(self, batch: _Batch, now: float | None, deadline: float) -> None:
-        """One script call for `batch`; every future gets its verdict or `LimiterUnavailable`."""
-        keys: list[str] = []
-        args: list[str | int] = ["" if now is None else repr(now)]
-        prefix, params = self.key_prefix, self._params
+    def _pack(self, batch: _Batch, now: float | None) -> bytes:
+        """EVALSHA of the script for `batch`, in RESP, from framed pieces (redis-py would encode and
+        frame each argument per call, about four per request)."""
+        keys: list[bytes] = []
+        args: list[bytes] = [_frame(b"" if now is None else repr(now).encode())]
+        framed_keys, params = self._keys, self._params
+        count = 1  # RESP arguments in `args`: a pair is two
         for buckets, _, _ in batch:
-            args.append(len(buckets))
+            n = len(buckets)
+            count += 1 + 2 * n
+            args.append(_COUNTS[n] if n < len(_COUNTS) else _frame(b"%d" % n))
             for b in buckets:
-                keys.append(prefix + b.key)
+                key = framed_keys.get(b.key)
+                if key is None:
+                    if len(framed_keys) >= FRAMES_CACHED:
+                        framed_keys.clear()
+                    key = framed_keys[b.key] = _frame((self.key_prefix + b.key).encode())
+                keys.append(key)
                 pair = params.get((b.burst, b.rate))
                 if pair is None:
-                    pair = params[(b.burst, b.rate)] = (b.burst, repr(float(b.rate)))
-                args += pair
+                    if len(params) >= FRAMES_CACHED:
+                        params.clear()
+                    pair = params[(b.burst, b.rate)] = _frame(b"%d" % b.burst) + _frame(
+                        repr(float(b.rate)).encode()
+                    )
+                args.append(pair)
+        numkeys = b"%d" % len(keys)
+        head = b"*%d\r\n%s%s" % (3 + len(keys) + count, _EVALSHA, _frame(numkeys))
+        return b"".join((head, *keys, *args))
+
+    async def _evalsha(self, packed: bytes, conn: AbstractConnection) -> Any:
+        """One script call, below redis-py's command layer (its retry wrapper and observability hooks
+        cost more than the script). A failed or cancelled read drops the connection (redis-py's
+        `read_response` does), so a late reply is never read as another request's answer."""
+        await conn.send_packed_command(packed, check_health=False)
+        try:
+            return await conn.read_response()
+        except NoScriptError:  # Redis restarted or its scripts were flushed: load, send again
+            await conn.send_command("SCRIPT", "LOAD", TAKE_LUA, check_health=False)
+            await conn.read_response()
+            await conn.send_packed_command(packed, check_health=False)
+            return await conn.read_response()
+
+    async def _evalsha_pooled(self, packed: bytes) -> Any:
+        pool = self._pool
+        assert pool is not None
+        conn = await pool.get_connection()
+        try:
+            return await self._evalsha(packed, conn)
+        finally:
+            await pool.release(conn)
+
+    async def _run(
+        self, batch: _Batch, now: float | None, deadline: float, conn: AbstractConnection | None = None
+    ) -> None:
+        """One script call for `batch` (on `conn`, else on a connection of the pool); every future gets
+        its verdict or `LimiterUnavailable`."""
+        packed = self._pack(batch, now)
         failure: LimiterUnavailable
         self.round_trips += 1
         try:
-            assert self._slots is not None
-            async with asyncio.timeout_at(deadline), self._slots:
-                reply = await self._script(keys=keys, args=args)
+            if conn is not None:
+                async with asyncio.timeout_at(deadline):
+                    reply = await self._evalsha(packed, conn)
+            else:
+                assert self._slots is not None
+                async with asyncio.timeout_at(deadline), self._slots:
+                    reply = await self._evalsha_pooled(packed)
         except TimeoutError:
             failure = LimiterUnavailable(f"redis did not answer within {self.timeout_s * 1000:.0f} ms")
         except (RedisError, OSError) as exc:
@@ -228,11 +303,16 @@ class RedisBackend:
         else:
             at = 0
             for buckets, future, _ in batch:
-                allowed = int(reply[at]) == 1
-                levels = tuple(
-                    level(b.limit, float(reply[at + 1 + i]), b.burst, b.rate) for i, b in enumerate(buckets)
-                )
-                at += 1 + len(buckets)
+                allowed = reply[at] == 1
+                if len(buckets) == 1:  # the common case, without a generator
+                    b = buckets[0]
+                    levels: tuple[Level, ...] = (level(b.limit, float(reply[at + 1]), b.burst, b.rate),)
+                    at += 2
+                else:
+                    levels = tuple(
+                        level(b.limit, float(reply[at + 1 + i]), b.burst, b.rate) for i, b in enumerate(buckets)
+                    )
+                    at += 1 + len(buckets)
                 if not future.done():  # a request given up on (client gone) is not answered
                     future.set_result(Verdict(allowed, levels))
             return
