@@ -111,21 +111,24 @@ def wrk_script(workload: Workload, port: int, folder: Path) -> Path:
         if workload.vary is None:
             lines.append(f"wrk.body = [==[{text}]==]")
         else:
-            # Each request names another place ("Bristol" -> "Bristol2-4711", wrk thread 2, its request
-            # 4711): a new message every time, across threads too (each has its own Lua state).
+            # Each request names another place ("Bristol" -> "Bristol2-48211-4711": wrk thread 2, a run
+            # started at second 48211 of its day, request 4711): a new message every time, across threads
+            # (each has its own Lua state) and across runs: the counter starts from the run's clock, so
+            # the measured run after a warm-up run does not resend the warm-up's messages (it did: the
+            # gateway's feature cache then saw them again, and part of the run measured cache hits).
             head, found, tail = text.partition(workload.vary)
             if not found:
                 raise ValueError(f"{workload.name}: {workload.vary!r} is not in the body")
             lines += [
                 f"local head, tail = [==[{head}{workload.vary}]==], [==[{tail}]==]",
-                "local threads, n = 0, 0",
+                "local threads, n, run = 0, 0, os.time() % 86400",
                 "function setup(thread)",
                 "  threads = threads + 1",
                 "  thread:set(\"id\", threads)",
                 "end",
                 "request = function()",
                 "  n = n + 1",
-                "  return wrk.format(nil, nil, nil, head .. (id or 0) .. \"-\" .. n .. tail)",
+                "  return wrk.format(nil, nil, nil, head .. (id or 0) .. \"-\" .. run .. \"-\" .. n .. tail)",
                 "end",
             ]
     path = folder / f"scr-{workload.name}-{port}.lua"
