@@ -166,7 +166,7 @@ def _positions(size: int, shift: int, base: int) -> np.ndarray:
     """Fibonacci hashing of every n-gram code below `size`, precomputed: a look-up per n-gram instead of
     a 64-bit multiplication (numpy's uint64 product wraps like `& _MASK64`)."""
     codes = np.arange(size, dtype=np.uint64) * np.uint64(_MULT)
-    return (base + (codes >> np.uint64(shift))).astype(np.intp)
+    return (base + (codes >> np.uint64(shift))).astype(np.uint16)  # positions < 4,007; concatenated as intp
 
 
 _BI_AT = _positions(N * N, _BI_SHIFT, _BI0)
@@ -238,7 +238,7 @@ def _field(raw: str, base64: bool) -> FieldVector:
     role4 = role3[:-1] * R
     role4 += roles[3:]
     role3 += _ROLE3_0
-    grams = np.concatenate((_BI_AT[bigrams], _TRI_AT[trigrams], role3, _ROLE4_AT[role4]))
+    grams = np.concatenate((_BI_AT[bigrams], _TRI_AT[trigrams], role3, _ROLE4_AT[role4]), dtype=np.intp)
     dense = [0.0] * _N_CLS
     for cls, count in counts.items():
         dense[cls - 1] = math.log1p(count)
