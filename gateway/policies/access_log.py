@@ -47,7 +47,9 @@ class AccessLog(BasePolicy):
         self._buffer: list[bytes] = []
         self._out: IO[bytes] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._one_config = not configs.by_route  # no per-route override: no lookup per request
+        # One config, enabled, unsampled (the usual case): every request's line, nothing to look up.
+        default = configs.default
+        self._every_line = not configs.by_route and default.enabled and default.sample_rate >= 1.0
 
     async def start(self) -> None:
         cfg = self.configs.default
@@ -83,7 +85,10 @@ class AccessLog(BasePolicy):
             self._out.flush()
 
     def on_complete(self, call: Call) -> None:
-        cfg = self.configs.default if self._one_config else self.configs.for_call(call)
+        if self._every_line:
+            self._buffer.append(orjson.dumps(line(call), option=orjson.OPT_APPEND_NEWLINE))
+            return
+        cfg = self.configs.for_call(call)
         if not cfg.enabled:
             return
         sampled_out = cfg.sample_rate < 1.0 and random.random() >= cfg.sample_rate

@@ -59,6 +59,11 @@ class Metrics(BasePolicy):
         self._upstream: dict[tuple[str | None, str], Tally] = {}
         self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
         self._one_config = not configs.by_route  # no per-route override: no lookup per request
+        default = configs.default
+        # The default's switches as plain attributes (a pydantic model's are slower to read).
+        self._enabled, self._latency, self._upstream_latency = (
+            default.enabled, default.latency, default.upstream_latency
+        )
 
     async def stop(self) -> None:
         # A reload stops this pipeline while its last calls may still complete: they write through.
@@ -84,20 +89,24 @@ class Metrics(BasePolicy):
             self._in_flight_pushed = in_flight
 
     def on_request(self, call: Call) -> None:
-        if (self.configs.default if self._one_config else self.configs.for_call(call)).enabled:
+        if self._enabled if self._one_config else self.configs.for_call(call).enabled:
             self._in_flight.add(id(call))
             if self._eager:
                 self.push()
 
     def on_complete(self, call: Call) -> None:
         self._in_flight.discard(id(call))
-        cfg = self.configs.default if self._one_config else self.configs.for_call(call)
-        if cfg.enabled:
-            self._count(call, cfg)
+        if self._one_config:
+            if self._enabled:
+                self._count(call, self._latency, self._upstream_latency)
+        else:
+            cfg = self.configs.for_call(call)
+            if cfg.enabled:
+                self._count(call, cfg.latency, cfg.upstream_latency)
         if self._eager:
             self.push()
 
-    def _count(self, call: Call, cfg: MetricsConfig) -> None:
+    def _count(self, call: Call, latency: bool, upstream_latency: bool) -> None:
         route = call.route
         method = call.method if route is not None or call.method in _METHODS else OTHER_METHOD
         key = (route, method, call.status)
@@ -107,7 +116,7 @@ class Metrics(BasePolicy):
             entry = self._requests[key] = [0, child]
         entry[0] += 1
         # Tally.observe written out (twice per request): counts[bisect_left(bounds, value)] += 1
-        if cfg.latency:
+        if latency:
             duration = self._durations.get(route)
             if duration is None:
                 duration = self._durations[route] = Tally(HTTP_REQUEST_DURATION.labels(route or UNMATCHED))
@@ -115,7 +124,7 @@ class Metrics(BasePolicy):
             duration.counts[bisect_left(duration.bounds, elapsed)] += 1
             duration.total += elapsed
         upstream_s = call.upstream_s
-        if cfg.upstream_latency and call.upstream is not None and upstream_s > 0.0:
+        if upstream_latency and call.upstream is not None and upstream_s > 0.0:
             upstream = self._upstream.get((route, call.upstream))
             if upstream is None:
                 upstream = self._upstream[(route, call.upstream)] = Tally(

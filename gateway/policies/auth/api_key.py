@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
@@ -83,11 +84,12 @@ class ApiKeyPolicy(BasePolicy):
             if cfg.key_file not in self.stores:
                 self.stores[cfg.key_file] = KeyStore(cfg.key_file)
         self._watchers: list[asyncio.Task[None]] = []
-        self._hidden: dict[int, frozenset[str]] = {}  # by id(cfg): the configs live as long as the policy
+        # Compiled once per route config (they live as long as the policy, so id() names them).
+        self._plans = {id(cfg): _Plan.of(cfg, self.stores[cfg.key_file]) for cfg in configs.all()}
+        self._default = self._plans[id(configs.default)]
         self._one_config = not configs.by_route  # no per-route override: no lookup per request
-        self._store_of: dict[int, KeyStore] = {}  # by id(cfg), like _hidden
-        # A key's scopes as the frozenset a grant carries, made once per record, not per request.
-        self._scopes: dict[str, tuple[KeyRecord, frozenset[str]]] = {}
+        # What a grant needs of a key record, read once per record (by id(record), the record held).
+        self._grants: dict[int, tuple[KeyRecord, str, str, frozenset[str], str]] = {}
 
     async def start(self) -> None:
         interval = min(c.reload_interval_s for c in self.configs.all())
@@ -104,39 +106,55 @@ class ApiKeyPolicy(BasePolicy):
         self._watchers.clear()
 
     def on_request(self, call: Call) -> None:
-        cfg = self.configs.default if self._one_config else self.configs.for_call(call)
-        if not cfg.enabled:
+        plan = self._default if self._one_config else self._plans[id(self.configs.for_call(call))]
+        if not plan.enabled:
             return
-        hidden = self._hidden.get(id(cfg))
-        if hidden is None:
-            hidden = self._hidden[id(cfg)] = _hidden_headers(cfg)
-        call.hidden_headers.update(hidden)
+        call.hidden_headers.update(plan.hidden)
         presented = None
-        if cfg.header is not None:
-            presented = call.headers.get(cfg.header)
-        if cfg.query_param is not None:
+        if plan.header is not None:
+            presented = call.headers.get(plan.header)
+        if plan.query_param is not None:
             if presented is None:
-                presented = call.query.get(cfg.query_param)
-            if cfg.hide_credentials:
-                call.hidden_query.add(cfg.query_param)
+                presented = call.query.get(plan.query_param)
+            if plan.hide_query:
+                call.hidden_query.add(plan.query_param)
         if not presented:
-            if cfg.anonymous:
+            if plan.anonymous:
                 return
-            raise reject(call, "missing_credentials", "an API key is required", headers=_challenge(cfg))
-        store = self._store_of.get(id(cfg))
-        if store is None:
-            store = self._store_of[id(cfg)] = self.stores[cfg.key_file]  # a Path hashes in Python
-        record, outcome = store.index.lookup(presented.strip())
+            raise reject(call, "missing_credentials", "an API key is required", headers=_challenge(plan.cfg))
+        record, outcome = plan.store.index.lookup(presented.strip())
         if record is None:
             assert outcome != "ok"
-            raise reject(call, outcome, "invalid API key", headers=_challenge(cfg))
-        scopes = self._scopes.get(record.id)
-        if scopes is None or scopes[0] is not record:  # a reload made a new record under this id
-            if len(self._scopes) >= HITS_CACHED:
-                self._scopes.clear()
-            scopes = self._scopes[record.id] = (record, frozenset(record.scopes))
-        call.attributes["api_key_id"] = record.id
-        grant(call, record.consumer, scopes[1], cfg.consumer_metadata, tier=record.tier)
+            raise reject(call, outcome, "invalid API key", headers=_challenge(plan.cfg))
+        known = self._grants.get(id(record))
+        if known is None or known[0] is not record:  # held here, so its id is not reused meanwhile
+            if len(self._grants) >= HITS_CACHED:
+                self._grants.clear()
+            known = self._grants[id(record)] = (record, record.id, record.consumer, frozenset(record.scopes), record.tier)
+        call.attributes["api_key_id"] = known[1]
+        grant(call, known[2], known[3], plan.consumer_metadata, tier=known[4])
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One route's config as plain slots (a pydantic model's attributes are slower to read) and its store."""
+
+    cfg: ApiKeyConfig
+    enabled: bool
+    header: str | None
+    query_param: str | None
+    hide_query: bool
+    anonymous: bool
+    consumer_metadata: str | None
+    hidden: frozenset[str]
+    store: KeyStore
+
+    @staticmethod
+    def of(cfg: ApiKeyConfig, store: KeyStore) -> _Plan:
+        return _Plan(
+            cfg, cfg.enabled, cfg.header, cfg.query_param, cfg.hide_credentials, cfg.anonymous,
+            cfg.consumer_metadata, _hidden_headers(cfg), store,
+        )
 
 
 def _hidden_headers(cfg: ApiKeyConfig) -> frozenset[str]:

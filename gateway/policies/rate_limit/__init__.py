@@ -279,6 +279,8 @@ class RateLimit(BasePolicy):
         self.backend = backend
         self.breaker = breaker  # None for a backend that cannot fail (local)
         self._plans = {id(cfg): _Plan.compile(cfg) for cfg in configs.all()}
+        self._default_plan = self._plans[id(configs.default)]
+        self._one_config = not configs.by_route  # no per-route override: no lookup per request
         self.fallbacks = 0  # decisions made by the failure mode, not the backend
         self._last_failure: LimiterUnavailable | None = None
         # An in-process backend decides synchronously: call it directly, without two coroutine hops.
@@ -292,7 +294,7 @@ class RateLimit(BasePolicy):
         await self.backend.stop()
 
     def on_request(self, call: Call) -> Awaitable[None] | None:
-        plan = self._plans[id(self.configs.for_call(call))]
+        plan = self._default_plan if self._one_config else self._plans[id(self.configs.for_call(call))]
         if not plan.enabled or not plan.limits:
             return None
         take_one, one = self._take_one, plan.one
@@ -352,7 +354,8 @@ class RateLimit(BasePolicy):
         """Headers for a decided request; raise the 429 for a refused one."""
         if verdict is None:
             return
-        lv = verdict.binding()
+        levels = verdict.levels
+        lv = levels[0] if len(levels) == 1 else verdict.binding()
         if plan.headers:
             headers = call.response_headers
             headers[LIMIT_HEADER] = _text(lv.burst)
