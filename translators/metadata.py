@@ -13,6 +13,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 from translators.errors import BadRequest
 
@@ -43,12 +44,15 @@ _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e
 Metadata = list[tuple[str, str | bytes]]
 
 
-def to_metadata(headers: Iterable[tuple[str, str]], allow: frozenset[str] = frozenset()) -> Metadata:
-    """The gRPC metadata a request's headers carry upstream (keys lower-case)."""
+def to_metadata(
+    headers: Iterable[tuple[str, str]], allow: frozenset[str] = frozenset(), hidden: AbstractSet[str] = frozenset()
+) -> Metadata:
+    """The gRPC metadata a request's headers carry upstream (keys lower-case); `hidden` names (lower
+    case: credentials a policy consumed) are never forwarded."""
     out: Metadata = []
     for name, value in headers:
         key = name.lower()
-        if key in HOP_BY_HOP:
+        if key in HOP_BY_HOP or key in hidden:
             continue
         if key == "authorization":
             out.append(("authorization", value))

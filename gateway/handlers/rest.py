@@ -67,10 +67,8 @@ async def _read_rest(request: web.Request, first: bytes, limit: int, timeout_s: 
 
 def upstream_metadata(request: RequestHead, call: Call, runtime: Runtime) -> list[tuple[str, str | bytes]]:
     # The call's headers: the request's, plus what the edge derived (a WebSocket's bearer subprotocol).
-    headers = call.headers.items()
-    if call.hidden_headers:  # credentials a policy consumed and must not reach the backend
-        headers = [(k, v) for k, v in headers if k.lower() not in call.hidden_headers]  # type: ignore[assignment]
-    metadata = to_metadata(headers, runtime.forward_headers)
+    # Credentials a policy consumed (call.hidden_headers) never reach the backend.
+    metadata = to_metadata(call.headers.items(), runtime.forward_headers, call.hidden_headers)
     forwarded_for = request.headers.get("X-Forwarded-For")
     metadata.append(("x-forwarded-for", f"{forwarded_for}, {call.client_ip}" if forwarded_for else call.client_ip))
     if request.host:
