@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import web
@@ -47,18 +48,21 @@ from gateway.listener import GuardedProtocol
 from gateway.metrics_registry import HTTP_CONNECTIONS_OPEN
 from translators.errors import GatewayError
 
-# The whole head: request line, then header fields (a token, a colon, visible ASCII, spaces and
-# tabs). No obs-fold, no bytes over 0x7e, no absolute or asterisk form: those are aiohttp's.
-_HEAD = re.compile(
-    r"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/[!-~]*) HTTP/1\.1((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~]*)*)"
-)
-# A target whose path yarl would leave as it is and that has no query: no URL object is needed.
-_PLAIN_TARGET = re.compile(r"(?:/[A-Za-z0-9_\-~:@!$&'()*+,;=]+)+/?|/")
+# Request lines served here: these methods, an origin-form target, HTTP/1.1. Absolute and asterisk
+# forms, other methods and versions are aiohttp's.
+_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"))
+# The header fields: each a token, a colon, then visible ASCII, spaces and tabs. No obs-fold, no
+# bytes over 0x7e: those are aiohttp's.
+_BLOCK = re.compile(r"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~]*)*")
+# One header field of a head `_HEAD` matched: its name and its value without surrounding spaces and tabs.
+_FIELD = re.compile(r"\r\n([^:]+):[ \t]*((?:[^\r]*[^\r \t])?)[ \t]*")
 _EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 log = logging.getLogger("portcullis.http1")
 
-_HANDED_OVER = ("Transfer-Encoding", "Upgrade", "Expect")
-_PAUSE_AT = 1 << 20  # buffered bytes of later requests before reading pauses
+_PAUSE_AT = 1 << 20
+_FIELD_LINE = "%s: %s\r\n".__mod__
+_SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
+_STATUS_LINES: dict[int, str] = {}  # status -> its status line, made on first use  # buffered bytes of later requests before reading pauses
 
 
 class Front:
@@ -98,7 +102,7 @@ class Front:
 
 class Http1Protocol(asyncio.Protocol):
     __slots__ = (
-        "_buffer", "_front", "_idle_handle", "_idle_since", "_live", "_loop", "_read_paused", "_remote",
+        "_block", "_buffer", "_fields", "_front", "_idle_handle", "_idle_since", "_live", "_loop", "_read_paused", "_remote",
         "_transport", "_write_paused", "task",
     )
 
@@ -107,6 +111,8 @@ class Http1Protocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
+        self._block = b""  # the last header fields read, and what they said
+        self._fields: Fields | None = None
         self._remote: str | None = None
         self._live = False  # connected and not handed over
         self._write_paused = False
@@ -195,39 +201,30 @@ class Http1Protocol(asyncio.Protocol):
     def _parse(self, buf: bytes, end: int, snapshot: Snapshot) -> tuple[Head, bool, int, edge.Matched | None] | None:
         """The head, keep-alive, where the body ends and the route: None for a request that is aiohttp's."""
         front = self._front
-        found = _HEAD.fullmatch(buf[:end].decode("latin-1"))
-        if found is None:
+        line_end = buf.find(b"\r\n", 0, end)
+        if line_end < 0:
+            return None  # no header fields at all, so no Host
+        parts = buf[:line_end].decode("latin-1").split(" ")
+        if len(parts) != 3:
             return None
-        method, target, block = found.groups()
-        lines = block.split("\r\n")
-        if len(lines) > front.max_headers + 1:
+        method, target, version = parts
+        if version != "HTTP/1.1" or method not in _METHODS or target[:1] != "/" or not (
+            target.isascii() and target.isprintable()
+        ):
             return None
-        pairs = []
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            pairs.append((name, value.strip(" \t")))
-        headers = CIMultiDictProxy(CIMultiDict(pairs))
-        host = headers.get("Host")
-        if host is None or any(name in headers for name in _HANDED_OVER):
+        block = buf[line_end:end]
+        if block == self._block:  # a keep-alive client sending the same header fields again
+            fields = self._fields
+        else:
+            fields = read_fields(block, front.max_headers)
+            self._block, self._fields = block, fields
+        if fields is None:
             return None
-        connection = headers.get("Connection")
-        keep_alive = True
-        if connection is not None:
-            token = connection.lower()
-            if token == "close":
-                keep_alive = False
-            elif token != "keep-alive":
-                return None
-        body_end = end + 4
-        length = headers.get("Content-Length")
-        if length is not None:
-            if not (length.isdigit() and len(length) < 16) or len(headers.getall("Content-Length")) > 1:
-                return None
-            body_end += int(length)
-            if body_end > len(buf):
-                return None  # the body is still arriving: aiohttp reads it, under its body timeout
-        if method == "POST" and media_type(headers.get("Content-Type")) is not None:
-            return None  # gRPC-Web
+        body_end = end + 4 + fields.length
+        if body_end > len(buf):
+            return None  # the body is still arriving: aiohttp reads it, under its body timeout
+        if fields.grpc_web and method == "POST":
+            return None
         split = split_target(target)
         if split is None:
             return None
@@ -236,15 +233,15 @@ class Http1Protocol(asyncio.Protocol):
             front.state.inference is not None and (path == "/v2" or path.startswith("/v2/"))
         ):
             return None
-        head = Head(method, path, target, headers, query, self._remote, host)
+        head = Head(method, path, target, fields.headers, query, self._remote, fields.host)
         try:
             matched = edge.route(snapshot.runtime, head)
         except GatewayError:
-            return head, keep_alive, body_end, None  # 404 or 405: rendered by the edge, through the phases
+            return head, fields.keep_alive, body_end, None  # 404 or 405: rendered by the edge, through the phases
         binding = matched[0]
         if binding.client_streaming or binding.server_streaming:
             return None
-        return head, keep_alive, body_end, matched
+        return head, fields.keep_alive, body_end, matched
 
     async def _serve(
         self, snapshot: Snapshot, head: Head, body: bytes, keep_alive: bool, matched: edge.Matched | None
@@ -310,11 +307,54 @@ class Http1Protocol(asyncio.Protocol):
         self.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """What the lean server reads from a request's header fields (immutable: a connection reuses it)."""
+
+    headers: CIMultiDictProxy[str]
+    host: str
+    keep_alive: bool
+    length: int  # of the body; 0 without Content-Length
+    grpc_web: bool  # a gRPC-Web content type (served by aiohttp when the method is POST)
+
+
+def read_fields(block: bytes, max_headers: int) -> Fields | None:
+    """The header fields after the request line (`block` starts with CRLF), or None when the request
+    is aiohttp's: a field that is not `token ":" visible-ASCII`, more than `max_headers`, no Host,
+    Transfer-Encoding, Upgrade, Expect, a Connection other than close or keep-alive, or a
+    Content-Length that is not one plain number."""
+    text = block.decode("latin-1")
+    if _BLOCK.fullmatch(text) is None:
+        return None
+    pairs = _FIELD.findall(text)
+    if len(pairs) > max_headers:
+        return None
+    headers = CIMultiDictProxy(CIMultiDict(pairs))
+    host = headers.get("Host")
+    if host is None or "Transfer-Encoding" in headers or "Upgrade" in headers or "Expect" in headers:
+        return None
+    connection = headers.get("Connection")
+    keep_alive = True
+    if connection is not None:
+        token = connection.lower()
+        if token == "close":
+            keep_alive = False
+        elif token != "keep-alive":
+            return None
+    length = headers.get("Content-Length")
+    if length is not None and (
+        not (length.isdigit() and len(length) < 16) or len(headers.getall("Content-Length")) > 1
+    ):
+        return None
+    grpc_web = media_type(headers.get("Content-Type")) is not None
+    return Fields(headers, host, keep_alive, int(length) if length is not None else 0, grpc_web)
+
+
 def split_target(target: str) -> tuple[str, MultiDictProxy[str]] | None:
     """The decoded path and the query of an origin-form target, as aiohttp's parser makes them
     (`URL.build(path, query_string, encoded=True)`); None for one with a fragment (aiohttp's)."""
-    if _PLAIN_TARGET.fullmatch(target) is not None:
-        return target, _EMPTY_QUERY
+    if "%" not in target and "?" not in target and "." not in target and "//" not in target and "#" not in target:
+        return target, _EMPTY_QUERY  # nothing to decode, split or normalise: yarl would keep it as it is
     if "#" in target:
         return None
     raw, _, query_string = target.partition("?")
@@ -325,11 +365,37 @@ def split_target(target: str) -> tuple[str, MultiDictProxy[str]] | None:
 def encode(answer: Answer, method: str, keep_alive: bool) -> bytes:
     """The response bytes aiohttp writes for `web.Response(status, headers, body)` to an HTTP/1.1 request.
 
-    `StreamResponse._prepare_headers` and `Response._start` of aiohttp 3.14, in their order:
-    Content-Length unless the body is empty and the answer is to HEAD (or a 304), dropped again for
-    1xx and 204; a default Content-Type for a non-empty body that may have one; Date, Server, and
-    `Connection: close` when the connection ends. HEAD and bodiless statuses send no body.
+    `StreamResponse._prepare_headers` and `Response._start` of aiohttp 3.14, in their order: the
+    answer's headers, then Content-Length unless the body is empty and the answer is to HEAD (or a
+    304) and never for 1xx and 204; a default Content-Type for a non-empty body that may have one;
+    Date, Server, and `Connection: close` when the connection ends. HEAD and bodiless statuses send
+    no body. An answer that already carries one of those headers (none of ours does) takes
+    `_encode_carrying`, the same rules applied to the headers themselves.
     """
+    status, headers, body = answer.status, answer.headers, answer.body
+    fields = "".join(map(_FIELD_LINE, headers.items()))
+    lines = len(headers)
+    if fields.count("\n") != lines or fields.count("\r") != lines:
+        raise ValueError("a response header holds a line break")  # aiohttp refuses these too
+    names = "\n" + fields.lower()  # each field's name follows a newline; no value holds one
+    if "\ncontent-length:" in names or "\ndate:" in names or "\nserver:" in names or "\nconnection:" in names:
+        return _encode_carrying(answer, method, keep_alive)
+    empty = method == "HEAD" or status < 200 or status == 204 or status == 304
+    out = [_status_line(status), fields]
+    if (body or (status != 304 and method != "HEAD")) and status >= 200 and status != 204:
+        out.append(f"Content-Length: {len(body)}\r\n")
+    if body and not empty and "\ncontent-type:" not in names:
+        out.append("Content-Type: application/octet-stream\r\n")
+    out.append(f"Date: {rfc822_formatted_time()}\r\n{_SERVER_LINE}")
+    if not keep_alive:
+        out.append("Connection: close\r\n")
+    out.append("\r\n")
+    head = "".join(out).encode()
+    return head if empty else head + body
+
+
+def _encode_carrying(answer: Answer, method: str, keep_alive: bool) -> bytes:
+    """`encode` for an answer whose headers already hold Content-Length, Date, Server or Connection."""
     status, headers, body = answer.status, answer.headers, answer.body
     empty = method == "HEAD" or status < 200 or status in (204, 304)
     if "Content-Length" not in headers and (body or (status != 304 and method != "HEAD")):
@@ -344,9 +410,13 @@ def encode(answer: Answer, method: str, keep_alive: bool) -> bytes:
     headers.setdefault("Server", SERVER_SOFTWARE)
     if not keep_alive and "Connection" not in headers:
         headers["Connection"] = "close"
-    fields = "".join([f"{key}: {value}\r\n" for key, value in headers.items()])
-    lines = len(headers)
-    if fields.count("\n") != lines or fields.count("\r") != lines:
-        raise ValueError("a response header holds a line break")  # aiohttp refuses these too
-    head = f"HTTP/1.1 {status} {REASON_PHRASES.get(status, '')}\r\n{fields}\r\n".encode()
+    fields = "".join(map(_FIELD_LINE, headers.items()))
+    head = f"{_status_line(status)}{fields}\r\n".encode()
     return head if empty else head + body
+
+
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {REASON_PHRASES.get(status, '')}\r\n"
+    return line

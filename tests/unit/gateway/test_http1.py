@@ -1,4 +1,5 @@
-"""The lean HTTP/1.1 server's pure parts: request targets read as aiohttp's own parser reads them."""
+"""The lean HTTP/1.1 server's pure parts: targets split as aiohttp's parser splits them, header fields read
+or left to aiohttp, and response bytes written by aiohttp's rules."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from aiohttp._http_parser import HttpRequestParser  # the C parser aiohttp serve
 from aiohttp.base_protocol import BaseProtocol
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
-from gateway.http1 import split_target
+from gateway.exchange import Answer
+from gateway.http1 import _encode_carrying, encode, read_fields, split_target
 
-SEGMENT = st.text(alphabet="abcXYZ019-._~%2F:@!$&'()*+,;=/?+ ", min_size=0, max_size=12)
+SEGMENT = st.text(alphabet="abcXYZ019-._~%2F:@!$&'()*+,;=/?+ []{}\"<>|^`\\", min_size=0, max_size=12)
 
 
 def aiohttp_reads(target: str) -> tuple[str, list[tuple[str, str]]]:
@@ -42,3 +45,48 @@ def test_examples() -> None:
         assert split is not None
         assert (split[0], list(split[1].items())) == aiohttp_reads(target), target
     assert split_target("/a#frag") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([100, 200, 201, 204, 304, 400, 404, 413, 499, 500, 503, 599]),
+    st.sampled_from(["GET", "HEAD", "POST", "OPTIONS", "DELETE"]),
+    st.binary(max_size=20),
+    st.booleans(),
+    st.lists(st.sampled_from(["Content-Type", "X-Request-Id", "Allow", "Grpc-Metadata-x", "Vary"]), max_size=4),
+)
+def test_encode_follows_aiohttps_rules(status: int, method: str, body: bytes, keep_alive: bool, names: list[str]) -> None:
+    """The fast path writes what the literal transcription of aiohttp's rules (`_encode_carrying`) writes."""
+    pairs = [(name, f"v{i}") for i, name in enumerate(names)]
+    fast = encode(Answer(status, CIMultiDict(pairs), body), method, keep_alive)
+    general = _encode_carrying(Answer(status, CIMultiDict(pairs), body), method, keep_alive)
+    assert fast == general
+
+
+def test_encode_keeps_a_header_the_answer_already_has() -> None:
+    answer = Answer(200, CIMultiDict([("Content-Type", "a/b"), ("Date", "then"), ("Server", "me")]), b"x")
+    out = encode(answer, "GET", False)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: a/b\r\nDate: then\r\nServer: me\r\n")
+    assert out.endswith(b"Content-Length: 1\r\nConnection: close\r\n\r\nx")
+
+
+def test_encode_refuses_a_line_break_in_a_header() -> None:
+    for value in ("a\r\nSet-Cookie: x", "a\nb", "a\rb"):
+        try:
+            encode(Answer(200, CIMultiDict([("X", value)]), b""), "GET", True)
+        except ValueError:
+            continue
+        raise AssertionError(value)
+
+
+def test_fields_that_are_aiohttps() -> None:
+    ok = read_fields(b"\r\nHost: h\r\nX-A:  v \t\r\nContent-Length: 3", 100)
+    assert ok is not None and ok.host == "h" and ok.length == 3 and ok.keep_alive and ok.headers["x-a"] == "v"
+    assert read_fields(b"\r\nHost: h\r\nConnection: close", 100).keep_alive is False  # type: ignore[union-attr]
+    for block in (b"\r\nX: y", b"\r\nHost : h", b"\r\nHost: h\r\n folded", b"\r\nHost: h\r\nTransfer-Encoding: chunked",
+                  b"\r\nHost: h\r\nUpgrade: websocket", b"\r\nHost: h\r\nExpect: 100-continue",
+                  b"\r\nHost: h\r\nConnection: upgrade", b"\r\nHost: h\r\nContent-Length: -1",
+                  b"\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1", b"\r\nHost: h\xe9",
+                  b"\r\nHost: h\x00"):
+        assert read_fields(block, 100) is None, block
+    assert read_fields(b"\r\nHost: h\r\nA: 1\r\nB: 2", 2) is None
