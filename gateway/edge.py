@@ -118,22 +118,26 @@ def route(runtime: Runtime, request: RequestHead) -> Matched:
     return runtime.routes.match(method, request.raw_path.split("?", 1)[0])
 
 
-async def _admit(request: RequestHead, call: Call, snapshot: Snapshot, matched: Matched) -> None:
-    """Note the route on the call and run `on_request`; a preflight then ends (CORS answers it with a Reply)."""
-    runtime = snapshot.runtime
-    binding = matched[0]
+def _note_route(call: Call, runtime: Runtime, binding: Binding) -> str:
+    """Put the route on the call before `on_request`; the name of its upstream."""
     call.route, call.service = binding.name, binding.service
-    call.upstream = runtime.settings[binding.name].backend
-    await runtime.pipeline.on_request(call)
+    call.upstream = upstream = runtime.settings[binding.name].backend
+    return upstream
+
+
+def _preflight_ends(request: RequestHead, binding: Binding) -> None:
+    """After `on_request`: a preflight the CORS policy did not answer (with a Reply) is a 405."""
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         raise MethodNotAllowed("OPTIONS", [binding.http_method])
 
 
 async def _http(request: web.Request, call: Call, snapshot: Snapshot) -> web.StreamResponse:
-    matched = route(snapshot.runtime, request)
-    await _admit(request, call, snapshot, matched)
-    upstream = snapshot.upstreams[call.upstream]  # type: ignore[index]  # _admit set it
-    return await rest.handle(request, call, snapshot.runtime, upstream, *matched)
+    runtime = snapshot.runtime
+    binding, variables = route(runtime, request)
+    upstream = _note_route(call, runtime, binding)
+    await runtime.pipeline.on_request(call)
+    _preflight_ends(request, binding)
+    return await rest.handle(request, call, runtime, snapshot.upstreams[upstream], binding, variables)
 
 
 async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched: Matched | None = None) -> Answer:
@@ -147,11 +151,11 @@ async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched:
     call = new_call(request)
     status, headers = 200, None
     try:
-        if matched is None:
-            matched = route(runtime, request)
-        await _admit(request, call, snapshot, matched)
-        upstream = snapshot.upstreams[call.upstream]  # type: ignore[index]
-        out, headers = await rest.unary(request, call, runtime, upstream, matched[0], matched[1], body)
+        binding, variables = route(runtime, request) if matched is None else matched
+        upstream = _note_route(call, runtime, binding)
+        await runtime.pipeline.on_request(call)
+        _preflight_ends(request, binding)
+        out, headers = await rest.unary(request, call, runtime, snapshot.upstreams[upstream], binding, variables, body)
         call.grpc_code = call.grpc_code or "OK"
     except Reply as reply:
         status, headers, out = reply.status, CIMultiDict(reply.headers), reply.body
