@@ -17,7 +17,8 @@ import pytest
 
 from gateway.config import GatewayConfig
 from gateway.server import Serving, start_serving
-from tests.support import echo_backend, library_backend
+from tests.support import chat_backend, echo_backend, library_backend
+from tests.support.chat_backend import ChatServer
 from tests.support.serving import RunningServer
 
 
@@ -66,6 +67,16 @@ async def demo_backends() -> AsyncIterator[Backends]:
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def chat() -> AsyncIterator[ChatServer]:
+    """The demo WebSocket chat backend (tests/support/chat_backend.py) on an ephemeral port."""
+    server = await chat_backend.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @pytest.fixture

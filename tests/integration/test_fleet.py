@@ -249,35 +249,13 @@ class Cuttable:
             await self.server.wait_closed()
 
 
+@pytest.mark.parametrize("failure", ["cut", "hang"])
 async def test_a_gateway_that_lost_redis_catches_up_when_it_is_back(
     demo_backends: Backends, start_gateway: StartGateway, built: Path, tmp_path: Path, redis_url: str,
-    channel: str,
+    channel: str, failure: str,
 ) -> None:
-    proxy = Cuttable(6379)
-    await proxy.start()
-    try:
-        a = await start_gateway(fleet_config(demo_backends, registry_copy(built, tmp_path / "a"), redis_url, channel,
-                                             "gw-a"))
-        b = await start_gateway(fleet_config(demo_backends, registry_copy(built, tmp_path / "b"),
-                                             f"redis://127.0.0.1:{proxy.port}/0", channel, "gw-b"))
-        assert (await models(b))["fleet"]["connected"] is True
-        proxy.cut()
-        await until(b, lambda d: d["fleet"]["connected"] is False)
-        status, doc = await post(a, "activate", {"version": "v2"})
-        assert status == 200 and doc["fleet"]["subscribers"] == 0  # B cannot hear it
-        await asyncio.sleep(0.5)
-        assert version_of(await models(b)) == "v1"
-        proxy.open = True  # B subscribes again, reads the recorded state and converges
-        doc = await until(b, lambda d: version_of(d) == "v2" and d["fleet"]["connected"] is True)
-        assert doc["fleet"]["applied"] == 1
-    finally:
-        await proxy.stop()
-
-
-async def test_a_redis_that_hangs_after_subscribing_is_noticed_and_the_gateway_catches_up(
-    demo_backends: Backends, start_gateway: StartGateway, built: Path, tmp_path: Path, redis_url: str,
-    channel: str,
-) -> None:
+    """B reaches Redis through a proxy that drops its connections (cut), or keeps them open and
+    silent (hang: no FIN, no RST, as a hung Redis; only B's keepalive ping can find it)."""
     proxy = Cuttable(6379)
     await proxy.start()
     try:
@@ -289,13 +267,18 @@ async def test_a_redis_that_hangs_after_subscribing_is_noticed_and_the_gateway_c
         b = await start_gateway(config)
         await asyncio.sleep(1.0)  # several quiet periods: the pings are answered, B stays subscribed
         assert (await models(b))["fleet"]["connected"] is True
-        proxy.frozen = True  # the connection stays open but nothing comes back: no FIN, no RST
+        if failure == "cut":
+            proxy.cut()
+        else:
+            proxy.frozen = True
         await until(b, lambda d: d["fleet"]["connected"] is False, timeout_s=5.0)
         status, doc = await post(a, "activate", {"version": "v2"})
         assert status == 200 and doc["fleet"]["subscribers"] == 0  # B cannot hear it
+        await asyncio.sleep(0.5)
+        assert version_of(await models(b)) == "v1"
         proxy.frozen = False
-        proxy.cut()  # drop the swallowed connections; B's next subscription goes through
-        proxy.open = True
+        proxy.cut()  # drops any connection a frozen proxy swallowed
+        proxy.open = True  # B subscribes again, reads the recorded state and converges
         doc = await until(b, lambda d: version_of(d) == "v2" and d["fleet"]["connected"] is True)
         assert doc["fleet"]["applied"] == 1
     finally:

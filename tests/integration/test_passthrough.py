@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -24,15 +23,6 @@ from .conftest import Backends, Gateway, StartGateway, demo_config
 from .test_websocket import block_word  # noqa: F401  (fixture)
 
 ORIGIN = "https://chat.example.com"
-
-
-@pytest.fixture
-async def chat() -> AsyncIterator[ChatServer]:
-    server = await chat_backend.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def route(chat: ChatServer, **changes: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import os
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,15 +24,6 @@ from tests.support.chat_backend import ChatServer
 
 from .conftest import Backends, Gateway, StartGateway, demo_config
 from .test_websocket import block_word  # noqa: F401  (fixture)
-
-
-@pytest.fixture
-async def chat() -> AsyncIterator[ChatServer]:
-    server = await chat_backend.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def route(upstream: str, **changes: Any) -> dict[str, Any]:

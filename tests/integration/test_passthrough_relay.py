@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support import chat_backend
 from tests.support.chat_backend import ChatServer
 
 from .conftest import Backends, Gateway, StartGateway, demo_config
@@ -29,15 +27,6 @@ from .test_serving import serve_config
 
 ROUTE = "websocket /chat"
 BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
-
-
-@pytest.fixture
-async def chat() -> AsyncIterator[ChatServer]:
-    server = await chat_backend.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import uvloop
 
 from .test_passthrough_frames import (  # noqa: F401  (tests and fixtures collected here again)
     block_word,
-    chat,
     test_fragmented_message_screened_whole,
     test_frames_split_anywhere_pass_whole,
     test_invalid_frames_close_with_1002,

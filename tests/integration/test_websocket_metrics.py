@@ -10,12 +10,10 @@ lives as long as the test process.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support import chat_backend
 from tests.support.chat_backend import ChatServer
 
 from .conftest import Backends, Gateway, StartGateway, demo_config
@@ -23,15 +21,6 @@ from .test_metrics_tracing import Samples, get, scrape, until
 
 CHAT = "echo.v1.EchoService.Chat"
 HALF_CLOSE = '{"@control": "half_close"}'
-
-
-@pytest.fixture
-async def chat() -> AsyncIterator[ChatServer]:
-    server = await chat_backend.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture
