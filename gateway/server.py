@@ -11,6 +11,7 @@ workers the supervisor gives them one fresh Prometheus multiprocess directory, r
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -122,6 +123,12 @@ async def run_worker(
     config: GatewayConfig, config_path: Path | None = None, index: int = 0, reuse_port: bool = False
 ) -> None:
     serving = await start_serving(config, config_path, index, reuse_port)
+    # Everything start-up made (modules, descriptor pools, routes, models) lives as long as the
+    # worker: out of the collector's sight it is not traversed again by every full collection, which
+    # otherwise stops the loop for 45-70 ms a few times a second under load (the p99 of a saturated
+    # worker; measured with gc.callbacks). Start-up's own garbage is collected first.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
