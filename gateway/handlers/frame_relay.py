@@ -323,13 +323,7 @@ class Leg:
             if pos < n:
                 self.buf += data[pos:] if pos else data
                 self.need = need
-            if messages:  # `_count`, inline
-                self.messages += messages
-                self.total += nbytes
-                self.tally.total += nbytes
-                self.relay.active_at = self.clock()
-                if self.eager:
-                    self.relay.meter.push()
+            self._count(messages, nbytes)
         except Violation as exc:
             self.tally.total += nbytes  # the messages already in the tally's buckets, as observed
             self.relay.violation(self, exc)

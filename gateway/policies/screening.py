@@ -382,23 +382,20 @@ class Screening(BasePolicy):
             entry[0] += 1
 
     def _took(self, call: Call, seconds: float) -> None:
-        route = call.route or "unmatched"
-        tally = self._durations.get(route)
-        if tally is None:
-            tally = self._durations[route] = Tally(SCREENING_DURATION.labels(route))
-        if self._eager:
-            tally.child.observe(seconds)
-        else:
-            tally.observe(seconds)
+        self._tally(self._durations, SCREENING_DURATION, call.route or "unmatched", seconds)
 
     def _observe(self, route: str, score: float) -> None:
-        tally = self._scores.get(route)
+        self._tally(self._scores, SCREENING_SCORE, route, score)
+
+    def _tally(self, tallies: dict[str, Tally], metric: Any, route: str, value: float) -> None:
+        """One observation of a per-route histogram: written through when eager, else tallied."""
+        tally = tallies.get(route)
         if tally is None:
-            tally = self._scores[route] = Tally(SCREENING_SCORE.labels(route))
+            tally = tallies[route] = Tally(metric.labels(route))
         if self._eager:
-            tally.child.observe(score)
+            tally.child.observe(value)
         else:
-            tally.observe(score)
+            tally.observe(value)
 
 
 class _Observer:
