@@ -266,6 +266,8 @@ async def test_jwks_rotation_and_refetch_rate_limit(idp: JwksServer, hs_secret: 
     assert (await echo_labels(gw, bearer(a.sign(claims()))))[0] == 200
     idp.doc = jwks(b)  # the issuer rotates to key B
     await asyncio.sleep(1.05)
+    loop = asyncio.get_running_loop()
+    since = loop.time()  # the refetch for key B happens after this instant
     status, _, body = await echo_labels(gw, bearer(b.sign(claims(sub="bob"))))
     assert status == 200 and body["labels"]["x-user-id"] == "bob"
     assert idp.hits == 2  # exactly one refetch for the new kid
@@ -275,11 +277,16 @@ async def test_jwks_rotation_and_refetch_rate_limit(idp: JwksServer, hs_secret: 
         async with gw.http.post(f"{gw.url}/v1/echo", json={"message": "x"}, headers=bearer(token)) as r:
             return r.status
 
+    # One refetch per interval at most, whatever the flood: on a loaded machine a flood can outlast
+    # the interval, and then (only then) one more refetch is allowed per interval it spanned.
     assert await asyncio.gather(*(unknown(n) for n in range(40))) == [401] * 40
-    assert idp.hits == 2  # within the interval: no refetch at all
+    spanned = int((loop.time() - since) / 1.0)
+    assert 2 <= idp.hits <= 2 + spanned  # within the interval: no refetch at all
     await asyncio.sleep(1.05)
+    before, since = idp.hits, loop.time()
     assert await asyncio.gather(*(unknown(n) for n in range(40))) == [401] * 40
-    assert idp.hits == 3  # one per interval, whatever the flood
+    spanned = int((loop.time() - since) / 1.0)
+    assert before + 1 <= idp.hits <= before + 1 + spanned  # the interval passed: exactly one refetch
     assert (await echo_labels(gw, bearer(a.sign(claims()))))[0] == 401  # key A is gone
 
 
