@@ -89,7 +89,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = grpc_web.error_response(request, err) if grpc_web.is_grpc_web(request) else error_response(err)
     except ConnectionResetError:  # the client dropped the connection while we read its body
         call.status, call.grpc_code = 499, grpc.StatusCode.CANCELLED.name
-        await runtime.pipeline.on_complete(call)
+        pending = runtime.pipeline.on_complete(call)
+        if pending is not None:
+            await pending
         raise
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, call.request_id)
@@ -99,12 +101,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except BaseException:  # the client went away (CancelledError): still log the call
         call.status = 499
         call.grpc_code = grpc.StatusCode.CANCELLED.name
-        await runtime.pipeline.on_complete(call)
+        pending = runtime.pipeline.on_complete(call)
+        if pending is not None:
+            await pending
         raise
     call.status = response.status
     if not response.prepared:
         finish_headers(response, call)
-    await runtime.pipeline.on_complete(call)
+    pending = runtime.pipeline.on_complete(call)
+    if pending is not None:
+        await pending
     return response
 
 
@@ -135,7 +141,9 @@ async def _http(request: web.Request, call: Call, snapshot: Snapshot) -> web.Str
     runtime = snapshot.runtime
     binding, variables = route(runtime, request)
     upstream = _note_route(call, runtime, binding)
-    await runtime.pipeline.on_request(call)
+    pending = runtime.pipeline.on_request(call)
+    if pending is not None:
+        await pending
     _preflight_ends(request, binding)
     return await rest.handle(request, call, runtime, snapshot.upstreams[upstream], binding, variables)
 
@@ -153,7 +161,9 @@ async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched:
     try:
         binding, variables = route(runtime, request) if matched is None else matched
         upstream = _note_route(call, runtime, binding)
-        await runtime.pipeline.on_request(call)
+        pending = runtime.pipeline.on_request(call)
+        if pending is not None:
+            await pending
         _preflight_ends(request, binding)
         out, headers = await rest.unary(request, call, runtime, snapshot.upstreams[upstream], binding, variables, body)
         call.grpc_code = call.grpc_code or "OK"
@@ -172,11 +182,15 @@ async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched:
     except BaseException:  # the client went away (CancelledError): still log the call
         call.status = 499
         call.grpc_code = grpc.StatusCode.CANCELLED.name
-        await runtime.pipeline.on_complete(call)
+        pending = runtime.pipeline.on_complete(call)
+        if pending is not None:
+            await pending
         raise
     call.status = status
     stamp_headers(headers, call)
-    await runtime.pipeline.on_complete(call)
+    pending = runtime.pipeline.on_complete(call)
+    if pending is not None:
+        await pending
     return Answer(status, headers, out)
 
 
@@ -185,7 +199,9 @@ async def _grpc_web(request: web.Request, call: Call, snapshot: Snapshot) -> web
     binding = runtime.routes.match_rpc(request.path)
     call.route, call.service = binding.name, binding.service
     call.upstream = runtime.settings[binding.name].backend
-    await runtime.pipeline.on_request(call)
+    pending = runtime.pipeline.on_request(call)
+    if pending is not None:
+        await pending
     return await grpc_web.handle(request, call, runtime, snapshot.upstreams[call.upstream], binding)
 
 
@@ -197,14 +213,18 @@ async def _upgrade(request: web.Request, call: Call, snapshot: Snapshot) -> web.
     if route is not None:
         call.route, call.upstream = f"websocket {route.path}", route.upstream
         screen_upgrade(request, call, route.allowed_origins)
-        await runtime.pipeline.on_request(call)
+        pending = runtime.pipeline.on_request(call)
+        if pending is not None:
+            await pending
         return await passthrough.handle(request, call, runtime, route, hub)
     mux = runtime.config.websocket_mux
     if mux.enabled and raw_path == mux.path:
         call.route = f"mux {mux.path}"
         ws_config = runtime.config.websocket
         screen_upgrade(request, call, ws_config.allowed_origins, ws_config.auth_cookie)
-        await runtime.pipeline.on_request(call)
+        pending = runtime.pipeline.on_request(call)
+        if pending is not None:
+            await pending
         return await multiplex.handle(request, call, runtime, snapshot.upstreams, hub)
     binding, variables = runtime.routes.match_websocket(raw_path)
     settings = runtime.settings[binding.name]
@@ -212,6 +232,8 @@ async def _upgrade(request: web.Request, call: Call, snapshot: Snapshot) -> web.
         raise NotFound(f"{binding.rpc_path} is not served over WebSocket")
     call.route, call.service, call.upstream = binding.name, binding.service, settings.backend
     screen_upgrade(request, call, settings.websocket.allowed_origins, settings.websocket.auth_cookie)
-    await runtime.pipeline.on_request(call)
+    pending = runtime.pipeline.on_request(call)
+    if pending is not None:
+        await pending
     upstream = snapshot.upstreams[call.upstream]
     return await websocket.handle(request, call, runtime, upstream, binding, variables, hub)

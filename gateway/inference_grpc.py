@@ -121,7 +121,9 @@ class Servicer:
             call.route, call.service = route(request), SERVICE
             pipeline = self.pipeline()  # read once: a reload swaps it, this call keeps its own
             try:
-                await pipeline.on_request(call)
+                pending = pipeline.on_request(call)
+                if pending is not None:
+                    await pending
                 await pipeline.on_message(call, None)
                 try:
                     reply = await handler(request, call)
@@ -149,7 +151,9 @@ class Servicer:
                 call.error, call.grpc_code, call.status = internal, internal.code.name, 500
                 await context.abort(internal.code, internal.message)
             finally:
-                await pipeline.on_complete(call)
+                pending = pipeline.on_complete(call)
+                if pending is not None:
+                    await pending
 
         return rpc
 

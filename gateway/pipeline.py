@@ -9,7 +9,12 @@ new one).
 A phase hook is either a coroutine function or a plain one that returns `None` when it decided
 without waiting, or an awaitable when it has to wait (the Redis limiter). The pipeline awaits only
 what is returned, so a policy that never waits costs one call per phase, not a coroutine made,
-started and finished: with four policies that is eight coroutines less per request.
+started and finished: with four policies that is eight coroutines less per request. The pipeline's
+own `on_request` and `on_complete` follow the same convention (None, or an awaitable once a policy
+has to wait), so a request whose policies all decide at once makes no coroutine for its phases;
+callers write `pending = pipeline.on_request(call)` and await `pending` only when it is not None.
+`on_message` stays a coroutine (the streaming handlers await it per message); `inspects_messages`
+says when it can be skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ from typing import Any, Protocol
 from gateway.call import Call
 
 log = logging.getLogger("portcullis.pipeline")
+
+
+async def settle(pending: Awaitable[None] | None) -> None:
+    """Await what a phase returned, if anything: for callers where one coroutine more costs nothing
+    that matters (tests, start-up, error paths)."""
+    if pending is not None:
+        await pending
 
 
 class Reply(Exception):
@@ -77,11 +89,21 @@ class Pipeline:
         """Whether any policy acts on each stream or WebSocket message (a relay may skip decoding if not)."""
         return bool(self._messengers)
 
-    async def on_request(self, call: Call) -> None:
-        for policy in self._requesters:
+    def on_request(self, call: Call) -> Awaitable[None] | None:
+        """Run `on_request` of each policy in order: None when all decided at once, else an awaitable
+        that waits for the first one that has to wait and runs the rest after it."""
+        for index, policy in enumerate(self._requesters):
             pending = policy.on_request(call)
             if pending is not None:
-                await pending
+                return self._requests_after(call, pending, index + 1)
+        return None
+
+    async def _requests_after(self, call: Call, pending: Awaitable[None], start: int) -> None:
+        await pending
+        for policy in self._requesters[start:]:
+            later = policy.on_request(call)
+            if later is not None:
+                await later
 
     async def on_message(self, call: Call, message: Any) -> None:
         for policy in self._messengers:
@@ -101,11 +123,29 @@ class Pipeline:
             except Exception:
                 log.exception("policy %s failed to stop", policy.name)
 
-    async def on_complete(self, call: Call) -> None:
-        for policy in self._completers:
+    def on_complete(self, call: Call) -> Awaitable[None] | None:
+        """Run `on_complete` of each policy in reverse order, as `on_request` does; one that raises is
+        logged and the others still run (one broken observer must not hide the others or the response)."""
+        for index, policy in enumerate(self._completers):
             try:
                 pending = policy.on_complete(call)
-                if pending is not None:
-                    await pending
-            except Exception:  # one broken observer must not hide the others or the response
+            except Exception:
+                log.exception("policy %s failed in on_complete", policy.name)
+                continue
+            if pending is not None:
+                return self._completes_after(call, pending, index)
+        return None
+
+    async def _completes_after(self, call: Call, pending: Awaitable[None], index: int) -> None:
+        completers = self._completers
+        try:
+            await pending
+        except Exception:
+            log.exception("policy %s failed in on_complete", completers[index].name)
+        for policy in completers[index + 1:]:
+            try:
+                later = policy.on_complete(call)
+                if later is not None:
+                    await later
+            except Exception:
                 log.exception("policy %s failed in on_complete", policy.name)

@@ -111,7 +111,9 @@ async def handle(request: web.Request, call: Call, snapshot: Snapshot) -> web.St
         else:
             call.route = SERVER_ROUTE
         call.service = SERVICE
-        await snapshot.runtime.pipeline.on_request(call)
+        pending = snapshot.runtime.pipeline.on_request(call)
+        if pending is not None:
+            await pending
         await snapshot.runtime.pipeline.on_message(call, None)  # the head, once; tensors are not screened
         try:
             return await _ENDPOINTS[endpoint](request, call, snapshot, inference, params)

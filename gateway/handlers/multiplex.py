@@ -176,7 +176,9 @@ class MuxSocket:
             try:
                 await self.send(self.status_frame(sid, err))
             finally:
-                await self.runtime.pipeline.on_complete(call)
+                pending = self.runtime.pipeline.on_complete(call)
+                if pending is not None:
+                    await pending
             return
         stream = MuxStream(
             sid, call, binding, settings, self.runtime.pipeline, self.hub.meter(binding.name),
@@ -227,7 +229,9 @@ class MuxSocket:
             try:
                 if stream.stopping:  # ended before its task ran
                     raise asyncio.CancelledError
-                await pipeline.on_request(call)
+                pending = pipeline.on_request(call)
+                if pending is not None:
+                    await pending
                 upstream = self.upstreams[call.upstream or ""]
                 await self._call(stream, upstream, upstream_metadata(self.request, call, self.runtime))
             except GatewayError as err:
@@ -259,7 +263,9 @@ class MuxSocket:
             call.status = 101
             call.attributes["ws_messages_in"] = stream.messages_in
             call.attributes["ws_messages_out"] = stream.messages_out
-            await pipeline.on_complete(call)
+            pending = pipeline.on_complete(call)
+            if pending is not None:
+                await pending
 
     async def _call(self, stream: MuxStream, upstream: Upstream, metadata: list[tuple[str, str | bytes]]) -> None:
         binding = stream.binding

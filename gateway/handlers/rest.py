@@ -14,6 +14,7 @@ import asyncio
 import time
 
 from aiohttp import web
+from google.protobuf.message import Message
 from multidict import CIMultiDict
 
 from gateway.call import Call
@@ -114,13 +115,25 @@ async def _outbound(
     request: RequestHead, call: Call, runtime: Runtime, binding: Binding, variables: dict[str, str], body: bytes,
 ) -> tuple[bytes, list[tuple[str, str | bytes]], float]:
     """The request message's bytes, its metadata and its deadline; `on_message` has seen the message."""
+    message = _message(request, call, binding, variables, body)
+    if runtime.pipeline.inspects_messages:
+        await runtime.pipeline.on_message(call, message)
+    return _wire(request, call, runtime, binding, message)
+
+
+def _message(request: RequestHead, call: Call, binding: Binding, variables: dict[str, str], body: bytes) -> Message:
     call.bytes_in = len(body)
     query = request.query.items()
     if call.hidden_query:
         query = [(k, v) for k, v in query if k not in call.hidden_query]  # type: ignore[assignment]
-    message = build_request(binding.request, variables, query, request.headers.get("Content-Type"), body)
-    # The request message, once, to the policies that read content (screening), before any backend sees it.
-    await runtime.pipeline.on_message(call, message)
+    return build_request(binding.request, variables, query, request.headers.get("Content-Type"), body)
+
+
+def _wire(
+    request: RequestHead, call: Call, runtime: Runtime, binding: Binding, message: Message
+) -> tuple[bytes, list[tuple[str, str | bytes]], float]:
+    """After `on_message` (the request message, once, to the policies that read content, before any
+    backend sees it): the message's bytes, its metadata and its deadline."""
     metadata = upstream_metadata(request, call, runtime)
     timeout = deadline(request, runtime.settings[binding.name].timeout_s)
     return message.SerializeToString(), metadata, timeout
@@ -140,16 +153,21 @@ async def unary(
         body = b""
     elif len(body) > options.max_body_bytes:
         raise PayloadTooLarge(options.max_body_bytes)
-    payload, metadata, timeout = await _outbound(request, call, runtime, binding, variables, body)
-    settings = runtime.settings[binding.name]
+    # `_outbound` written out: one coroutine less per request.
+    message = _message(request, call, binding, variables, body)
+    if runtime.pipeline.inspects_messages:
+        await runtime.pipeline.on_message(call, message)
+    payload, metadata, timeout = _wire(request, call, runtime, binding, message)
     started = time.perf_counter()
-    deadline_at = time.monotonic() + timeout
     try:
         try:
             result = await upstream.unary(binding.rpc_path, payload, metadata, timeout)
         except GatewayError as err:
+            settings = runtime.settings[binding.name]
             if not retries_possible(settings.retry, request.method):
                 raise
+            # The deadline counts from the first attempt (perf_counter and monotonic run at one rate).
+            deadline_at = time.monotonic() - (time.perf_counter() - started) + timeout
             result = await retry_after(
                 err,
                 lambda remaining: upstream.unary(binding.rpc_path, payload, metadata, remaining),

@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 
 from gateway.call import Call
 from gateway.config import GatewayConfig
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, settle
 from gateway.policies import PolicyConfigError, build_pipeline
 from gateway.policies.auth import keystore
 from gateway.policies.auth.api_key import ApiKeyConfig, ApiKeyPolicy, build
@@ -46,7 +46,7 @@ def keys(tmp_path: Path) -> tuple[Path, str, str]:
 
 async def refused(p: ApiKeyPolicy, c: Call) -> GatewayError:
     with pytest.raises(GatewayError) as info:
-        await Pipeline((p,)).on_request(c)
+        await settle(Pipeline((p,)).on_request(c))
     return info.value
 
 
@@ -54,7 +54,7 @@ async def test_a_valid_key_grants_its_consumer(keys: tuple[Path, str, str]) -> N
     path, alice, _ = keys
     p = policy({"key_file": str(path)})
     c = call({"x-api-key": alice})
-    await Pipeline((p,)).on_request(c)
+    await settle(Pipeline((p,)).on_request(c))
     assert c.consumer == "alice" and c.scopes == {"echo.read"} and c.attributes["tier"] == "gold"
     assert c.attributes["api_key_id"].startswith("k_") and "auth_failure" not in c.attributes
     assert c.upstream_metadata == [("x-consumer-id", "alice")]
@@ -85,7 +85,7 @@ async def test_query_parameter_when_configured_and_hidden(keys: tuple[Path, str,
     path, alice, _ = keys
     p = policy({"key_file": str(path), "header": None, "query_param": "api_key"})
     c = call(query={"api_key": alice})
-    await Pipeline((p,)).on_request(c)
+    await settle(Pipeline((p,)).on_request(c))
     assert c.consumer == "alice" and c.hidden_query == {"api_key"}
     off = policy({"key_file": str(path)})  # query off by default
     err = await refused(off, call(query={"api_key": alice}))
@@ -96,7 +96,7 @@ async def test_hide_credentials_false_forwards_the_key(keys: tuple[Path, str, st
     path, alice, _ = keys
     p = policy({"key_file": str(path), "hide_credentials": False, "header": "X-Key", "consumer_metadata": None})
     c = call({"X-Key": alice})
-    await Pipeline((p,)).on_request(c)
+    await settle(Pipeline((p,)).on_request(c))
     assert c.consumer == "alice" and c.hidden_headers == set() and c.upstream_metadata == []
 
 
@@ -104,7 +104,7 @@ async def test_anonymous_lets_a_missing_key_through_but_not_a_bad_one(keys: tupl
     path, _, revoked = keys
     p = policy({"key_file": str(path), "anonymous": True})
     c = call()
-    await Pipeline((p,)).on_request(c)
+    await settle(Pipeline((p,)).on_request(c))
     assert c.consumer is None
     assert (await refused(p, call({"X-API-Key": revoked}))).code is grpc.StatusCode.UNAUTHENTICATED
 
@@ -112,7 +112,7 @@ async def test_anonymous_lets_a_missing_key_through_but_not_a_bad_one(keys: tupl
 async def test_routes_can_turn_it_off(keys: tuple[Path, str, str]) -> None:
     path, _, _ = keys
     p = policy({"key_file": str(path)}, {f"{ECHO}.GetItem": {"enabled": False}})
-    await Pipeline((p,)).on_request(call(route=f"{ECHO}.GetItem"))
+    await settle(Pipeline((p,)).on_request(call(route=f"{ECHO}.GetItem")))
     await refused(p, call())
 
 
@@ -121,7 +121,7 @@ async def test_the_running_policy_sees_revocations(keys: tuple[Path, str, str]) 
     p = policy({"key_file": str(path), "reload_interval_s": 0.05})
     await p.start()
     try:
-        await Pipeline((p,)).on_request(call({"X-API-Key": alice}))
+        await settle(Pipeline((p,)).on_request(call({"X-API-Key": alice})))
         record = next(r for r in keystore.read(path).keys if r.consumer == "alice")
         keystore.revoke(path, record.id)
         for _ in range(100):

@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 import pytest
 
 from gateway.call import Call
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, settle
 from gateway.policies.base import BasePolicy
 
 
@@ -60,10 +60,10 @@ def call(path: str = "/") -> Call:
 async def test_plain_and_coroutine_hooks_run_in_order_and_completes_in_reverse() -> None:
     seen: list[str] = []
     pipeline = Pipeline((Plain("a", seen), Sometimes("b", seen), Async("c", seen)))
-    await pipeline.on_request(call())
+    await settle(pipeline.on_request(call()))
     assert seen == ["a.request", "b.request now", "c.request"]
     seen.clear()
-    await pipeline.on_complete(call())  # a's hook raises: logged, and every other observer still runs
+    await settle(pipeline.on_complete(call()))  # a's hook raises: logged, and every other observer still runs
     assert seen == ["c.complete", "a.complete"]
 
 
@@ -71,7 +71,7 @@ async def test_a_returned_awaitable_is_awaited_and_its_error_stops_the_phase() -
     seen: list[str] = []
     pipeline = Pipeline((Plain("a", seen), Sometimes("b", seen), Async("c", seen)))
     with pytest.raises(ValueError, match="refused after waiting"):
-        await pipeline.on_request(call("/wait"))
+        await settle(pipeline.on_request(call("/wait")))
     assert seen == ["a.request", "b.request later"]
 
 
@@ -81,3 +81,40 @@ def test_no_op_phases_are_skipped() -> None:
     pipeline = Pipeline((plain, timed))
     assert pipeline._messengers == ()
     assert pipeline._completers == (timed, plain)
+
+
+class LateObserver(Recorder):
+    """An `on_complete` that has to wait, then fails."""
+
+    def on_complete(self, call: Call) -> Awaitable[None]:
+        return self._later()
+
+    async def _later(self) -> None:
+        await asyncio.sleep(0)
+        self.seen.append(f"{self.name}.complete later")
+        raise RuntimeError("observer broke after waiting")
+
+
+def test_phases_that_decide_at_once_return_none() -> None:
+    """No policy, or only ones that never wait: no coroutine is made for the phase."""
+    seen: list[str] = []
+    assert Pipeline().on_request(call()) is None
+    assert Pipeline().on_complete(call()) is None
+    pipeline = Pipeline((Plain("a", seen), Sometimes("b", seen)))
+    assert pipeline.on_request(call()) is None
+    assert pipeline.on_complete(call()) is None  # a's hook raised: logged, still None
+    assert seen == ["a.request", "b.request now", "a.complete"]
+
+
+async def test_the_rest_of_a_phase_runs_after_the_first_awaitable() -> None:
+    seen: list[str] = []
+    pipeline = Pipeline((Async("c", seen), LateObserver("d", seen), Plain("a", seen), Sometimes("b", seen)))
+    pending = pipeline.on_request(call())
+    assert pending is not None and seen == []  # c is a coroutine function: the rest waits for it
+    await pending
+    assert seen == ["c.request", "a.request", "b.request now"]
+    seen.clear()
+    pending = pipeline.on_complete(call())
+    assert pending is not None and seen == ["a.complete"]  # reverse order: a ran, then d had to wait
+    await pending  # d's failure after waiting is logged, and c still completes
+    assert seen == ["a.complete", "d.complete later", "c.complete"]

@@ -13,7 +13,7 @@ import pytest
 from gateway.call import Call
 from gateway.config import GatewayConfig
 from gateway.metrics_registry import REGISTRY
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, settle
 from gateway.policies import PolicyConfigError, build_pipeline
 from gateway.policies.base import RouteConfigs
 from gateway.policies.rate_limit import RateLimit, RateLimitConfig, build
@@ -54,7 +54,7 @@ def policy(
 
 async def admitted(p: RateLimit, c: Call) -> bool:
     try:
-        await Pipeline((p,)).on_request(c)
+        await settle(Pipeline((p,)).on_request(c))
     except GatewayError as err:
         assert err.code is grpc.StatusCode.RESOURCE_EXHAUSTED
         return False
@@ -64,18 +64,18 @@ async def admitted(p: RateLimit, c: Call) -> bool:
 async def test_headers_and_429() -> None:
     p, clock = policy({"limits": [{"name": "per_ip", "key": "ip", "burst": 2, "per_second": 0.5}]})
     first = call()
-    await Pipeline((p,)).on_request(first)
+    await settle(Pipeline((p,)).on_request(first))
     assert first.response_headers == {
         "RateLimit-Limit": "2",
         "RateLimit-Remaining": "1",
         "RateLimit-Reset": "2",
     }
-    await Pipeline((p,)).on_request(call())
+    await settle(Pipeline((p,)).on_request(call()))
     refused = call()
     labels = {"route": f"{ECHO}.Echo", "limit": "per_ip"}
     before = REGISTRY.get_sample_value("portcullis_ratelimit_rejections_total", labels) or 0.0
     with pytest.raises(GatewayError) as info:
-        await Pipeline((p,)).on_request(refused)
+        await settle(Pipeline((p,)).on_request(refused))
     assert REGISTRY.get_sample_value("portcullis_ratelimit_rejections_total", labels) == before + 1
     err = info.value
     assert err.code is grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -88,7 +88,7 @@ async def test_headers_and_429() -> None:
     assert await admitted(p, call(ip="192.0.2.2"))  # another address, another bucket
     clock.now += 1.5
     with pytest.raises(GatewayError) as info:
-        await Pipeline((p,)).on_request(call())
+        await settle(Pipeline((p,)).on_request(call()))
     assert info.value.headers["Retry-After"] == "1"  # 0.5 s left, rounded up
 
 
@@ -107,7 +107,7 @@ async def test_several_limits_report_the_most_restrictive() -> None:
         results.append((await admitted(p, c), c.response_headers["RateLimit-Remaining"]))
     assert results == [(True, "2"), (True, "1"), (True, "0"), (False, "0"), (False, "0")]
     with pytest.raises(GatewayError, match="route_total"):
-        await Pipeline((p,)).on_request(call(consumer="user9"))
+        await settle(Pipeline((p,)).on_request(call(consumer="user9")))
     assert await admitted(p, call(route=f"{ECHO}.GetItem"))  # key 'route': each method its own bucket
 
 
@@ -126,7 +126,7 @@ async def test_tiers() -> None:
     assert gold == [True, True, True, False]
     assert base == [True, False] and unknown == [True, False]
     c = call(consumer="g2", tier="gold")
-    await Pipeline((p,)).on_request(c)
+    await settle(Pipeline((p,)).on_request(c))
     assert c.response_headers["RateLimit-Limit"] == "3"
 
 
@@ -150,7 +150,7 @@ async def test_per_route_override_and_disable() -> None:
         route="library.v1.LibraryService.ListShelves",
         service="library.v1.LibraryService",
     )
-    await Pipeline((p,)).on_request(lib)
+    await settle(Pipeline((p,)).on_request(lib))
     assert lib.response_headers["RateLimit-Limit"] == "2"
     assert [await admitted(p, call()) for _ in range(2)] == [True, False]
 
@@ -200,7 +200,7 @@ async def test_failure_mode_behind_the_breaker(fail_open: bool) -> None:
     for _ in range(6):
         c = call()
         try:
-            await Pipeline((p,)).on_request(c)
+            await settle(Pipeline((p,)).on_request(c))
             outcomes.append("pass")
         except GatewayError as err:
             assert err.code is grpc.StatusCode.UNAVAILABLE
@@ -213,7 +213,7 @@ async def test_failure_mode_behind_the_breaker(fail_open: bool) -> None:
     clock.now += 10  # cool-down over: one request probes the backend, the others still fall back
     for _ in range(2):
         with contextlib.suppress(GatewayError):
-            await Pipeline((p,)).on_request(call())
+            await settle(Pipeline((p,)).on_request(call()))
     assert backend.calls == 4
 
 
