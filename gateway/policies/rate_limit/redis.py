@@ -1,43 +1,44 @@
 """The Redis limiter backend: buckets shared by a fleet of gateways, one round trip per request at most.
 
-One Lua script decides for all the limits of a request at once (EVALSHA, loaded on first use and
-again after a Redis restart): it reads every bucket, admits only if all hold a token, then writes
-them all, inside Redis's single-threaded script execution, so two gateways can never both spend
-the last token (no read-then-write race) and a refused request spends nothing anywhere. Each
+One Lua script decides for all the limits of a request at once (EVALSHA; loaded on every connect and
+again on NOSCRIPT, after a flush): it reads every bucket, admits only if all hold a token, then
+writes them all, inside Redis's single-threaded script execution, so two gateways can never both
+spend the last token (no read-then-write race) and a refused request spends nothing anywhere. Each
 bucket is a hash `{tk, ts}` with a PEXPIRE of its time-to-full, so idle keys vanish exactly when
 forgetting them changes nothing.
 
 Requests share script calls: `take` queues the request; the queue is sent in the next event-loop
-iteration, or, while a call is out (`IN_FLIGHT`), as soon as it returns. The script decides the
+iteration, or, while a call is out (one at a time), as soon as it returns. The script decides the
 requests of a batch one after the other, in arrival order, each with the same all-or-nothing rule,
 so a batch answers exactly as the same requests sent one by one, and each request still costs at
-most one round trip (its batch's). A round trip through redis.asyncio costs the gateway ~80-100 µs
-of CPU whatever it carries (measured: 32 concurrent callers, thread CPU per decision ~100 µs one
-by one, ~20 µs batched; hiredis parses replies ~20% cheaper), so under load the batches grow by
-themselves and that cost is shared (~13 requests per call at 32 wrk connections), and one call
-out at a time keeps replies well inside `timeout_ms`. `MAX_BATCH` bounds the work of one call.
+most one round trip (its batch's). Requests of a batch that share a bucket share its read and its
+write: the script keeps each bucket in Lua memory as Redis would hold it between the requests
+(read once, written once at the end with the last admitted request's values and PEXPIRE), so the
+answers and the stored state are those of one by one, at three Redis commands per bucket instead of
+three per request. Under load the batches grow by themselves (~13 requests per call at 32 wrk
+connections), and the per-call cost is shared.
 
 The clock is Redis's own (`TIME` inside the script), not the gateway's: every gateway of the fleet
 then refills the same bucket from one clock, so a gateway whose clock is skewed, or stepped by
-NTP, cannot mint tokens (ahead) or freeze refills (behind). The cost is that "now" is the instant
-the script runs, which is what the decision needs anyway. Redis >= 5 replicates scripts by effect,
+NTP, cannot mint tokens (ahead) or freeze refills (behind). Redis >= 5 replicates scripts by effect,
 so calling TIME before writing is allowed. The script accepts an explicit time only so the contract
 test can hold it to the same answers as `bucket.py`.
 
-Every failure (refused connection, timeout, server error) leaves this module as
-`LimiterUnavailable`; the policy decides, by config, whether that admits or refuses. The client is
-made in `start()` and closed in `stop()`, never at import, with no retries; each call runs under one
-deadline, `timeout_ms` after its oldest request asked (so no request waits longer, queueing
-included), covering the wait for a connection, connecting and the reply, so a dead or hung Redis
-costs at most that per request (and nothing once the breaker is open). A
-request given up on may still run in a slow Redis later and spend its tokens; its connection is
-dropped on the timeout (redis-py disconnects a cancelled command), so no late reply is ever read
-as another request's answer. The batches (one out at a time) go over one connection of their own,
-packed by hand into RESP from framed pieces and sent below redis-py's command layer, whose
-argument encoding, retry wrapper, pool bookkeeping and observability hooks cost the gateway more
-than the script costs Redis. The pool serves `take_at` and maintenance; it is small on purpose: a
-script is ~0.1 ms, and a burst that opens dozens of connections at once on a cold pool can outlast
-`timeout_ms` by itself.
+The batches go over one connection of their own, an asyncio protocol (`_Link`): the batch is packed
+into RESP from framed pieces, written with one `transport.write`, and hiredis parses the reply in
+`data_received`, which answers the batch's futures there, with no task, stream reader or timeout
+context per call (redis-py's command layer and its stream reads cost the gateway more per call than
+the script costs Redis). redis-py still parses the URL (address, TLS context, credentials, db), and
+its small pool serves `take_at` and maintenance.
+
+Every failure (refused connection, timeout, server error, lost connection) leaves this module as
+`LimiterUnavailable`, one exception object per failed call; the policy decides, by config, whether
+that admits or refuses. Nothing connects before `start()`, everything closes in `stop()`, no
+retries. Each call runs under one deadline, `timeout_ms` after its oldest request asked (so no
+request waits longer, queueing included), covering connecting and the reply, so a dead or hung
+Redis costs at most that per request (and nothing once the breaker is open). A call timed out
+drops its connection, so no late reply is ever read as another call's answer (a request given up
+on may still run in a slow Redis later and spend its tokens).
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
@@ -56,34 +58,47 @@ from redis.exceptions import NoScriptError, RedisError
 
 from gateway.policies.rate_limit.bucket import Bucket, Level, LimiterUnavailable, Verdict, level
 
-# KEYS: the buckets of every request of the batch, request after request. ARGV[1]: now in seconds
-# ('' = the server's TIME); then per request its bucket count n and n (burst, rate) pairs. Returns,
-# per request, {allowed, tokens_1, ..., tokens_n}, all flat; tokens after the decision as exact
-# "%.17g" strings (a Lua number returned to Redis would be truncated to integer). Requests are
-# decided in order, so a later one reads what an earlier one wrote.
+# KEYS: the distinct buckets of the batch. ARGV[1]: now in seconds ('' = the server's TIME);
+# ARGV[2]: P, the number of distinct (burst, rate) pairs, then those P pairs; then per request its
+# bucket count n and n (key index, pair index) pairs. Returns, per request, {allowed, tokens_1, ...,
+# tokens_n}, all flat; tokens after the decision as exact "%.17g" strings (a Lua number returned to
+# Redis would be truncated to integer). Requests are decided in order against `tks`/`tss`, each
+# bucket as Redis would hold it by then ("%.17g" round-trips a double, so keeping the number is
+# keeping what a re-read would give); the buckets written go back to Redis once, at the end.
 TAKE_LUA = """
 local now = tonumber(ARGV[1])
 if now == nil then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+local np = tonumber(ARGV[2])
+local bursts, rates = {}, {}
+for p = 1, np do
+  bursts[p] = tonumber(ARGV[1 + 2 * p])
+  rates[p] = tonumber(ARGV[2 + 2 * p])
+end
+local tks, tss, loaded, written = {}, {}, {}, {}
 local out = {}
-local k = 0
-local a = 2
+local a = 3 + 2 * np
 while a <= #ARGV do
   local n = tonumber(ARGV[a])
   local tokens = {}
   local allowed = 1
   for i = 1, n do
-    local burst = tonumber(ARGV[a + 2 * i - 1])
-    local rate = tonumber(ARGV[a + 2 * i])
-    local state = redis.call('HMGET', KEYS[k + i], 'tk', 'ts')
-    local tk = tonumber(state[1])
-    local ts = tonumber(state[2])
+    local ki = tonumber(ARGV[a + 2 * i - 1])
+    local pi = tonumber(ARGV[a + 2 * i])
+    if not loaded[ki] then
+      local state = redis.call('HMGET', KEYS[ki], 'tk', 'ts')
+      tks[ki] = tonumber(state[1])
+      tss[ki] = tonumber(state[2])
+      loaded[ki] = true
+    end
+    local tk = tks[ki]
+    local ts = tss[ki]
     if tk == nil or ts == nil then
-      tk = burst
+      tk = bursts[pi]
     else
-      tk = math.min(burst, tk + math.max(0, now - ts) * rate)
+      tk = math.min(bursts[pi], tk + math.max(0, now - ts) * rates[pi])
     end
     tokens[i] = tk
     if tk < 1 then allowed = 0 end
@@ -92,24 +107,27 @@ while a <= #ARGV do
   for i = 1, n do
     local tk = tokens[i]
     if allowed == 1 then
-      local burst = tonumber(ARGV[a + 2 * i - 1])
-      local rate = tonumber(ARGV[a + 2 * i])
+      local ki = tonumber(ARGV[a + 2 * i - 1])
       tk = tk - 1
-      redis.call('HSET', KEYS[k + i], 'tk', string.format('%.17g', tk), 'ts', string.format('%.17g', now))
-      redis.call('PEXPIRE', KEYS[k + i], string.format('%d', math.ceil((burst - tk) / rate * 1000) + 1))
+      tks[ki] = tk
+      tss[ki] = now
+      written[ki] = tonumber(ARGV[a + 2 * i])
     end
     out[#out + 1] = string.format('%.17g', tk)
   end
-  k = k + n
   a = a + 1 + 2 * n
+end
+for ki, pi in pairs(written) do
+  local tk = tks[ki]
+  redis.call('HSET', KEYS[ki], 'tk', string.format('%.17g', tk), 'ts', string.format('%.17g', now))
+  redis.call('PEXPIRE', KEYS[ki], string.format('%d', math.ceil((bursts[pi] - tk) / rates[pi] * 1000) + 1))
 end
 return out
 """
 
-# Per request: its buckets, the future its verdict goes to, and when it asked (loop time).
-_Batch = list[tuple[Sequence[Bucket], "asyncio.Future[Verdict]", float]]
+# Per request: its buckets and the future its verdict goes to.
+_Batch = list[tuple[Sequence[Bucket], "asyncio.Future[Verdict]"]]
 MAX_BATCH = 256  # requests per script call
-IN_FLIGHT = 1  # script calls out at once; requests asking meanwhile form the next batch
 
 CLIENT_NAME = "portcullis-ratelimit"
 TAKE_SHA = hashlib.sha1(TAKE_LUA.encode()).hexdigest()  # what EVALSHA names, as SCRIPT LOAD answers
@@ -121,9 +139,70 @@ def _frame(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
+def _command(*args: bytes) -> bytes:
+    return b"*%d\r\n%s" % (len(args), b"".join(_frame(a) for a in args))
+
+
 # EVALSHA and the script's hash, framed once; then numkeys, KEYS and ARGV follow.
 _EVALSHA = _frame(b"EVALSHA") + _frame(TAKE_SHA.encode())
-_COUNTS = tuple(_frame(b"%d" % n) for n in range(64))  # bucket counts per request, framed
+_SCRIPT_LOAD = _command(b"SCRIPT", b"LOAD", TAKE_LUA.encode())
+_INTS = tuple(_frame(b"%d" % n) for n in range(MAX_BATCH + 1))  # counts and indexes, framed
+
+
+class _Link(asyncio.Protocol):
+    """The batches' connection: every reply, parsed by hiredis, goes to `on_reply`, in order."""
+
+    def __init__(self, on_lost: Callable[[_Link, Exception | None], None]) -> None:
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.on_reply: Callable[[Any], None] = self._unexpected
+        self.on_lost = on_lost
+        self.handshaking: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        reply = reader.gets()
+        while reply is not False:  # False: the rest of the reply is still on its way
+            self.on_reply(reply)
+            reply = reader.gets()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.handshaking is not None and not self.handshaking.done():
+            self.handshaking.set_exception(LimiterUnavailable(f"redis: connection lost ({exc or 'closed'})"))
+        self.on_lost(self, exc)
+
+    def close(self) -> None:
+        """Drop the connection now: whatever it would still read belongs to nobody."""
+        self.on_reply = self._unexpected
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _unexpected(self, reply: Any) -> None:
+        self.close()
+
+    async def handshake(self, commands: list[bytes]) -> None:
+        """Send `commands` at once; raise on the first error reply."""
+        assert self.transport is not None
+        replies: list[Any] = []
+        done = self.handshaking = asyncio.get_running_loop().create_future()
+
+        def collect(reply: Any) -> None:
+            replies.append(reply)
+            if len(replies) == len(commands) and not done.done():
+                done.set_result(None)
+
+        self.on_reply = collect
+        self.transport.write(b"".join(commands))
+        await done
+        self.on_reply = self._unexpected
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise LimiterUnavailable(f"redis: {reply}")
 
 
 class RedisBackend:
@@ -135,10 +214,15 @@ class RedisBackend:
         self._pool: aioredis.ConnectionPool | None = None
         self._slots: asyncio.Semaphore | None = None
         self._client: aioredis.Redis | None = None
-        self._conn: AbstractConnection | None = None  # the batches' own: IN_FLIGHT is 1, never shared
-        self._script: Any = None
-        self._pending: _Batch = []  # the requests that asked in this loop iteration
-        self._batches: dict[asyncio.Task[None], _Batch] = {}  # script calls in flight, cancelled by stop()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._link: _Link | None = None  # the batches' connection, once connected and named
+        self._connecting: asyncio.Task[None] | None = None
+        self._pending: _Batch = []  # the requests that asked since the last call went out
+        self._pending_since = 0.0  # loop time the oldest of them asked
+        self._out: _Batch | None = None  # the call out (one at a time)
+        self._packed = b""  # ... as sent, for a resend after NOSCRIPT
+        self._reloading = False  # ... and the SCRIPT LOAD reply still to skip, if resent
+        self._timer: asyncio.TimerHandle | None = None  # ... and its deadline
         # Framed once: bucket keys (with the prefix) and (burst, rate) pairs as script arguments.
         self._keys: dict[str, bytes] = {}
         self._params: dict[tuple[int, float], bytes] = {}
@@ -147,45 +231,49 @@ class RedisBackend:
     async def start(self) -> None:
         # redis-py's BlockingConnectionPool wakes waiters through a Condition, which is not fair: under
         # steady load one waiter can starve past any timeout. A FIFO semaphore in front of a plain pool
-        # of the same size is fair, and waiting for it counts against the request's timeout.
+        # of the same size is fair, and waiting for it counts against the caller's timeout.
         self._slots = asyncio.Semaphore(self.max_connections)
         self._pool = aioredis.ConnectionPool.from_url(
             self.url,
             max_connections=self.max_connections,
-            socket_connect_timeout=self.timeout_s,  # no socket_timeout: the request's timeout covers reads
+            socket_connect_timeout=self.timeout_s,  # no socket_timeout: the call's timeout covers reads
             retry=Retry(NoBackoff(), 0),  # a retry would spend the timeout the request is waiting on
             client_name=CLIENT_NAME,  # who holds these connections, in CLIENT LIST
         )
         self._client = aioredis.Redis(connection_pool=self._pool)
-        self._script = self._client.register_script(TAKE_LUA)
-        self._conn = self._pool.make_connection()  # connects on first use, and again after a failure
-        try:  # warm the script cache; a Redis down at start-up is the breaker's business, not ours
+        self._loop = asyncio.get_running_loop()
+        try:  # connect and load the script; a Redis down at start-up is the breaker's business, not ours
             async with asyncio.timeout(self.timeout_s):
-                await self._conn.send_command("SCRIPT", "LOAD", TAKE_LUA, check_health=False)
-                await self._conn.read_response()
-        except (RedisError, OSError, TimeoutError):
+                self._link = await self._open()
+        except (LimiterUnavailable, OSError, TimeoutError):
             pass
 
     async def stop(self) -> None:
-        # Requests still queued, or in a script call cut short here, fail rather than hang.
+        # Requests still queued, or in the call cut short here, fail rather than hang.
         stranded = self._pending
         self._pending = []
-        for task, batch in tuple(self._batches.items()):
-            task.cancel()
-            stranded += batch
-        if self._batches:
-            await asyncio.gather(*self._batches, return_exceptions=True)
-        for _, future, _ in stranded:
+        if self._out is not None:
+            stranded += self._out
+            self._out = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+            self._connecting = None
+        failure = LimiterUnavailable("redis limiter stopped")
+        for _, future in stranded:
             if not future.done():
-                future.set_exception(LimiterUnavailable("redis limiter stopped"))
-        if self._conn is not None:
-            await self._conn.disconnect()
-            self._conn = None
+                future.set_exception(failure)
+        if self._link is not None:
+            self._link.close()
+            self._link = None
         if self._client is not None:
             await self._client.aclose()
         if self._pool is not None:
             await self._pool.aclose()
-        self._client = self._pool = self._script = self._slots = None
+        self._client = self._pool = self._slots = self._loop = None
 
     @property
     def started(self) -> bool:
@@ -193,132 +281,228 @@ class RedisBackend:
 
     def take(self, buckets: Sequence[Bucket]) -> asyncio.Future[Verdict]:
         """Queue the request; the future it returns (awaitable, not a coroutine: one hop less) answers."""
-        if self._script is None or self._slots is None:
+        loop = self._loop
+        if loop is None:
             raise LimiterUnavailable("redis limiter used before start()")
-        loop = asyncio.get_running_loop()
         future: asyncio.Future[Verdict] = loop.create_future()
         pending = self._pending
-        pending.append((buckets, future, loop.time()))
-        if len(pending) == 1 and len(self._batches) < IN_FLIGHT:
-            loop.call_soon(self._send)  # next iteration: every request of this one has asked by then
+        pending.append((buckets, future))
+        if len(pending) == 1:
+            self._pending_since = loop.time()
+            if self._out is None:
+                loop.call_soon(self._send)  # next iteration: every request of this one has asked by then
         return future
 
     def _send(self) -> None:
-        """Send what has queued, unless IN_FLIGHT calls are out: their end sends it then."""
-        if not self._pending or len(self._batches) >= IN_FLIGHT:
+        """Send what has queued, unless a call is out: its end sends it then."""
+        loop = self._loop
+        if not self._pending or self._out is not None or loop is None:
             return
-        batch = self._pending[:MAX_BATCH]
+        batch = self._out = self._pending[:MAX_BATCH]
+        # Past MAX_BATCH, the rest keeps `_pending_since`: an earlier deadline, never a later one.
         del self._pending[:MAX_BATCH]
-        deadline = batch[0][2] + self.timeout_s  # the oldest request waits timeout_s at most
-        task = asyncio.get_running_loop().create_task(self._run(batch, None, deadline, self._conn))
-        self._batches[task] = batch
-        task.add_done_callback(self._sent)
+        self._timer = loop.call_at(self._pending_since + self.timeout_s, self._expire)
+        self.round_trips += 1
+        self._packed = self._pack(batch, None)
+        self._reloading = False
+        link = self._link
+        if link is not None and link.transport is not None:
+            link.on_reply = self._answer
+            link.transport.write(self._packed)
+        else:
+            self._connecting = loop.create_task(self._connect_and_send())
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._batches.pop(task, None)
-        if self._pending and self._client is not None:
+    async def _connect_and_send(self) -> None:
+        try:
+            link = await self._open()
+        except (LimiterUnavailable, OSError, RedisError, ValueError) as exc:  # refused, TLS, bad URL
+            self._connecting = None
+            self._fail(exc if isinstance(exc, LimiterUnavailable) else LimiterUnavailable(f"redis: {exc}"))
+            return
+        self._connecting = None
+        self._link = link
+        if self._out is None or link.transport is None:  # nobody waits any more (stop)
+            return
+        link.on_reply = self._answer
+        link.transport.write(self._packed)
+
+    async def _open(self) -> _Link:
+        """Connect the batches' link: AUTH, SELECT, name and script in one write, as the URL asks."""
+        assert self._pool is not None and self._loop is not None
+        spec: Any = self._pool.make_connection()  # redis-py's reading of the URL; never connected
+        path = getattr(spec, "path", None)
+        if path:
+            _, link = await self._loop.create_unix_connection(lambda: _Link(self._lost), path)
+        else:
+            ssl = spec.ssl_context.get() if getattr(spec, "ssl_context", None) is not None else None
+            _, link = await self._loop.create_connection(
+                lambda: _Link(self._lost), spec.host, spec.port, ssl=ssl
+            )
+        try:
+            commands: list[bytes] = []
+            if spec.password:
+                auth = (spec.username, spec.password) if spec.username else (spec.password,)
+                commands += spec.pack_command("AUTH", *auth)
+            if spec.db:
+                commands += spec.pack_command("SELECT", spec.db)
+            commands += spec.pack_command("CLIENT", "SETNAME", CLIENT_NAME)
+            await link.handshake([*commands, _SCRIPT_LOAD])
+        except BaseException:
+            link.close()
+            raise
+        return link
+
+    def _lost(self, link: _Link, exc: Exception | None) -> None:
+        if link is not self._link:
+            return
+        self._link = None
+        if self._out is not None and self._connecting is None:
+            self._fail(LimiterUnavailable(f"redis: connection lost ({exc or 'closed by the server'})"))
+
+    def _expire(self) -> None:
+        """The call out ran past its deadline: fail it and drop its connection (a late reply then has
+        nowhere to go)."""
+        self._timer = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        self._fail(LimiterUnavailable(f"redis did not answer within {self.timeout_s * 1000:.0f} ms"))
+
+    def _fail(self, failure: LimiterUnavailable) -> None:
+        """The call out has no answer: every request of it gets `failure` (one object: one failure)."""
+        batch, self._out = self._out, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, future in batch or ():
+            if not future.done():
+                future.set_exception(failure)
+        self._send()
+
+    def _answer(self, reply: Any) -> None:
+        """The reply to the call out (from `data_received`)."""
+        if self._reloading:  # the SCRIPT LOAD sent after NOSCRIPT; its failure shows in the next reply
+            self._reloading = False
+            return
+        batch = self._out
+        if batch is None:
+            return
+        if isinstance(reply, hiredis.ReplyError):
+            link = self._link
+            if str(reply).startswith("NOSCRIPT") and not self._packed.startswith(_SCRIPT_LOAD) and link:
+                # Scripts flushed (or a failover): load it and send again, in one write.
+                self._packed = _SCRIPT_LOAD + self._packed
+                self._reloading = True
+                assert link.transport is not None
+                link.transport.write(self._packed)
+                return
+            self._fail(LimiterUnavailable(f"redis: {reply}"))
+            return
+        self._out = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._resolve(batch, reply)
+        if self._pending:
             self._send()
+
+    @staticmethod
+    def _resolve(batch: _Batch, reply: list[Any]) -> None:
+        at = 0
+        for buckets, future in batch:
+            allowed = reply[at] == 1
+            if len(buckets) == 1:  # the common case, without a generator
+                b = buckets[0]
+                levels: tuple[Level, ...] = (level(b.limit, float(reply[at + 1]), b.burst, b.rate),)
+                at += 2
+            else:
+                levels = tuple(
+                    level(b.limit, float(reply[at + 1 + i]), b.burst, b.rate) for i, b in enumerate(buckets)
+                )
+                at += 1 + len(buckets)
+            if not future.done():  # a request given up on (client gone) is not answered
+                future.set_result(Verdict(allowed, levels))
 
     async def take_at(self, buckets: Sequence[Bucket], now: float | None) -> Verdict:
         """One request decided alone with an explicit clock (the contract test); `None` is Redis's TIME."""
-        if self._script is None or self._slots is None:
+        return (await self.take_all_at([buckets], now))[0]
+
+    async def take_all_at(self, asks: Sequence[Sequence[Bucket]], now: float | None) -> list[Verdict]:
+        """Requests decided in one script call, in order, with an explicit clock (the contract test),
+        on a connection of the pool."""
+        if self._client is None or self._slots is None or self._pool is None:
             raise LimiterUnavailable("redis limiter used before start()")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Verdict] = loop.create_future()
-        await self._run([(buckets, future, 0.0)], now, loop.time() + self.timeout_s)
-        return await future
+        batch: _Batch = [(buckets, loop.create_future()) for buckets in asks]
+        packed = self._pack(batch, now)
+        try:
+            async with asyncio.timeout(self.timeout_s), self._slots:
+                conn = await self._pool.get_connection()
+                try:
+                    reply = await self._evalsha(packed, conn)
+                finally:
+                    await self._pool.release(conn)
+        except TimeoutError:
+            raise LimiterUnavailable(f"redis did not answer within {self.timeout_s * 1000:.0f} ms") from None
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"redis: {exc}") from exc
+        self._resolve(batch, reply)
+        return [future.result() for _, future in batch]
 
-    def _pack(self, batch: _Batch, now: float | None) -> bytes:
-        """EVALSHA of the script for `batch`, in RESP, from framed pieces (redis-py would encode and
-        frame each argument per call, about four per request)."""
-        keys: list[bytes] = []
-        args: list[bytes] = [_frame(b"" if now is None else repr(now).encode())]
-        framed_keys, params = self._keys, self._params
-        count = 1  # RESP arguments in `args`: a pair is two
-        for buckets, _, _ in batch:
-            n = len(buckets)
-            count += 1 + 2 * n
-            args.append(_COUNTS[n] if n < len(_COUNTS) else _frame(b"%d" % n))
-            for b in buckets:
-                key = framed_keys.get(b.key)
-                if key is None:
-                    if len(framed_keys) >= FRAMES_CACHED:
-                        framed_keys.clear()
-                    key = framed_keys[b.key] = _frame((self.key_prefix + b.key).encode())
-                keys.append(key)
-                pair = params.get((b.burst, b.rate))
-                if pair is None:
-                    if len(params) >= FRAMES_CACHED:
-                        params.clear()
-                    pair = params[(b.burst, b.rate)] = _frame(b"%d" % b.burst) + _frame(
-                        repr(float(b.rate)).encode()
-                    )
-                args.append(pair)
-        numkeys = b"%d" % len(keys)
-        head = b"*%d\r\n%s%s" % (3 + len(keys) + count, _EVALSHA, _frame(numkeys))
-        return b"".join((head, *keys, *args))
-
-    async def _evalsha(self, packed: bytes, conn: AbstractConnection) -> Any:
-        """One script call, below redis-py's command layer (its retry wrapper and observability hooks
-        cost more than the script). A failed or cancelled read drops the connection (redis-py's
-        `read_response` does), so a late reply is never read as another request's answer."""
+    @staticmethod
+    async def _evalsha(packed: bytes, conn: AbstractConnection) -> Any:
         await conn.send_packed_command(packed, check_health=False)
         try:
             return await conn.read_response()
-        except NoScriptError:  # Redis restarted or its scripts were flushed: load, send again
-            await conn.send_command("SCRIPT", "LOAD", TAKE_LUA, check_health=False)
+        except NoScriptError:
+            await conn.send_packed_command(_SCRIPT_LOAD + packed, check_health=False)
             await conn.read_response()
-            await conn.send_packed_command(packed, check_health=False)
             return await conn.read_response()
 
-    async def _evalsha_pooled(self, packed: bytes) -> Any:
-        pool = self._pool
-        assert pool is not None
-        conn = await pool.get_connection()
-        try:
-            return await self._evalsha(packed, conn)
-        finally:
-            await pool.release(conn)
-
-    async def _run(
-        self, batch: _Batch, now: float | None, deadline: float, conn: AbstractConnection | None = None
-    ) -> None:
-        """One script call for `batch` (on `conn`, else on a connection of the pool); every future gets
-        its verdict or `LimiterUnavailable`."""
-        packed = self._pack(batch, now)
-        failure: LimiterUnavailable
-        self.round_trips += 1
-        try:
-            if conn is not None:
-                async with asyncio.timeout_at(deadline):
-                    reply = await self._evalsha(packed, conn)
-            else:
-                assert self._slots is not None
-                async with asyncio.timeout_at(deadline), self._slots:
-                    reply = await self._evalsha_pooled(packed)
-        except TimeoutError:
-            failure = LimiterUnavailable(f"redis did not answer within {self.timeout_s * 1000:.0f} ms")
-        except (RedisError, OSError) as exc:
-            failure = LimiterUnavailable(f"redis: {exc}")
-        else:
-            at = 0
-            for buckets, future, _ in batch:
-                allowed = reply[at] == 1
-                if len(buckets) == 1:  # the common case, without a generator
-                    b = buckets[0]
-                    levels: tuple[Level, ...] = (level(b.limit, float(reply[at + 1]), b.burst, b.rate),)
-                    at += 2
-                else:
-                    levels = tuple(
-                        level(b.limit, float(reply[at + 1 + i]), b.burst, b.rate) for i, b in enumerate(buckets)
-                    )
-                    at += 1 + len(buckets)
-                if not future.done():  # a request given up on (client gone) is not answered
-                    future.set_result(Verdict(allowed, levels))
-            return
-        for _, future, _ in batch:
-            if not future.done():
-                future.set_exception(failure)
+    def _pack(self, batch: _Batch, now: float | None) -> bytes:
+        """EVALSHA of the script for `batch`, in RESP, from framed pieces (redis-py would encode and
+        frame each argument per call); each distinct key and (burst, rate) pair is sent once."""
+        key_at: dict[str, int] = {}
+        pair_at: dict[tuple[int, float], int] = {}
+        keys: list[bytes] = []
+        pairs: list[bytes] = []
+        args: list[bytes] = []
+        framed_keys, params, ints = self._keys, self._params, _INTS
+        for buckets, _ in batch:
+            n = len(buckets)
+            args.append(ints[n] if n <= MAX_BATCH else _frame(b"%d" % n))
+            for b in buckets:
+                k = key_at.get(b.key)
+                if k is None:
+                    k = key_at[b.key] = len(keys) + 1
+                    key = framed_keys.get(b.key)
+                    if key is None:
+                        if len(framed_keys) >= FRAMES_CACHED:
+                            framed_keys.clear()
+                        key = framed_keys[b.key] = _frame((self.key_prefix + b.key).encode())
+                    keys.append(key)
+                p = pair_at.get((b.burst, b.rate))
+                if p is None:
+                    p = pair_at[(b.burst, b.rate)] = len(pairs) + 1
+                    pair = params.get((b.burst, b.rate))
+                    if pair is None:
+                        if len(params) >= FRAMES_CACHED:
+                            params.clear()
+                        pair = params[(b.burst, b.rate)] = _frame(b"%d" % b.burst) + _frame(
+                            repr(float(b.rate)).encode()
+                        )
+                    pairs.append(pair)
+                args.append(ints[k] if k <= MAX_BATCH else _frame(b"%d" % k))
+                args.append(ints[p] if p <= MAX_BATCH else _frame(b"%d" % p))
+        np = len(pairs)
+        head = b"*%d\r\n%s%s" % (5 + len(keys) + 2 * np + len(args), _EVALSHA, _frame(b"%d" % len(keys)))
+        now_arg = _frame(b"" if now is None else repr(now).encode())
+        return b"".join(
+            (head, *keys, now_arg, ints[np] if np <= MAX_BATCH else _frame(b"%d" % np), *pairs, *args)
+        )
 
     async def delete_prefix(self) -> int:
         """Drop every bucket under this prefix (tests and operators; SCAN, so never blocks Redis)."""

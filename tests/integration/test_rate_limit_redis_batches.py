@@ -1,0 +1,186 @@
+"""The Redis limiter's batched script and its own connection, against a real Redis on 127.0.0.1:6379.
+
+The contract: a batch whose requests share buckets (read once and written once by the script)
+answers, and leaves Redis, exactly as the same requests sent one by one, and both answer as
+`bucket.py` does. Then the connection the batches use: a flushed script, a killed connection, a
+database from the URL and a refused handshake. Each test keeps to its own key prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.policies.rate_limit.bucket import Bucket, LimiterUnavailable, Verdict, level, refill
+from gateway.policies.rate_limit.redis import CLIENT_NAME, RedisBackend
+from tests.support import redis_server as redis_server_support
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server_support.running() as url:
+        yield url
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def prefixes(client: aioredis.Redis) -> AsyncIterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for prefix in made:
+        keys = [k async for k in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+
+
+async def started(url: str, prefixes: list[str], timeout_s: float = 1.0) -> RedisBackend:
+    prefix = f"portcullis:test:{uuid.uuid4().hex}:"
+    prefixes.append(prefix)
+    backend = RedisBackend(url, prefix, timeout_s=timeout_s)
+    await backend.start()
+    return backend
+
+
+def one_by_one(store: dict[str, tuple[float, float]], buckets: list[Bucket], now: float) -> Verdict:
+    """`bucket.py`'s rule, spelled out: refill each, admit if all hold a token, then each gives one."""
+    tokens = [
+        refill(*store[b.key], now, b.burst, b.rate) if b.key in store else float(b.burst) for b in buckets
+    ]
+    allowed = all(t >= 1.0 for t in tokens)
+    if allowed:
+        tokens = [t - 1.0 for t in tokens]
+        store.update((b.key, (t, now)) for b, t in zip(buckets, tokens, strict=True))
+    return Verdict(
+        allowed, tuple(level(b.limit, t, b.burst, b.rate) for b, t in zip(buckets, tokens, strict=True))
+    )
+
+
+async def assert_same_state(client: aioredis.Redis, prefixes: tuple[str, str], keys: list[str]) -> None:
+    """Redis holds the same hashes under both prefixes, expiring at the same time give or take the
+    real time between the two writes (the test's clock is not Redis's)."""
+    for key in keys:
+        first, second = (prefix + key for prefix in prefixes)
+        assert await client.hgetall(first) == await client.hgetall(second)
+        ttls = [await client.pttl(first), await client.pttl(second)]
+        assert ttls[0] == ttls[1] == -2 or (min(ttls) > 0 and abs(ttls[0] - ttls[1]) < 250)
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_a_batch_sharing_buckets_answers_and_stores_as_one_by_one(
+    redis_url: str, client: aioredis.Redis, prefixes: list[str], seed: int
+) -> None:
+    batched = await started(redis_url, prefixes)
+    alone = await started(redis_url, prefixes)
+    clock = [7000.0]
+    store: dict[str, tuple[float, float]] = {}
+    rng = random.Random(seed)
+    # Few keys and small bursts, so batches reuse buckets, drain them and get refused; two limits
+    # with the same (burst, rate) share one parameter pair in the script's arguments. Rates are slow
+    # enough that no key expires (PEXPIRE runs on Redis's real clock) while the test runs.
+    limits = [
+        Bucket("a", "a:x", 3, 0.7),
+        Bucket("b", "b:x", 10, 2.5),
+        Bucket("c", "c:y", 1, 0.1),
+        Bucket("d", "d:y", 3, 0.7),
+        Bucket("e", "e:z", 2, 0.05),
+    ]
+    keys = [b.key for b in limits]
+    try:
+        for _ in range(60):
+            clock[0] += rng.choice([0.0, 0.0, 0.01, 0.4, 1.0, 5.0])
+            asks = [rng.sample(limits, rng.randint(1, 3)) for _ in range(rng.randint(1, 12))]
+            verdicts = await batched.take_all_at(asks, clock[0])
+            assert verdicts == [await alone.take_at(ask, clock[0]) for ask in asks]
+            assert verdicts == [one_by_one(store, ask, clock[0]) for ask in asks]
+            await assert_same_state(client, (batched.key_prefix, alone.key_prefix), keys)
+    finally:
+        await batched.stop()
+        await alone.stop()
+
+
+async def test_requests_of_one_loop_iteration_on_one_bucket_share_a_call(
+    redis_url: str, prefixes: list[str]
+) -> None:
+    backend = await started(redis_url, prefixes)
+    try:
+        bucket = [Bucket("s", "s:k", 20, 0.001)]
+        verdicts = await asyncio.gather(*(backend.take(bucket) for _ in range(25)))
+        assert backend.round_trips == 1
+        assert [v.levels[0].remaining for v in verdicts[:20]] == list(range(19, -1, -1))
+        assert [v.allowed for v in verdicts] == [True] * 20 + [False] * 5
+    finally:
+        await backend.stop()
+
+
+async def our_connections(client: aioredis.Redis) -> list[dict[str, str]]:
+    return [c for c in await client.client_list() if c.get("name") == CLIENT_NAME]
+
+
+async def test_a_killed_connection_fails_its_call_and_the_next_one_reconnects(
+    redis_url: str, client: aioredis.Redis, prefixes: list[str]
+) -> None:
+    backend = await started(redis_url, prefixes)
+    try:
+        bucket = [Bucket("l", "l:k", 100, 1.0)]
+        assert (await backend.take(bucket)).levels[0].remaining == 99
+        before = {c["id"] for c in await our_connections(client)}
+        for conn in await our_connections(client):
+            await client.execute_command("CLIENT", "KILL", "ID", conn["id"])
+        await asyncio.sleep(0.05)  # the close reaches the gateway
+        assert (await backend.take(bucket)).levels[0].remaining == 98
+        after = {c["id"] for c in await our_connections(client)}
+        assert after and not after & before
+    finally:
+        await backend.stop()
+
+
+async def test_scripts_flushed_under_the_connection_are_loaded_again(
+    redis_url: str, client: aioredis.Redis, prefixes: list[str]
+) -> None:
+    backend = await started(redis_url, prefixes)
+    try:
+        bucket = [Bucket("f", "f:k", 5, 1.0)]
+        await backend.take(bucket)
+        await client.script_flush()
+        verdicts = await asyncio.gather(*(backend.take(bucket) for _ in range(3)))
+        assert [v.levels[0].remaining for v in verdicts] == [3, 2, 1]
+        assert backend.round_trips == 2  # the reload rode along with the resent call
+    finally:
+        await backend.stop()
+
+
+async def test_the_database_of_the_url_holds_the_buckets(redis_url: str) -> None:
+    prefix = f"portcullis:test:{uuid.uuid4().hex}:"
+    backend = RedisBackend(redis_url.rsplit("/", 1)[0] + "/5", prefix, timeout_s=1.0)
+    await backend.start()
+    db5 = aioredis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/5")
+    try:
+        await backend.take([Bucket("db", "db:k", 5, 1.0)])
+        assert await db5.exists(prefix + "db:k") == 1
+    finally:
+        await backend.delete_prefix()
+        await backend.stop()
+        await db5.aclose()
+
+
+async def test_a_refused_handshake_is_a_limiter_failure(redis_url: str) -> None:
+    """AUTH to a Redis without that user: the call fails as unavailable, it does not hang."""
+    url = redis_url.replace("redis://", "redis://nobody-here:wrong@")
+    backend = RedisBackend(url, "portcullis:test:auth:", timeout_s=1.0)
+    await backend.start()
+    try:
+        with pytest.raises(LimiterUnavailable, match="redis: "):
+            await backend.take([Bucket("x", "x:k", 5, 1.0)])
+    finally:
+        await backend.stop()
