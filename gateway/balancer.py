@@ -13,16 +13,19 @@ returns). It also holds the backend's retry budget (see `gateway.resilience`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
 from gateway.config import BackendConfig, OutlierConfig
 from gateway.resilience import RetryBudget
-from gateway.upstream import UnaryResult, Upstream
+from gateway.upstream import Observer, UnaryResult, Upstream
+from gateway.upstreams.h2 import H2Upstream
 from translators.errors import GatewayError
 from translators.metadata import Metadata
 
@@ -36,6 +39,26 @@ class _Address:
     failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
+    # The member's unary call, told to report its outcome to `record` (set by BalancedUpstream).
+    unary: Callable[[str, bytes, Metadata, float, Observer], Coroutine[Any, Any, UnaryResult]] = field(init=False)
+    record: Observer = field(init=False)
+
+
+async def _observed_unary(
+    upstream: Upstream, rpc_path: str, request: bytes, metadata: Metadata, timeout: float, observe: Observer
+) -> UnaryResult:
+    """A member's unary call with its outcome reported, for members that cannot report it themselves."""
+    try:
+        result = await upstream.unary(rpc_path, request, metadata, timeout)
+    except GatewayError as err:
+        observe(err)
+        raise
+    observe(None)
+    return result
+
+
+async def _fail(error: GatewayError) -> UnaryResult:
+    raise error
 
 
 class OutlierDetector:
@@ -74,6 +97,14 @@ class BalancedUpstream:
         self.config = config
         self.addresses = config.addresses
         self._entries = [_Address(a, u) for a, u in zip(config.addresses, members, strict=True)]
+        for entry in self._entries:
+            entry.record = functools.partial(self._record, entry)
+            # The lean client reports outcomes itself (one coroutine fewer per call); others are wrapped.
+            entry.unary = (
+                entry.upstream.unary
+                if isinstance(entry.upstream, H2Upstream)
+                else functools.partial(_observed_unary, entry.upstream)
+            )
         self._detector = OutlierDetector(config.outlier, len(self._entries), clock)
         self._clock = clock
         self._next = 0
@@ -104,19 +135,22 @@ class BalancedUpstream:
         return healthy[0]
 
     def _record(self, entry: _Address, error: GatewayError | None) -> None:
+        if error is None and not entry.failures and self.retry_budget.full:
+            return  # a success that changes nothing: the common case, on every call
         ok = error is None or error.code is not _UNAVAILABLE
         self._detector.record(entry, ok, self._entries)
         self.retry_budget.record(ok)
 
-    async def unary(self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float) -> UnaryResult:
-        entry = self._choose()
+    def unary(
+        self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float
+    ) -> Coroutine[Any, Any, UnaryResult]:
+        # Not a coroutine: the member's call records its own outcome through `entry.record`, so the
+        # caller awaits that call directly. Errors still surface when awaited, as from a coroutine.
         try:
-            result = await entry.upstream.unary(rpc_path, request, metadata, timeout)
+            entry = self._choose()
         except GatewayError as err:
-            self._record(entry, err)
-            raise
-        self._record(entry, None)
-        return result
+            return _fail(err)
+        return entry.unary(rpc_path, request, metadata, timeout, entry.record)
 
     async def server_stream(
         self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,11 +39,17 @@ _CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, 2.5x the cost
+# of a plain one (about 3k instructions, on every unary call). Nothing mutates a result.
+@dataclass(slots=True)
 class UnaryResult:
     body: bytes
     initial_metadata: Metadata
     trailing_metadata: Metadata
+
+
+# Told how a unary call ended (None: it got a reply) before its caller is; see `BalancedUpstream`.
+Observer = Callable[[GatewayError | None], None]
 
 
 class Upstream(Protocol):
@@ -286,5 +292,5 @@ def build_upstreams(backends: dict[str, BackendConfig]) -> dict[str, Upstream]:
 
 
 __all__: Sequence[str] = (
-    "GrpcUpstream", "UnaryResult", "Upstream", "build_upstreams", "stop_writer", "translate_rpc_error", "writer_failure",
+    "GrpcUpstream", "Observer", "UnaryResult", "Upstream", "build_upstreams", "stop_writer", "translate_rpc_error", "writer_failure",
 )

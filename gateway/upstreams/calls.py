@@ -1,8 +1,9 @@
 """One call's state on a connection, and the pure rules for what a response means for it.
 
 `Call` (slots) is everything a connection keeps per HTTP/2 stream: its future (unary response) or
-message queue (streamed response), windows, deadline timer, unsent request bytes and whether its
-request side is still open (client and bidi streams); `Admission` queues calls
+message queue (streamed response), windows, unsent request bytes and whether its request side is
+still open (client and bidi streams); its deadline lives in the connection's one deadline heap.
+`Admission` queues calls
 beyond the peer's stream limit. The functions turn what
 arrived (response headers, a reset) into the call's outcome, a `UnaryResult` or a `GatewayError`
 built the way `gateway.upstream.translate_rpc_error` builds one for grpc.aio: code from
@@ -32,6 +33,7 @@ from translators.errors import GatewayError
 from translators.status import details_from_trailers
 
 _C = grpc.StatusCode
+_OK = _C.OK
 # The receive window granted to each stream. Large, so a unary response rarely needs a stream
 # WINDOW_UPDATE; a server stream's window is only given back as its consumer takes messages, so a
 # slow client slows the backend down instead of filling our memory.
@@ -72,7 +74,6 @@ class Call:
         "sending",
         "sid",
         "size",
-        "timer",
         "unary",
         "waiter",
     )
@@ -83,17 +84,17 @@ class Call:
         self.sid = sid
         self.unary = unary
         self.future = future
-        self.timer: asyncio.TimerHandle | None = None
         self.done = False
         self.headers_seen = False
         self.initial: tuple[tuple[str, str | bytes], ...] = ()
         self.chunks: list[bytes] = []  # unary: DATA payloads, joined once at the end
         self.size = 0
-        self.reader: MessageReader | None = None if unary else MessageReader()
-        self.queue: deque[bytes] = deque()  # server stream: messages not yet taken
         self.queued = 0  # framed bytes in `queue`, not yet credited back to the stream window
-        self.waiter: asyncio.Future[None] | None = None
-        self.error: GatewayError | None = None
+        if not unary:  # streamed responses only: a unary call never reads these, on any path
+            self.reader: MessageReader | None = MessageReader()
+            self.queue: deque[bytes] = deque()  # messages not yet taken
+            self.waiter: asyncio.Future[None] | None = None
+            self.error: GatewayError | None = None
         self.recv_window = STREAM_WINDOW
         self.send_window = window
         self.pending: memoryview | None = None  # request bytes flow control held back
@@ -109,6 +110,12 @@ def unavailable(backend: str, why: str) -> GatewayError:
 def outcome(call: Call, info: ResponseHeaders, trailers_only: bool, backend: str) -> Outcome:
     """What the trailers (or a trailers-only response) end the call with."""
     code = info.grpc_status
+    if code is _OK and call.unary and call.chunks:  # the common case first; the same result as below
+        try:
+            body = unary_body(call.chunks)
+        except MessageError as exc:
+            return None, GatewayError(exc.code, str(exc))
+        return UnaryResult(body, list(call.initial), list(info.metadata)), None
     if code is None:
         if trailers_only and info.status != 200:
             return None, http_error(info, backend)

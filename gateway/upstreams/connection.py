@@ -5,12 +5,18 @@ picks one per call. `unary` starts a call and awaits its future; `open_stream` s
 messages queue up for `next_message`; `open_call` starts a client or bidi stream whose request
 messages `send_all` sends one DATA run each, under the peer's flow control, then half-closes. Writes are corked: the frames of one event-loop iteration
 leave in one `transport.write` (measured: a third less CPU per call than a write per frame).
-Inbound bytes are cut into frames with one `struct` per frame header and dispatched by type.
+Inbound bytes are cut into frames with one `struct` per frame header and dispatched by type, in
+one pass. Deadlines share one timer per connection, armed for the earliest live deadline (a loop
+timer per call cost more than the rest of `_start`). They wait in a FIFO of (deadline, stream id)
+while each is no earlier than the last (calls to one route share a timeout, so nearly always), the
+others in a heap; finished calls leave both lazily, from the head or in a rebuild when one
+outgrows the open calls.
 
 Invariants: every header block reaches the one HPACK decoder (`ResponseBlocks`) in arrival order,
 even for calls already gone; every DATA byte is credited back to the connection window; a call
-leaves `_calls` exactly once, in `_finish`, which also cancels its deadline timer, wakes whoever
-waits on it and lets a queued call take its slot; callers only ever see `GatewayError`.
+leaves `_calls` exactly once, in `_finish`, which also wakes whoever waits on it and lets a queued
+call take its slot (a heap entry whose stream id is not in `_calls` is dead); callers only ever
+see `GatewayError`.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections import deque
 from collections.abc import AsyncIterable, Callable
 from functools import lru_cache
+from heapq import heapify, heappop, heappush
 
 import grpc
 
-from gateway.upstream import UnaryResult
+from gateway.upstream import Observer, UnaryResult
 from gateway.upstreams import frames as F
 from gateway.upstreams.calls import (
     DEADLINE_EXCEEDED,
@@ -50,9 +58,24 @@ _C = grpc.StatusCode
 CONNECTION_WINDOW = 16 * 1024 * 1024  # receive window of the whole connection, topped up at half
 MAX_HEADER_BLOCK = 1024 * 1024  # a header block (with CONTINUATIONs) larger than this is an attack
 _LAST_STREAM_ID = 2**31 - 1
+# The deadline timer fires when the loop's clock says so; an entry this close to its deadline then
+# counts as due (libuv timers have millisecond resolution and may wake a little early).
+_DEADLINE_SLACK_S = 0.001
+_NEVER = float("inf")
+_HEAD_UNPACK = F.HEAD.unpack_from
+# Hot-path copies of frame constants: a module global is one lookup, `F.X` two.
+_MAX_FRAME = F.DEFAULT_MAX_FRAME
+_DATA, _HEADERS, _CONTINUATION = F.DATA, F.HEADERS, F.CONTINUATION
+_END_STREAM, _END_HEADERS, _PADDED = F.END_STREAM, F.END_HEADERS, F.PADDED
+_CONNECTION_HALF = CONNECTION_WINDOW // 2
+_CREDIT_AT = STREAM_WINDOW - STREAM_WINDOW // 2  # a stream's window at or below this is topped up
+_MAX_UNARY = MAX_MESSAGE + 5
+_HEAD_PACK = F.HEAD.pack
+# HEADERS flags that need `_on_headers` (more frames to come, padding, priority fields).
+_PLAIN_BLOCK = F.END_HEADERS | F.PADDED | F.PRIORITY_FLAG
 _HALF = STREAM_WINDOW // 2
 # DATA frame header and gRPC message prefix of a whole request, in one pack.
-_DATA_MESSAGE = struct.Struct(">BHBBLBL")
+_DATA_MESSAGE_PACK = struct.Struct(">BHBBLBL").pack
 _HANDSHAKE = (
     F.PREFACE
     + F.settings({F.ENABLE_PUSH: 0, F.INITIAL_WINDOW_SIZE: STREAM_WINDOW})
@@ -95,10 +118,15 @@ class H2Connection(asyncio.Protocol):
         self._send_window = F.DEFAULT_WINDOW
         self._recv_unacked = 0
         self._blocks = ResponseBlocks()
+        self._known_blocks = self._blocks.known
         self._prefixes: dict[str, bytes] = {}  # rpc path -> the fixed part of its header block
         self._cont: bytearray | None = None  # a header block waiting for CONTINUATION frames
         self._cont_sid = 0
         self._cont_flags = 0
+        self._deadlines: deque[tuple[float, int]] = deque()  # (deadline, stream id), non-decreasing
+        self._early: list[tuple[float, int]] = []  # heap: deadlines earlier than the FIFO's last
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._timer_at = _NEVER  # when `_deadline_timer` fires
 
     @property
     def active(self) -> int:
@@ -106,24 +134,38 @@ class H2Connection(asyncio.Protocol):
 
     # ---- calls -------------------------------------------------------------------------------------
 
-    async def unary(self, path: str, body: bytes, metadata: Metadata, deadline: float | None) -> UnaryResult:
-        if self._admission.must_wait(len(self._calls)):
-            await self._wait_for_slot(deadline)
-        refused = 0
-        while True:
-            call = self._start(path, body, metadata, deadline, True)
-            try:
-                if call.pending is not None:
-                    await self._send_pending(call)
-                return await call.future  # type: ignore[misc]
-            except asyncio.CancelledError:
-                self.cancel(call)
-                raise
-            except RefusedStream:
-                refused += 1
-                if refused > REFUSED_RETRIES:
+    async def unary(
+        self, path: str, body: bytes, metadata: Metadata, deadline: float | None, observe: Observer | None = None
+    ) -> UnaryResult:
+        """One unary call. `observe` (the balancer's outlier and budget bookkeeping) hears how it
+        ended, None for a reply, before the caller does; a cancelled call is not reported."""
+        try:
+            admission = self._admission
+            if admission.waiters or len(self._calls) >= admission.limit:  # Admission.must_wait, inlined
+                await self._wait_for_slot(deadline)
+            refused = 0
+            while True:
+                call = self._start(path, body, metadata, deadline, True)
+                try:
+                    if call.pending is not None:
+                        await self._send_pending(call)
+                    result: UnaryResult = await call.future  # type: ignore[misc]
+                except asyncio.CancelledError:
+                    self.cancel(call)
                     raise
-                await self.after_refusal(refused, deadline)
+                except RefusedStream:
+                    refused += 1
+                    if refused > REFUSED_RETRIES:
+                        raise
+                    await self.after_refusal(refused, deadline)
+                    continue
+                if observe is not None:
+                    observe(None)
+                return result
+        except GatewayError as exc:
+            if observe is not None:
+                observe(exc)
+            raise
 
     async def after_refusal(self, refused: int, deadline: float | None) -> None:
         """Before sending a refused call again: a short pause (grpc's core server counts a stream
@@ -222,29 +264,43 @@ class H2Connection(asyncio.Protocol):
         if metadata:
             block += metadata_block(metadata)
         call = Call(sid, unary, loop.create_future() if unary else None, self._peer_window)
-        self._calls[sid] = call
+        calls = self._calls
+        calls[sid] = call
         if deadline is not None:
-            call.timer = loop.call_at(deadline, self._expire, call)
+            fifo = self._deadlines
+            while fifo and fifo[0][1] not in calls:  # calls end roughly in the order they began
+                fifo.popleft()
+            if not fifo or deadline >= fifo[-1][0]:
+                fifo.append((deadline, sid))
+                # Finished calls queued behind a long-lived one: looked for every 64th call.
+                if sid & 127 == 1 and len(fifo) > 64 + 2 * len(calls):
+                    self._deadlines = deque(entry for entry in fifo if entry[1] in calls)
+            else:
+                self._push_early(deadline, sid)
+            if deadline < self._timer_at:
+                self._arm(deadline)
         max_frame = self._peer_max_frame
         size = len(block)
         out = self._out
         if not out:
             loop.call_soon(self._flush)
-        if size <= max_frame:
-            out.append(F.HEAD.pack(size >> 16, size & 0xFFFF, F.HEADERS, F.END_HEADERS, sid))
-            out.append(block)
-        else:
-            out.append(F.headers(sid, block, max_frame))
+        if body is not None:
+            n = len(body)
+            framed = n + 5
+            if size <= max_frame and framed <= max_frame and framed <= self._send_window and framed <= call.send_window:
+                # The common case: HEADERS and the whole request message in one DATA frame.
+                self._send_window -= framed
+                call.send_window -= framed
+                out += (
+                    _HEAD_PACK(size >> 16, size & 0xFFFF, F.HEADERS, F.END_HEADERS, sid),
+                    block,
+                    _DATA_MESSAGE_PACK(framed >> 16, framed & 0xFFFF, F.DATA, F.END_STREAM, sid, 0, n),
+                    body,
+                )
+                return call
+        out.append(F.headers(sid, block, max_frame))
         if body is None:  # a client or bidi stream: its messages follow
             call.sending = True
-            return call
-        n = len(body)
-        framed = n + 5
-        if framed <= self._send_window and framed <= call.send_window and framed <= max_frame:
-            self._send_window -= framed
-            call.send_window -= framed
-            out.append(_DATA_MESSAGE.pack(framed >> 16, framed & 0xFFFF, F.DATA, F.END_STREAM, sid, 0, n))
-            out.append(body)
         else:
             call.pending = memoryview(PREFIX.pack(0, n) + body)
         return call
@@ -278,19 +334,55 @@ class H2Connection(asyncio.Protocol):
             self._write(chunk.tobytes())
             call.pending = None if last else data[room:]
 
-    def _expire(self, call: Call) -> None:
-        call.timer = None
-        if not call.done:
-            self._write(F.rst_stream(call.sid, F.CANCEL))
-            self._finish(call, None, GatewayError(_C.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED))
+    def _arm(self, when: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._timer_at = when
+        self._deadline_timer = self._loop.call_at(when, self._expire_due)
+
+    def _push_early(self, deadline: float, sid: int) -> None:
+        heap = self._early
+        calls = self._calls
+        while heap and heap[0][1] not in calls:
+            heappop(heap)
+        heappush(heap, (deadline, sid))
+        if len(heap) > 64 + 2 * len(calls):
+            heap[:] = [entry for entry in heap if entry[1] in calls]
+            heapify(heap)
+
+    def _expire_due(self) -> None:
+        """The deadline timer: reset and fail every call past its deadline, re-arm for the next."""
+        self._deadline_timer = None
+        self._timer_at = _NEVER
+        calls = self._calls
+        due = self._loop.time() + _DEADLINE_SLACK_S
+        fifo, heap = self._deadlines, self._early
+        while True:
+            while fifo and fifo[0][1] not in calls:
+                fifo.popleft()
+            while heap and heap[0][1] not in calls:
+                heappop(heap)
+            from_fifo = bool(fifo) and (not heap or fifo[0] <= heap[0])
+            if from_fifo:
+                when, sid = fifo[0]
+            elif heap:
+                when, sid = heap[0]
+            else:
+                return
+            if when > due:  # the earliest live deadline is still ahead
+                self._arm(when)
+                return
+            if from_fifo:
+                fifo.popleft()
+            else:
+                heappop(heap)
+            self._write(F.rst_stream(sid, F.CANCEL))
+            self._finish(calls[sid], None, GatewayError(_C.DEADLINE_EXCEEDED, DEADLINE_EXCEEDED))
 
     def _finish(
         self, call: Call, result: UnaryResult | None, error: GatewayError | None, quiet: bool = False
     ) -> None:
         call.done = True
-        if call.timer is not None:
-            call.timer.cancel()
-            call.timer = None
         if call.pending is not None or call.sending:  # the backend answered before the request ended
             call.pending = None
             call.sending = False
@@ -314,7 +406,8 @@ class H2Connection(asyncio.Protocol):
             self._released()
 
     def _released(self) -> None:
-        self._admission.release()
+        if self._admission.waiters:
+            self._admission.release()
         if self._draining and not self._calls:
             self.close()
 
@@ -354,6 +447,11 @@ class H2Connection(asyncio.Protocol):
         self._out.clear()
         why = f"connection lost: {exc}" if exc else "connection closed"
         self._fail_all(unavailable(self.backend, f"{self.address}: {why}"))
+        if self._deadline_timer is not None:  # no call is left to expire
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._deadlines.clear()
+        self._early.clear()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(why))
         if not self.closed.done():
@@ -384,44 +482,60 @@ class H2Connection(asyncio.Protocol):
                 return
             data = bytes(buffer)
             buffer.clear()
+        # One pass: cut a frame, dispatch it, go on (a read usually holds a call's HEADERS, DATA and
+        # trailers). A HEADERS frame carrying a whole, unpadded block goes straight to `_on_block`.
+        pos, end = 0, len(data)
+        unpack = _HEAD_UNPACK
         try:
-            # We never raise SETTINGS_MAX_FRAME_SIZE, so a larger frame is a FRAME_SIZE_ERROR.
-            frames, used = F.split_frames(data, F.DEFAULT_MAX_FRAME)
-            for frame_type, flags, sid, payload in frames:
-                if self._cont is not None and frame_type != F.CONTINUATION:
+            while end - pos >= 9:
+                hi, lo, frame_type, flags, sid = unpack(data, pos)
+                if hi or lo > _MAX_FRAME:  # we never raise SETTINGS_MAX_FRAME_SIZE (2**14): `hi` is 0
+                    raise F.FrameError(
+                        F.FRAME_SIZE_ERROR, f"frame of {hi << 16 | lo} bytes above the {_MAX_FRAME} allowed"
+                    )
+                stop = pos + 9 + lo
+                if stop > end:
+                    break
+                payload = data[pos + 9 : stop]
+                pos = stop
+                sid &= 0x7FFFFFFF
+                if self._cont is not None and frame_type != _CONTINUATION:
                     raise F.FrameError(F.PROTOCOL_ERROR, "header block interrupted")
-                if frame_type == F.DATA:
+                if frame_type == _DATA:
                     self._on_data(flags, sid, payload)
-                elif frame_type == F.HEADERS:
+                elif frame_type == _HEADERS and flags & _PLAIN_BLOCK == _END_HEADERS:
+                    self._on_block(sid, flags, payload)
+                elif frame_type == _HEADERS:
                     self._on_headers(flags, sid, payload)
                 else:
                     self._on_control(frame_type, flags, sid, payload)
         except F.FrameError as exc:
             self._abort(exc.code, str(exc))
             return
-        if used < len(data):
-            rest = data[used:]
+        if pos < end:
+            rest = data[pos:]
             buffer += rest
             self._need = 9 + F.frame_length(rest) if len(rest) >= 9 else 9
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
         n = len(payload)
-        self._recv_unacked += n
-        if self._recv_unacked >= CONNECTION_WINDOW // 2:
-            self._write(F.window_update(0, self._recv_unacked))
-            self._recv_unacked = 0
+        unacked = self._recv_unacked + n
+        if unacked >= _CONNECTION_HALF:
+            self._write(F.window_update(0, unacked))
+            unacked = 0
+        self._recv_unacked = unacked
         call = self._calls.get(sid)
         if call is None:
             if sid == 0 or sid >= self._next_id:
                 raise F.FrameError(F.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             return  # a call we already finished or reset
-        if flags & F.PADDED:
+        if flags & _PADDED:
             payload = F.strip_padding(flags, payload)
         call.recv_window -= n
         if call.unary:
             call.chunks.append(payload)
-            call.size += len(payload)
-            if call.size > MAX_MESSAGE + 5:
+            size = call.size = call.size + len(payload)
+            if size > _MAX_UNARY:
                 why = f"received message larger than max ({call.size - 5} vs. {MAX_MESSAGE})"
                 self._reset(call, F.CANCEL, GatewayError(_C.RESOURCE_EXHAUSTED, why))
                 return
@@ -437,9 +551,9 @@ class H2Connection(asyncio.Protocol):
                 waiter = call.waiter
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
-        if flags & F.END_STREAM:
+        if flags & _END_STREAM:
             self._finish(call, None, GatewayError(_C.UNKNOWN, "backend response ended without grpc-status"))
-        elif STREAM_WINDOW - call.recv_window - call.queued >= _HALF:
+        elif call.recv_window + call.queued <= _CREDIT_AT:
             self._credit(call)
 
     def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
@@ -463,23 +577,27 @@ class H2Connection(asyncio.Protocol):
             self._on_block(sid, self._cont_flags, bytes(cont))
 
     def _on_block(self, sid: int, flags: int, block: bytes) -> None:
-        try:
-            info = self._blocks.read(block)
-        except HeaderError as exc:
-            raise F.FrameError(F.COMPRESSION_ERROR, str(exc)) from None
+        info = self._known_blocks.get(block)  # `ResponseBlocks.read`'s cache, looked up without a call
+        if info is None:
+            try:
+                info = self._blocks.read(block)
+            except HeaderError as exc:
+                raise F.FrameError(F.COMPRESSION_ERROR, str(exc)) from None
         call = self._calls.get(sid)
         if call is None:
             return
         if not call.headers_seen:
             call.headers_seen = True
-            if flags & F.END_STREAM:  # trailers-only response
-                self._finish(call, *outcome(call, info, True, self.backend))
+            if flags & _END_STREAM:  # trailers-only response
+                result, error = outcome(call, info, True, self.backend)
+                self._finish(call, result, error)
             elif info.status != 200 or not info.is_grpc:
                 self._reset(call, F.CANCEL, http_error(info, self.backend))
             else:
                 call.initial = info.metadata
-        elif flags & F.END_STREAM:
-            self._finish(call, *outcome(call, info, False, self.backend))
+        elif flags & _END_STREAM:
+            result, error = outcome(call, info, False, self.backend)
+            self._finish(call, result, error)
         else:
             self._reset(
                 call, F.PROTOCOL_ERROR, GatewayError(_C.INTERNAL, "backend sent trailers without END_STREAM")

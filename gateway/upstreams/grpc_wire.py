@@ -167,7 +167,7 @@ def code_for_reset(error_code: int) -> grpc.StatusCode:
 class ResponseHeaders:
     """What one response header block says, read once; `connection.py` caches these by block bytes."""
 
-    __slots__ = ("content_type", "grpc_message", "grpc_status", "metadata", "status")
+    __slots__ = ("content_type", "grpc_message", "grpc_status", "is_grpc", "metadata", "status")
 
     def __init__(self, fields: Iterable[tuple[str, str]]) -> None:
         self.status: int | None = None
@@ -192,11 +192,8 @@ class ResponseHeaders:
             else:
                 metadata.append((name, value))
         self.metadata = tuple(metadata)
-
-    @property
-    def is_grpc(self) -> bool:
         ct = self.content_type
-        return ct is not None and ct.startswith("application/grpc")
+        self.is_grpc = ct is not None and ct.startswith("application/grpc")
 
 
 class ResponseBlocks:
@@ -212,6 +209,11 @@ class ResponseBlocks:
     def __init__(self) -> None:
         self._decoder = HeaderDecoder()
         self._cache: dict[bytes, ResponseHeaders] = {}
+
+    @property
+    def known(self) -> dict[bytes, ResponseHeaders]:
+        """The cache itself (emptied in place, never replaced): a hit there is what `read` returns."""
+        return self._cache
 
     def read(self, block: bytes) -> ResponseHeaders:
         """Raises `HeaderError` for a block that does not decode (a connection error)."""

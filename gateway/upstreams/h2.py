@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from gateway.config import BackendConfig, BackendTLS
-from gateway.upstream import UnaryResult, stop_writer, writer_failure
+from gateway.upstream import Observer, UnaryResult, stop_writer, writer_failure
 from gateway.upstreams.calls import DEADLINE_EXCEEDED, REFUSED_RETRIES, RefusedStream
 from gateway.upstreams.connection import H2Connection
 from translators.errors import GatewayError
@@ -95,23 +95,30 @@ class H2Upstream:
         ).SerializeToString()
 
     def unary(
-        self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float
+        self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float, observe: Observer | None = None
     ) -> Coroutine[Any, Any, UnaryResult]:
         # Not a coroutine itself: with a live connection the caller awaits the connection's own
-        # call, one coroutine fewer to create and to pass through on every request.
+        # call, one coroutine fewer to create and to pass through on every request. `observe`
+        # hears how the call ended (`BalancedUpstream` passes its bookkeeping, instead of wrapping
+        # the call in a coroutine of its own).
         slot = next(self._next)
         conn = slot.conn
         if conn is None or not conn.usable:
-            return self._unary_connecting(slot, rpc_path, request, metadata, timeout)
+            return self._unary_connecting(slot, rpc_path, request, metadata, timeout, observe)
         deadline = None if timeout is None else conn.loop.time() + timeout
-        return conn.unary(rpc_path, request, metadata, deadline)
+        return conn.unary(rpc_path, request, metadata, deadline, observe)
 
     async def _unary_connecting(
-        self, slot: _Slot, rpc_path: str, request: bytes, metadata: Metadata, timeout: float
+        self, slot: _Slot, rpc_path: str, request: bytes, metadata: Metadata, timeout: float, observe: Observer | None
     ) -> UnaryResult:
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        conn = await self._connection(slot, deadline)
-        return await conn.unary(rpc_path, request, metadata, deadline)
+        try:
+            conn = await self._connection(slot, deadline)
+        except GatewayError as exc:
+            if observe is not None:
+                observe(exc)
+            raise
+        return await conn.unary(rpc_path, request, metadata, deadline, observe)
 
     async def server_stream(
         self, rpc_path: str, request: bytes, metadata: Metadata, timeout: float

@@ -156,26 +156,26 @@ _NAMES: dict[str, bytes] = {}
 # Whole encoded fields of text metadata, by (key, value): most of a request's metadata repeats from
 # one request to the next (x-forwarded-host, x-forwarded-for, forwarded headers); a unique value (a
 # request id) costs one insert, and the cache is emptied when full so such values cannot crowd it.
-_FIELDS: dict[tuple[str, str], bytes] = {}
+_FIELDS: dict[tuple[str, str | bytes], bytes] = {}
 _FIELDS_MAX = 4096
 
 
 def metadata_block(metadata: Iterable[tuple[str, str | bytes]]) -> bytes:
     """Request metadata as literals; `-bin` values go out base64-encoded without padding (gRPC spec)."""
-    parts = []
-    fields = _FIELDS
-    for key, value in metadata:
-        if isinstance(value, str) and not key.endswith("-bin"):
-            field = fields.get((key, value))
-            if field is None:
-                field = _field(key, value)
-                if len(fields) >= _FIELDS_MAX:
-                    fields.clear()
-                fields[key, value] = field
-        else:
-            field = _field(key, value)
-        parts.append(field)
-    return b"".join(parts)
+    get = _FIELDS.get
+    # The (key, value) pair itself is the cache key; an encoded field is never empty, so `or` only
+    # falls through on a miss.
+    return b"".join([get(item) or _cached_field(item) for item in metadata])
+
+
+def _cached_field(item: tuple[str, str | bytes]) -> bytes:
+    key, value = item
+    field = _field(key, value)
+    if isinstance(value, str) and not key.endswith("-bin"):  # binary values are not kept
+        if len(_FIELDS) >= _FIELDS_MAX:
+            _FIELDS.clear()
+        _FIELDS[key, value] = field
+    return field
 
 
 def _field(key: str, value: str | bytes) -> bytes:

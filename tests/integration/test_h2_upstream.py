@@ -723,6 +723,37 @@ async def test_local_deadline_resets_the_stream() -> None:
         assert timeout.endswith("m") and 150 <= int(timeout[:-1]) <= 201 and fields["k"] == "v"
 
 
+async def test_deadlines_out_of_start_order_each_fire_on_time() -> None:
+    # One timer serves a connection's deadlines: calls whose deadlines come before an earlier
+    # call's must still fail at their own time, and calls that finish leave the others armed.
+    async with _raw(_by_path) as (server, h2):
+        await h2.unary("/ping", b"", [], 5)  # connected: time only the calls
+
+        async def timed(path: str, timeout: float) -> tuple[float, GatewayError | None]:
+            started = time.monotonic()
+            try:
+                await h2.unary(path, b"", [], timeout)
+            except GatewayError as exc:
+                return time.monotonic() - started, exc
+            return time.monotonic() - started, None
+
+        results = await asyncio.gather(
+            timed("/silent", 0.6), timed("/silent", 0.2), timed("/ping", 5), timed("/silent", 0.4)
+        )
+        for (elapsed, error), timeout in zip(results, (0.6, 0.2, None, 0.4), strict=True):
+            if timeout is None:
+                assert error is None
+                continue
+            assert error is not None and error.code is _C.DEADLINE_EXCEEDED
+            assert timeout - 0.01 <= elapsed < timeout + 0.15, (timeout, elapsed)
+        def resets() -> list[F.Frame]:
+            return [f for f in server.connections[0].frames if f.type == F.RST_STREAM]
+
+        await _until(lambda: len(resets()) == 3)
+        assert {F.parse_rst_stream(f.payload) for f in resets()} == {F.CANCEL}
+        assert (await h2.unary("/ping", b"", [], 5)).body == b"pong"
+
+
 async def test_goaway_fails_unprocessed_calls_and_moves_to_a_new_connection() -> None:
     async def script(conn: RawConnection, sid: int, headers: dict[str, str], body: bytes) -> None:
         if headers[":path"] == "/hold" and len(server.connections) == 1:
