@@ -1,8 +1,8 @@
 """The Redis limiter's batched script and its own connection, against a real Redis on 127.0.0.1:6379.
 
-The contract: a batch whose requests share buckets (read once and written once by the script)
-answers, and leaves Redis, exactly as the same requests sent one by one, and both answer as
-`bucket.py` does. Then the connection the batches use: a flushed script, a killed connection, a
+The contract: a batch whose requests share buckets (read once and written once by the script),
+or repeat the same buckets (sent and decided as one run), answers, and leaves Redis, exactly as
+the same requests sent one by one, and both answer as `bucket.py` does. Then the connection the batches use: a flushed script, a killed connection, a
 database from the URL and a refused handshake. Each test keeps to its own key prefix.
 """
 
@@ -99,7 +99,10 @@ async def test_a_batch_sharing_buckets_answers_and_stores_as_one_by_one(
     try:
         for _ in range(60):
             clock[0] += rng.choice([0.0, 0.0, 0.01, 0.4, 1.0, 5.0])
-            asks = [rng.sample(limits, rng.randint(1, 3)) for _ in range(rng.randint(1, 12))]
+            asks: list[list[Bucket]] = []
+            for _ in range(rng.randint(1, 16)):  # half repeat the one before: runs of one bucket list
+                repeat = asks and rng.random() < 0.5
+                asks.append(list(asks[-1]) if repeat else rng.sample(limits, rng.randint(1, 3)))
             verdicts = await batched.take_all_at(asks, clock[0])
             assert verdicts == [await alone.take_at(ask, clock[0]) for ask in asks]
             assert verdicts == [one_by_one(store, ask, clock[0]) for ask in asks]

@@ -8,15 +8,11 @@ bucket is a hash `{tk, ts}` with a PEXPIRE of its time-to-full, so idle keys van
 forgetting them changes nothing.
 
 Requests share script calls: `take` queues the request; the queue is sent in the next event-loop
-iteration, or, while a call is out (one at a time), as soon as it returns. The script decides the
-requests of a batch one after the other, in arrival order, each with the same all-or-nothing rule,
-so a batch answers exactly as the same requests sent one by one, and each request still costs at
-most one round trip (its batch's). Requests of a batch that share a bucket share its read and its
-write: the script keeps each bucket in Lua memory as Redis would hold it between the requests
-(read once, written once at the end with the last admitted request's values and PEXPIRE), so the
-answers and the stored state are those of one by one, at three Redis commands per bucket instead of
-three per request. Under load the batches grow by themselves (~13 requests per call at 32 wrk
-connections), and the per-call cost is shared.
+iteration, or, while a call is out (one at a time), as soon as it returns. The script
+(`redis_script.py`, with its wire format) decides the requests of a batch one after the other, in
+arrival order, so a batch answers, and leaves Redis, exactly as the same requests sent one by one,
+and each request still costs at most one round trip (its batch's). Under load the batches grow by
+themselves (~13 requests per call at 32 wrk connections), and the per-call cost is shared.
 
 The clock is Redis's own (`TIME` inside the script), not the gateway's: every gateway of the fleet
 then refills the same bucket from one clock, so a gateway whose clock is skewed, or stepped by
@@ -44,7 +40,6 @@ on may still run in a slow Redis later and spend its tokens).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -56,97 +51,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.policies.rate_limit.bucket import Bucket, Level, LimiterUnavailable, Verdict, level
-
-# KEYS: the distinct buckets of the batch. ARGV[1]: now in seconds ('' = the server's TIME);
-# ARGV[2]: P, the number of distinct (burst, rate) pairs, then those P pairs; then per request its
-# bucket count n and n (key index, pair index) pairs. Returns, per request, {allowed, tokens_1, ...,
-# tokens_n}, all flat; tokens after the decision as exact "%.17g" strings (a Lua number returned to
-# Redis would be truncated to integer). Requests are decided in order against `tks`/`tss`, each
-# bucket as Redis would hold it by then ("%.17g" round-trips a double, so keeping the number is
-# keeping what a re-read would give); the buckets written go back to Redis once, at the end.
-TAKE_LUA = """
-local now = tonumber(ARGV[1])
-if now == nil then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local np = tonumber(ARGV[2])
-local bursts, rates = {}, {}
-for p = 1, np do
-  bursts[p] = tonumber(ARGV[1 + 2 * p])
-  rates[p] = tonumber(ARGV[2 + 2 * p])
-end
-local tks, tss, loaded, written = {}, {}, {}, {}
-local out = {}
-local a = 3 + 2 * np
-while a <= #ARGV do
-  local n = tonumber(ARGV[a])
-  local tokens = {}
-  local allowed = 1
-  for i = 1, n do
-    local ki = tonumber(ARGV[a + 2 * i - 1])
-    local pi = tonumber(ARGV[a + 2 * i])
-    if not loaded[ki] then
-      local state = redis.call('HMGET', KEYS[ki], 'tk', 'ts')
-      tks[ki] = tonumber(state[1])
-      tss[ki] = tonumber(state[2])
-      loaded[ki] = true
-    end
-    local tk = tks[ki]
-    local ts = tss[ki]
-    if tk == nil or ts == nil then
-      tk = bursts[pi]
-    else
-      tk = math.min(bursts[pi], tk + math.max(0, now - ts) * rates[pi])
-    end
-    tokens[i] = tk
-    if tk < 1 then allowed = 0 end
-  end
-  out[#out + 1] = allowed
-  for i = 1, n do
-    local tk = tokens[i]
-    if allowed == 1 then
-      local ki = tonumber(ARGV[a + 2 * i - 1])
-      tk = tk - 1
-      tks[ki] = tk
-      tss[ki] = now
-      written[ki] = tonumber(ARGV[a + 2 * i])
-    end
-    out[#out + 1] = string.format('%.17g', tk)
-  end
-  a = a + 1 + 2 * n
-end
-for ki, pi in pairs(written) do
-  local tk = tks[ki]
-  redis.call('HSET', KEYS[ki], 'tk', string.format('%.17g', tk), 'ts', string.format('%.17g', now))
-  redis.call('PEXPIRE', KEYS[ki], string.format('%d', math.ceil((bursts[pi] - tk) / rates[pi] * 1000) + 1))
-end
-return out
-"""
-
-# Per request: its buckets and the future its verdict goes to.
-_Batch = list[tuple[Sequence[Bucket], "asyncio.Future[Verdict]"]]
-MAX_BATCH = 256  # requests per script call
+from gateway.policies.rate_limit.bucket import Bucket, LimiterUnavailable, Verdict
+from gateway.policies.rate_limit.redis_script import MAX_BATCH, SCRIPT_LOAD, Batch, Packer, resolve
 
 CLIENT_NAME = "portcullis-ratelimit"
-TAKE_SHA = hashlib.sha1(TAKE_LUA.encode()).hexdigest()  # what EVALSHA names, as SCRIPT LOAD answers
-FRAMES_CACHED = 4096  # RESP-framed keys and parameters kept; past it the table starts over
-
-
-def _frame(value: bytes) -> bytes:
-    """One RESP bulk string: `$<len>\\r\\n<value>\\r\\n`."""
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-def _command(*args: bytes) -> bytes:
-    return b"*%d\r\n%s" % (len(args), b"".join(_frame(a) for a in args))
-
-
-# EVALSHA and the script's hash, framed once; then numkeys, KEYS and ARGV follow.
-_EVALSHA = _frame(b"EVALSHA") + _frame(TAKE_SHA.encode())
-_SCRIPT_LOAD = _command(b"SCRIPT", b"LOAD", TAKE_LUA.encode())
-_INTS = tuple(_frame(b"%d" % n) for n in range(MAX_BATCH + 1))  # counts and indexes, framed
 
 
 class _Link(asyncio.Protocol):
@@ -217,15 +125,14 @@ class RedisBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: _Link | None = None  # the batches' connection, once connected and named
         self._connecting: asyncio.Task[None] | None = None
-        self._pending: _Batch = []  # the requests that asked since the last call went out
+        self._pending: Batch = []  # the requests that asked since the last call went out
         self._pending_since = 0.0  # loop time the oldest of them asked
-        self._out: _Batch | None = None  # the call out (one at a time)
+        self._out: Batch | None = None  # the call out (one at a time)
         self._packed = b""  # ... as sent, for a resend after NOSCRIPT
+        self._runs: list[int] = []  # ... and its runs, for `resolve`
         self._reloading = False  # ... and the SCRIPT LOAD reply still to skip, if resent
         self._timer: asyncio.TimerHandle | None = None  # ... and its deadline
-        # Framed once: bucket keys (with the prefix) and (burst, rate) pairs as script arguments.
-        self._keys: dict[str, bytes] = {}
-        self._params: dict[tuple[int, float], bytes] = {}
+        self._packer = Packer(key_prefix)
         self.round_trips = 0  # script calls sent; fewer than requests when batches form
 
     async def start(self) -> None:
@@ -303,7 +210,7 @@ class RedisBackend:
         del self._pending[:MAX_BATCH]
         self._timer = loop.call_at(self._pending_since + self.timeout_s, self._expire)
         self.round_trips += 1
-        self._packed = self._pack(batch, None)
+        self._packed, self._runs = self._packer.pack(batch, None)
         self._reloading = False
         link = self._link
         if link is not None and link.transport is not None:
@@ -346,7 +253,7 @@ class RedisBackend:
             if spec.db:
                 commands += spec.pack_command("SELECT", spec.db)
             commands += spec.pack_command("CLIENT", "SETNAME", CLIENT_NAME)
-            await link.handshake([*commands, _SCRIPT_LOAD])
+            await link.handshake([*commands, SCRIPT_LOAD])
         except BaseException:
             link.close()
             raise
@@ -392,9 +299,9 @@ class RedisBackend:
             return
         if isinstance(reply, hiredis.ReplyError):
             link = self._link
-            if str(reply).startswith("NOSCRIPT") and not self._packed.startswith(_SCRIPT_LOAD) and link:
+            if str(reply).startswith("NOSCRIPT") and not self._packed.startswith(SCRIPT_LOAD) and link:
                 # Scripts flushed (or a failover): load it and send again, in one write.
-                self._packed = _SCRIPT_LOAD + self._packed
+                self._packed = SCRIPT_LOAD + self._packed
                 self._reloading = True
                 assert link.transport is not None
                 link.transport.write(self._packed)
@@ -405,26 +312,9 @@ class RedisBackend:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._resolve(batch, reply)
+        resolve(batch, self._runs, reply)
         if self._pending:
             self._send()
-
-    @staticmethod
-    def _resolve(batch: _Batch, reply: list[Any]) -> None:
-        at = 0
-        for buckets, future in batch:
-            allowed = reply[at] == 1
-            if len(buckets) == 1:  # the common case, without a generator
-                b = buckets[0]
-                levels: tuple[Level, ...] = (level(b.limit, float(reply[at + 1]), b.burst, b.rate),)
-                at += 2
-            else:
-                levels = tuple(
-                    level(b.limit, float(reply[at + 1 + i]), b.burst, b.rate) for i, b in enumerate(buckets)
-                )
-                at += 1 + len(buckets)
-            if not future.done():  # a request given up on (client gone) is not answered
-                future.set_result(Verdict(allowed, levels))
 
     async def take_at(self, buckets: Sequence[Bucket], now: float | None) -> Verdict:
         """One request decided alone with an explicit clock (the contract test); `None` is Redis's TIME."""
@@ -436,8 +326,8 @@ class RedisBackend:
         if self._client is None or self._slots is None or self._pool is None:
             raise LimiterUnavailable("redis limiter used before start()")
         loop = asyncio.get_running_loop()
-        batch: _Batch = [(buckets, loop.create_future()) for buckets in asks]
-        packed = self._pack(batch, now)
+        batch: Batch = [(buckets, loop.create_future()) for buckets in asks]
+        packed, runs = self._packer.pack(batch, now)
         try:
             async with asyncio.timeout(self.timeout_s), self._slots:
                 conn = await self._pool.get_connection()
@@ -449,7 +339,7 @@ class RedisBackend:
             raise LimiterUnavailable(f"redis did not answer within {self.timeout_s * 1000:.0f} ms") from None
         except (RedisError, OSError) as exc:
             raise LimiterUnavailable(f"redis: {exc}") from exc
-        self._resolve(batch, reply)
+        resolve(batch, runs, reply)
         return [future.result() for _, future in batch]
 
     @staticmethod
@@ -458,51 +348,9 @@ class RedisBackend:
         try:
             return await conn.read_response()
         except NoScriptError:
-            await conn.send_packed_command(_SCRIPT_LOAD + packed, check_health=False)
+            await conn.send_packed_command(SCRIPT_LOAD + packed, check_health=False)
             await conn.read_response()
             return await conn.read_response()
-
-    def _pack(self, batch: _Batch, now: float | None) -> bytes:
-        """EVALSHA of the script for `batch`, in RESP, from framed pieces (redis-py would encode and
-        frame each argument per call); each distinct key and (burst, rate) pair is sent once."""
-        key_at: dict[str, int] = {}
-        pair_at: dict[tuple[int, float], int] = {}
-        keys: list[bytes] = []
-        pairs: list[bytes] = []
-        args: list[bytes] = []
-        framed_keys, params, ints = self._keys, self._params, _INTS
-        for buckets, _ in batch:
-            n = len(buckets)
-            args.append(ints[n] if n <= MAX_BATCH else _frame(b"%d" % n))
-            for b in buckets:
-                k = key_at.get(b.key)
-                if k is None:
-                    k = key_at[b.key] = len(keys) + 1
-                    key = framed_keys.get(b.key)
-                    if key is None:
-                        if len(framed_keys) >= FRAMES_CACHED:
-                            framed_keys.clear()
-                        key = framed_keys[b.key] = _frame((self.key_prefix + b.key).encode())
-                    keys.append(key)
-                p = pair_at.get((b.burst, b.rate))
-                if p is None:
-                    p = pair_at[(b.burst, b.rate)] = len(pairs) + 1
-                    pair = params.get((b.burst, b.rate))
-                    if pair is None:
-                        if len(params) >= FRAMES_CACHED:
-                            params.clear()
-                        pair = params[(b.burst, b.rate)] = _frame(b"%d" % b.burst) + _frame(
-                            repr(float(b.rate)).encode()
-                        )
-                    pairs.append(pair)
-                args.append(ints[k] if k <= MAX_BATCH else _frame(b"%d" % k))
-                args.append(ints[p] if p <= MAX_BATCH else _frame(b"%d" % p))
-        np = len(pairs)
-        head = b"*%d\r\n%s%s" % (5 + len(keys) + 2 * np + len(args), _EVALSHA, _frame(b"%d" % len(keys)))
-        now_arg = _frame(b"" if now is None else repr(now).encode())
-        return b"".join(
-            (head, *keys, now_arg, ints[np] if np <= MAX_BATCH else _frame(b"%d" % np), *pairs, *args)
-        )
 
     async def delete_prefix(self) -> int:
         """Drop every bucket under this prefix (tests and operators; SCAN, so never blocks Redis)."""
