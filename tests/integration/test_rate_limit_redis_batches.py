@@ -187,3 +187,43 @@ async def test_a_refused_handshake_is_a_limiter_failure(redis_url: str) -> None:
             await backend.take([Bucket("x", "x:k", 5, 1.0)])
     finally:
         await backend.stop()
+
+
+async def test_under_load_killed_connections_and_flushed_scripts_leave_no_request_hanging(
+    redis_url: str, client: aioredis.Redis, prefixes: list[str]
+) -> None:
+    """Every request answers, a verdict or unavailable, within its timeout, whatever breaks under it;
+    and the tokens a request is told are never another's (one bucket: remaining only goes down)."""
+    backend = await started(redis_url, prefixes, timeout_s=0.5)
+    bucket = [Bucket("s", "s:load", 1_000_000, 0.001)]
+    told: list[int] = []
+    failed = 0
+    stop = asyncio.Event()
+
+    async def asker() -> None:
+        nonlocal failed
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(2.0):  # well past timeout_s: only a hang trips it
+                    verdict = await backend.take(bucket)
+            except LimiterUnavailable:
+                failed += 1
+            else:
+                told.append(verdict.levels[0].remaining)
+
+    async def breaker() -> None:
+        for i in range(12):
+            await asyncio.sleep(0.05)
+            if i % 2:
+                await client.script_flush()
+            else:
+                for conn in await our_connections(client):
+                    await client.execute_command("CLIENT", "KILL", "ID", conn["id"])
+        stop.set()
+
+    try:
+        await asyncio.gather(breaker(), *(asker() for _ in range(32)))
+        assert len(told) > 100 and len(set(told)) == len(told)  # each token told to one request
+        assert sorted(told, reverse=True) == told  # replies reached their own requests, in order
+    finally:
+        await backend.stop()
