@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -227,3 +229,37 @@ async def test_under_load_killed_connections_and_flushed_scripts_leave_no_reques
         assert sorted(told, reverse=True) == told  # replies reached their own requests, in order
     finally:
         await backend.stop()
+
+
+async def test_a_password_protected_redis_on_a_unix_socket(tmp_path: Path) -> None:
+    """AUTH, SELECT and a unix socket, from the URL, on a private redis-server (the shared one has
+    neither a password nor a socket)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("no redis-server to start")
+    sock = tmp_path / "redis.sock"
+    server = await asyncio.create_subprocess_exec(
+        *(exe, "--port", "0", "--unixsocket", str(sock), "--requirepass", "s3cret"),
+        *("--save", "", "--appendonly", "no"),
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        backend = RedisBackend(f"unix://{sock}?db=3&password=s3cret", "portcullis:test:", timeout_s=1.0)
+        await backend.start()
+        try:
+            verdicts = await asyncio.gather(*(backend.take([Bucket("u", "u:k", 5, 1.0)]) for _ in range(3)))
+            assert [v.levels[0].remaining for v in verdicts] == [4, 3, 2]
+        finally:
+            await backend.stop()
+        db3 = aioredis.Redis(unix_socket_path=str(sock), db=3, password="s3cret")
+        try:
+            assert await db3.exists("portcullis:test:u:k") == 1
+        finally:
+            await db3.aclose()
+    finally:
+        server.terminate()
+        await server.wait()
