@@ -152,7 +152,7 @@ class RedisBackend:
         try:  # connect and load the script; a Redis down at start-up is the breaker's business, not ours
             async with asyncio.timeout(self.timeout_s):
                 self._link = await self._open()
-        except (LimiterUnavailable, OSError, TimeoutError):
+        except (LimiterUnavailable, OSError, RedisError, TimeoutError):
             pass
 
     async def stop(self) -> None:
