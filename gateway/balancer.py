@@ -97,18 +97,18 @@ class BalancedUpstream:
         self.config = config
         self.addresses = config.addresses
         self._entries = [_Address(a, u) for a, u in zip(config.addresses, members, strict=True)]
+        self._detector = OutlierDetector(config.outlier, len(self._entries), clock)
+        self._clock = clock
+        self._next = 0
+        self.retry_budget = RetryBudget(config.retry_budget)
         for entry in self._entries:
-            entry.record = functools.partial(self._record, entry)
+            entry.record = self._recorder(entry)
             # The lean client reports outcomes itself (one coroutine fewer per call); others are wrapped.
             entry.unary = (
                 entry.upstream.unary
                 if isinstance(entry.upstream, H2Upstream)
                 else functools.partial(_observed_unary, entry.upstream)
             )
-        self._detector = OutlierDetector(config.outlier, len(self._entries), clock)
-        self._clock = clock
-        self._next = 0
-        self.retry_budget = RetryBudget(config.retry_budget)
 
     def _choose(self) -> _Address:
         entries = self._entries
@@ -134,9 +134,20 @@ class BalancedUpstream:
                 return entry
         return healthy[0]
 
+    def _recorder(self, entry: _Address) -> Observer:
+        """`entry`'s observer: a plain function, so a call's outcome costs one Python call."""
+        budget = self.retry_budget
+        ceiling = budget.config.max_tokens  # frozen config
+        record = self._record
+
+        def observe(error: GatewayError | None) -> None:
+            if error is None and not entry.failures and budget.tokens >= ceiling:
+                return  # a success that changes nothing (RetryBudget.record caps at the ceiling)
+            record(entry, error)
+
+        return observe
+
     def _record(self, entry: _Address, error: GatewayError | None) -> None:
-        if error is None and not entry.failures and self.retry_budget.full:
-            return  # a success that changes nothing: the common case, on every call
         ok = error is None or error.code is not _UNAVAILABLE
         self._detector.record(entry, ok, self._entries)
         self.retry_budget.record(ok)
@@ -146,10 +157,14 @@ class BalancedUpstream:
     ) -> Coroutine[Any, Any, UnaryResult]:
         # Not a coroutine: the member's call records its own outcome through `entry.record`, so the
         # caller awaits that call directly. Errors still surface when awaited, as from a coroutine.
-        try:
-            entry = self._choose()
-        except GatewayError as err:
-            return _fail(err)
+        entries = self._entries
+        if len(entries) == 1 and entries[0].ejected_until <= self._clock():  # `_choose`'s first case
+            entry = entries[0]
+        else:
+            try:
+                entry = self._choose()
+            except GatewayError as err:
+                return _fail(err)
         return entry.unary(rpc_path, request, metadata, timeout, entry.record)
 
     async def server_stream(

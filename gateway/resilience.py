@@ -52,11 +52,6 @@ class RetryBudget:
         self.tokens = config.max_tokens
         self.denied = 0
 
-    @property
-    def full(self) -> bool:
-        """A success would add nothing: the bucket is at its ceiling."""
-        return self.tokens >= self.config.max_tokens
-
     def record(self, ok: bool) -> None:
         if ok:
             self.tokens = min(self.config.max_tokens, self.tokens + self.config.token_ratio)

@@ -9,8 +9,8 @@ Inbound bytes are cut into frames with one `struct` per frame header and dispatc
 one pass. Deadlines share one timer per connection, armed for the earliest live deadline (a loop
 timer per call cost more than the rest of `_start`). They wait in a FIFO of (deadline, stream id)
 while each is no earlier than the last (calls to one route share a timeout, so nearly always), the
-others in a heap; finished calls leave both lazily, from the head or in a rebuild when one
-outgrows the open calls.
+others in a heap; finished calls leave both lazily: from the head (every 64th call, and when the
+timer fires), or in a rebuild when one outgrows the open calls.
 
 Invariants: every header block reaches the one HPACK decoder (`ResponseBlocks`) in arrival order,
 even for calls already gone; every DATA byte is credited back to the connection window; a call
@@ -70,12 +70,17 @@ _END_STREAM, _END_HEADERS, _PADDED = F.END_STREAM, F.END_HEADERS, F.PADDED
 _CONNECTION_HALF = CONNECTION_WINDOW // 2
 _CREDIT_AT = STREAM_WINDOW - STREAM_WINDOW // 2  # a stream's window at or below this is topped up
 _MAX_UNARY = MAX_MESSAGE + 5
+_PREFIX_UNPACK = PREFIX.unpack_from
+_OK = _C.OK
 _HEAD_PACK = F.HEAD.pack
 # HEADERS flags that need `_on_headers` (more frames to come, padding, priority fields).
 _PLAIN_BLOCK = F.END_HEADERS | F.PADDED | F.PRIORITY_FLAG
 _HALF = STREAM_WINDOW // 2
 # DATA frame header and gRPC message prefix of a whole request, in one pack.
-_DATA_MESSAGE_PACK = struct.Struct(">BHBBLBL").pack
+# Frame headers with the 24-bit length and the type as one 32-bit word: (length << 8 | type), flags,
+# stream id; the DATA one carries a whole request's gRPC prefix (compressed flag, length) too.
+_HEADERS_HEAD_PACK = struct.Struct(">LBL").pack
+_DATA_MESSAGE_PACK = struct.Struct(">LBLBL").pack
 _HANDSHAKE = (
     F.PREFACE
     + F.settings({F.ENABLE_PUSH: 0, F.INITIAL_WINDOW_SIZE: STREAM_WINDOW})
@@ -268,15 +273,12 @@ class H2Connection(asyncio.Protocol):
         calls[sid] = call
         if deadline is not None:
             fifo = self._deadlines
-            while fifo and fifo[0][1] not in calls:  # calls end roughly in the order they began
-                fifo.popleft()
-            if not fifo or deadline >= fifo[-1][0]:
-                fifo.append((deadline, sid))
-                # Finished calls queued behind a long-lived one: looked for every 64th call.
-                if sid & 127 == 1 and len(fifo) > 64 + 2 * len(calls):
-                    self._deadlines = deque(entry for entry in fifo if entry[1] in calls)
-            else:
+            if fifo and deadline < fifo[-1][0]:
                 self._push_early(deadline, sid)
+            else:
+                fifo.append((deadline, sid))
+                if sid & 127 == 1:  # every 64th call: drop the entries of finished calls
+                    self._prune_deadlines()
             if deadline < self._timer_at:
                 self._arm(deadline)
         max_frame = self._peer_max_frame
@@ -292,9 +294,9 @@ class H2Connection(asyncio.Protocol):
                 self._send_window -= framed
                 call.send_window -= framed
                 out += (
-                    _HEAD_PACK(size >> 16, size & 0xFFFF, F.HEADERS, F.END_HEADERS, sid),
+                    _HEADERS_HEAD_PACK(size << 8 | 0x1, 0x4, sid),  # HEADERS, END_HEADERS
                     block,
-                    _DATA_MESSAGE_PACK(framed >> 16, framed & 0xFFFF, F.DATA, F.END_STREAM, sid, 0, n),
+                    _DATA_MESSAGE_PACK(framed << 8 | 0x0, 0x1, sid, 0, n),  # DATA, END_STREAM, gRPC prefix
                     body,
                 )
                 return call
@@ -339,6 +341,16 @@ class H2Connection(asyncio.Protocol):
             self._deadline_timer.cancel()
         self._timer_at = when
         self._deadline_timer = self._loop.call_at(when, self._expire_due)
+
+    def _prune_deadlines(self) -> None:
+        """Drop finished calls' entries from the FIFO's head (calls end roughly in the order they
+        began), and rebuild it if finished calls still wait behind a long-lived one."""
+        fifo = self._deadlines
+        calls = self._calls
+        while fifo and fifo[0][1] not in calls:
+            fifo.popleft()
+        if len(fifo) > 64 + 2 * len(calls):
+            self._deadlines = deque(entry for entry in fifo if entry[1] in calls)
 
     def _push_early(self, deadline: float, sid: int) -> None:
         heap = self._early
@@ -402,14 +414,11 @@ class H2Connection(asyncio.Protocol):
             waiter = call.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-        if self._calls.pop(call.sid, None) is not None:
-            self._released()
-
-    def _released(self) -> None:
-        if self._admission.waiters:
-            self._admission.release()
-        if self._draining and not self._calls:
-            self.close()
+        if self._calls.pop(call.sid, None) is not None:  # released: a queued call may take the slot
+            if self._admission.waiters:
+                self._admission.release()
+            if self._draining and not self._calls:
+                self.close()
 
     def _reset(self, call: Call, code: int, error: GatewayError) -> None:
         self._write(F.rst_stream(call.sid, code))
@@ -485,18 +494,20 @@ class H2Connection(asyncio.Protocol):
         # One pass: cut a frame, dispatch it, go on (a read usually holds a call's HEADERS, DATA and
         # trailers). A HEADERS frame carrying a whole, unpadded block goes straight to `_on_block`.
         pos, end = 0, len(data)
+        last = end - 9  # the last position a whole frame header fits at
         unpack = _HEAD_UNPACK
         try:
-            while end - pos >= 9:
+            while pos <= last:
                 hi, lo, frame_type, flags, sid = unpack(data, pos)
                 if hi or lo > _MAX_FRAME:  # we never raise SETTINGS_MAX_FRAME_SIZE (2**14): `hi` is 0
                     raise F.FrameError(
                         F.FRAME_SIZE_ERROR, f"frame of {hi << 16 | lo} bytes above the {_MAX_FRAME} allowed"
                     )
-                stop = pos + 9 + lo
+                start = pos + 9
+                stop = start + lo
                 if stop > end:
                     break
-                payload = data[pos + 9 : stop]
+                payload = data[start:stop]
                 pos = stop
                 sid &= 0x7FFFFFFF
                 if self._cont is not None and frame_type != _CONTINUATION:
@@ -596,6 +607,14 @@ class H2Connection(asyncio.Protocol):
             else:
                 call.initial = info.metadata
         elif flags & _END_STREAM:
+            chunks = call.chunks
+            if info.grpc_status is _OK and call.unary and len(chunks) == 1 and len(data := chunks[0]) >= 5:
+                # The common case inline: OK after one DATA frame holding exactly one uncompressed
+                # message. `outcome` (through `unary_body`) concludes the same, two calls later.
+                flag, length = _PREFIX_UNPACK(data)
+                if not flag and length == len(data) - 5:
+                    self._finish(call, UnaryResult(data[5:], list(call.initial), list(info.metadata)), None)
+                    return
             result, error = outcome(call, info, False, self.backend)
             self._finish(call, result, error)
         else:

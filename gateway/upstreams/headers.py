@@ -170,20 +170,28 @@ def metadata_block(metadata: Iterable[tuple[str, str | bytes]]) -> bytes:
 
 def _cached_field(item: tuple[str, str | bytes]) -> bytes:
     key, value = item
-    field = _field(key, value)
-    if isinstance(value, str) and not key.endswith("-bin"):  # binary values are not kept
-        if len(_FIELDS) >= _FIELDS_MAX:
-            _FIELDS.clear()
-        _FIELDS[key, value] = field
+    if not isinstance(value, str) or key.endswith("-bin"):  # binary values are not kept
+        return _field(key, value)
+    # `_field` for text, inline: a unique value (a request id) misses on every request.
+    name = _NAMES.get(key) or _name(key)
+    data = value.encode()
+    n = len(data)
+    field = name + (_SHORT_LENGTH[n] if n < 127 else _integer(n, 7)) + data
+    if len(_FIELDS) >= _FIELDS_MAX:
+        _FIELDS.clear()
+    _FIELDS[item] = field
     return field
 
 
+def _name(key: str) -> bytes:
+    name = b"\x00" + _string(key.encode())
+    if len(_NAMES) < 1024:  # keys repeat; a flood of distinct ones must not grow this forever
+        _NAMES[key] = name
+    return name
+
+
 def _field(key: str, value: str | bytes) -> bytes:
-    name = _NAMES.get(key)
-    if name is None:
-        name = b"\x00" + _string(key.encode())
-        if len(_NAMES) < 1024:  # keys repeat; a flood of distinct ones must not grow this forever
-            _NAMES[key] = name
+    name = _NAMES.get(key) or _name(key)
     if key.endswith("-bin"):
         raw = value if isinstance(value, bytes) else value.encode()
         data = base64.b64encode(raw).rstrip(b"=")

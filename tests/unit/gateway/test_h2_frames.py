@@ -196,6 +196,18 @@ def test_bin_metadata_is_unpadded_base64_of_the_bytes(pairs: list[tuple[str, byt
         assert decode_bin(wire) == sent
 
 
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["x-a", "x-b", "x-forwarded-for"]), st.text(max_size=200)), max_size=8
+    )
+)
+def test_text_metadata_encodes_the_same_from_the_cache(pairs: list[tuple[str, str]]) -> None:
+    metadata: list[tuple[str, str | bytes]] = list(pairs)
+    cold = metadata_block(metadata)
+    assert metadata_block(metadata) == cold  # warm: every field from the cache
+    assert hpack.Decoder().decode(cold, raw=True) == [(k.encode(), v.encode()) for k, v in pairs]
+
+
 # ---- HPACK: response decoding -------------------------------------------------------------------------
 
 _names = st.sampled_from([":status", "content-type", "grpc-status", "grpc-message", "x-a", "x-b-bin", "date"])
