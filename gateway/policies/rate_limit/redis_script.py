@@ -103,9 +103,10 @@ while a <= nargs do
   end
   a = a + 2 + 2 * n
 end
+local ts = string.format('%.17g', now)
 for ki, pi in pairs(written) do
   local tk = tks[ki]
-  redis.call('HSET', KEYS[ki], 'tk', string.format('%.17g', tk), 'ts', string.format('%.17g', now))
+  redis.call('HSET', KEYS[ki], 'tk', string.format('%.17g', tk), 'ts', ts)
   redis.call('PEXPIRE', KEYS[ki], string.format('%d', math.ceil((bursts[pi] - tk) / rates[pi] * 1000) + 1))
 end
 return out
