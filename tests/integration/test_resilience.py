@@ -5,24 +5,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from .conftest import Backends, StartGateway, demo_config
 
 DEAD = "127.0.0.1:1"  # nothing listens on port 1: every connection is refused
 
 
-def two_addresses(backends: Backends, **outlier: Any) -> dict[str, Any]:
+def two_addresses(backends: Backends, client: str = "h2", **outlier: Any) -> dict[str, Any]:
     raw = demo_config(backends)
     raw["backends"]["echo"] = {
         "addresses": [DEAD, backends.echo.address],
+        "client": client,
         "health": {"enabled": False},
         "outlier": {"consecutive_failures": 3, "base_ejection_s": 30, **outlier},
     }
     return raw
 
 
+@pytest.mark.parametrize("client", ["h2", "grpcio"])
 async def test_idempotent_calls_are_retried_on_another_address(demo_backends: Backends,
-                                                               start_gateway: StartGateway) -> None:
-    gw = await start_gateway(two_addresses(demo_backends))
+                                                               start_gateway: StartGateway, client: str) -> None:
+    gw = await start_gateway(two_addresses(demo_backends, client))
     statuses = []
     for i in range(20):
         async with gw.http.get(f"{gw.url}/v1/items/{i}") as r:
@@ -52,10 +56,11 @@ async def test_route_can_declare_idempotence(demo_backends: Backends, start_gate
             assert r.status == 200
 
 
+@pytest.mark.parametrize("client", ["h2", "grpcio"])  # the lean client reports outcomes itself, grpcio wrapped
 async def test_all_addresses_ejected_is_503_with_retry_after(demo_backends: Backends,
-                                                              start_gateway: StartGateway) -> None:
+                                                              start_gateway: StartGateway, client: str) -> None:
     raw = demo_config(demo_backends)
-    raw["backends"]["echo"] = {"addresses": [DEAD], "health": {"enabled": False},
+    raw["backends"]["echo"] = {"addresses": [DEAD], "health": {"enabled": False}, "client": client,
                                "outlier": {"consecutive_failures": 2, "base_ejection_s": 5}}
     raw["services"]["echo.v1.EchoService"]["retry"] = {"attempts": 1}
     gw = await start_gateway(raw)
