@@ -8,7 +8,8 @@ none, matched to a unary REST route. It parses the head strictly (one regular ex
 runs the transport-neutral edge (`edge.answer`: routing, phases, translation, upstream call, error
 rendering) and writes the response bytes itself, exactly as aiohttp would write that answer
 (`encode`: the same status line, header order, Content-Length, Content-Type, Date, Server and
-Connection rules). Pipelined requests are answered one at a time, in order.
+Connection rules). Pipelined requests are answered one at a time, in order, by one task per
+connection (made at its first request; it waits for the next one between requests).
 
 Anything else is aiohttp's, unchanged: at the first request this protocol does not serve (an
 upgrade, `Expect`, a chunked or incomplete body, HTTP/1.0, gRPC-Web, a streaming method, the app's
@@ -88,10 +89,10 @@ class Front:
         self.draining = True
         busy = []
         for conn in list(self.connections):
-            if conn.task is None:
-                conn.close()
+            if conn.busy and conn.task is not None:
+                busy.append(conn.task)  # ends after its answer: the connection closes when draining
             else:
-                busy.append(conn.task)
+                conn.close()
         if busy:
             await asyncio.wait(busy, timeout=grace_s)
         for conn in list(self.connections):
@@ -103,7 +104,7 @@ class Front:
 class Http1Protocol(asyncio.Protocol):
     __slots__ = (
         "_block", "_buffer", "_fields", "_front", "_idle_handle", "_idle_since", "_live", "_loop", "_read_paused", "_remote",
-        "_transport", "_write_paused", "task",
+        "_request", "_transport", "_waiter", "_write_paused", "busy", "task",
     )
 
     def __init__(self, front: Front) -> None:
@@ -119,7 +120,12 @@ class Http1Protocol(asyncio.Protocol):
         self._read_paused = False
         self._idle_handle: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
-        self.task: asyncio.Task[None] | None = None  # the request being served
+        # One task serves the connection's requests in turn, made at its first request: a task per
+        # request costs more than waking this one (Task.__init__ registers each in a WeakSet).
+        self.task: asyncio.Task[None] | None = None
+        self.busy = False  # a request is being served
+        self._request: Request | None = None  # the next one, parsed, for the task
+        self._waiter: asyncio.Future[None] | None = None  # the task waits on it for `_request`
 
     # asyncio.Protocol
 
@@ -138,7 +144,7 @@ class Http1Protocol(asyncio.Protocol):
         if not self._live:
             return
         self._buffer = self._buffer + data if self._buffer else data
-        if self.task is None and not self._write_paused:
+        if not self.busy and not self._write_paused:
             self._next()
         elif len(self._buffer) > _PAUSE_AT and not self._read_paused and self._transport is not None:
             self._read_paused = True
@@ -158,7 +164,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._live and self.task is None and self._buffer:
+        if self._live and not self.busy and self._buffer:
             self._next()
 
     # serving
@@ -196,7 +202,16 @@ class Http1Protocol(asyncio.Protocol):
             self._read_paused = False
             self._transport.resume_reading()
         front.served += 1
-        self.task = self._loop.create_task(self._serve(snapshot, head, body, keep_alive, matched))
+        self.busy = True
+        request = (snapshot, head, body, keep_alive, matched)
+        if self.task is None:
+            self.task = self._loop.create_task(self._serve(request))
+            return
+        self._request = request
+        waiter = self._waiter
+        if waiter is not None:  # else `_serve` itself called this after an answer: it takes it next
+            self._waiter = None
+            waiter.set_result(None)
 
     def _parse(self, buf: bytes, end: int, snapshot: Snapshot) -> tuple[Head, bool, int, edge.Matched | None] | None:
         """The head, keep-alive, where the body ends and the route: None for a request that is aiohttp's."""
@@ -243,26 +258,50 @@ class Http1Protocol(asyncio.Protocol):
             return None
         return head, fields.keep_alive, body_end, matched
 
-    async def _serve(
-        self, snapshot: Snapshot, head: Head, body: bytes, keep_alive: bool, matched: edge.Matched | None
-    ) -> None:
-        try:
-            answer = await edge.answer(snapshot, head, body, matched)
-        except asyncio.CancelledError:
-            return  # the client went away, or the drain ran out of time
-        finally:
-            self.task = None
+    async def _serve(self, request: Request) -> None:
+        """The connection's requests, one at a time and in order, until it closes or is handed over."""
+        loop = self._loop
+        while True:
+            snapshot, head, body, keep_alive, matched = request
+            try:
+                answer = await edge.answer(snapshot, head, body, matched)
+            except asyncio.CancelledError:
+                self.busy = False
+                return  # the client went away, or the drain ran out of time
+            try:
+                self._answer(head, keep_alive, answer)
+            except Exception:  # a bug here must not leave the connection busy for ever
+                log.exception("response to %s %s not sent", head.method, head.path)
+                self.busy = False
+                self.close()
+                return
+            transport = self._transport
+            if not self._live or transport is None or transport.is_closing():
+                return  # closed (not keep-alive, draining, an unsendable answer) or handed over
+            if self._request is None:
+                waiter = self._waiter = loop.create_future()
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    return  # the connection went away while idle
+            request, self._request = cast(Request, self._request), None
+
+    def _answer(self, head: Head, keep_alive: bool, answer: Answer) -> None:
+        """Write an answer, then take the next request if the client pipelined one."""
         transport = self._transport
         if transport is None or not self._live:
+            self.busy = False
             return
         keep_alive = keep_alive and not self._front.draining
         try:
             data = encode(answer, head.method, keep_alive)
         except ValueError:  # as aiohttp does with such a header: no answer, the connection closes
             log.exception("response to %s %s not sent", head.method, head.path)
+            self.busy = False
             transport.close()
             return
         transport.write(data)
+        self.busy = False
         if not keep_alive:
             transport.close()
             return
@@ -298,13 +337,18 @@ class Http1Protocol(asyncio.Protocol):
 
     def _idle(self) -> None:
         self._idle_handle = None
-        if not self._live or self.task is not None:
+        if not self._live or self.busy:
             return  # gone, or busy: re-armed after the answer
         due = self._idle_since + self._front.idle_timeout_s
         if self._loop.time() < due:
             self._idle_handle = self._loop.call_at(due, self._idle)
             return
         self.close()
+
+
+# A parsed request for the connection's task: the snapshot it runs under, its head, its body, whether
+# the connection stays open after it, and its route (None: a routing error the edge renders).
+Request = tuple[Snapshot, Head, bytes, bool, "edge.Matched | None"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,3 +248,31 @@ async def test_drain_lets_the_call_in_flight_finish(demo_backends: Backends) -> 
     await stopping
     writer.close()
     idle_writer.close()
+
+
+async def test_one_task_serves_a_keep_alive_connection(demo_backends: Backends, serve: Start) -> None:
+    """Requests one after another, then a pipelined burst: one task for the connection, answers in order."""
+    gw = await serve(demo_config(demo_backends))
+    front = gw.listeners[-1].front
+    assert front is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.public_port)
+    tasks = set()
+    for n in range(3):
+        writer.write(get(f"/v1/items/item-{n}"))
+        assert f'"id":"item-{n}"'.encode() in await read_response(reader)
+        (conn,) = front.connections
+        assert not conn.busy
+        tasks.add(conn.task)
+    writer.write(b"".join(get(f"/v1/items/p{n}") for n in range(4)))
+    for n in range(4):
+        assert f'"id":"p{n}"'.encode() in await read_response(reader)
+    (conn,) = front.connections
+    tasks.add(conn.task)
+    assert len(tasks) == 1 and conn.task is not None and not conn.task.done()  # waiting for the next request
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(40):
+        if conn.task.done():
+            break
+        await asyncio.sleep(0.05)
+    assert conn.task.done() and not front.connections  # gone with its connection
