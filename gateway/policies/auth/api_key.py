@@ -19,13 +19,15 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+from multidict import istr
 from pydantic import Field, field_validator, model_validator
 
 from gateway.call import Call
 from gateway.policies.auth import keystore
-from gateway.policies.auth.keystore import HITS_CACHED, KeyFileError, KeyRecord, KeyStore
-from gateway.policies.auth.principal import grant, protected, reject
+from gateway.policies.auth.keystore import HITS_CACHED, KeyFileError, KeyIndex, KeyStore
+from gateway.policies.auth.principal import protected, reject, set_metadata
 from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"  # an RFC 9110 token
@@ -88,8 +90,6 @@ class ApiKeyPolicy(BasePolicy):
         self._plans = {id(cfg): _Plan.of(cfg, self.stores[cfg.key_file]) for cfg in configs.all()}
         self._default = self._plans[id(configs.default)]
         self._one_config = not configs.by_route  # no per-route override: no lookup per request
-        # What a grant needs of a key record, read once per record (by id(record), the record held).
-        self._grants: dict[int, tuple[KeyRecord, str, str, frozenset[str], str]] = {}
 
     async def start(self) -> None:
         interval = min(c.reload_interval_s for c in self.configs.all())
@@ -122,17 +122,46 @@ class ApiKeyPolicy(BasePolicy):
             if plan.anonymous:
                 return
             raise reject(call, "missing_credentials", "an API key is required", headers=_challenge(plan.cfg))
-        record, outcome = plan.store.index.lookup(presented.strip())
-        if record is None:
-            assert outcome != "ok"
-            raise reject(call, outcome, "invalid API key", headers=_challenge(plan.cfg))
-        known = self._grants.get(id(record))
-        if known is None or known[0] is not record:  # held here, so its id is not reused meanwhile
-            if len(self._grants) >= HITS_CACHED:
-                self._grants.clear()
-            known = self._grants[id(record)] = (record, record.id, record.consumer, frozenset(record.scopes), record.tier)
-        call.attributes["api_key_id"] = known[1]
-        grant(call, known[2], known[3], plan.consumer_metadata, tier=known[4])
+        granted = plan.granted.get(presented)
+        if granted is None or granted[0] is not plan.store.index:  # [0]: .found_in, without a descriptor call
+            granted = _admit(call, plan, presented)
+        # grant(), with what it derives from the key record made once per key.
+        _, call.consumer, call.scopes, notes, metadata = granted
+        call.attributes.update(notes)
+        if metadata is not None:
+            if call.upstream_metadata:
+                set_metadata(call, *metadata)
+            else:
+                call.upstream_metadata.append(metadata)
+
+
+class _Granted(NamedTuple):
+    """What a found key grants, under one plan, while its index serves."""
+
+    found_in: KeyIndex  # the index the key was found in: a reload makes the entry stale
+    consumer: str
+    scopes: frozenset[str]
+    notes: dict[str, str]  # for call.attributes: the key's id, then its rate-limit tier
+    metadata: tuple[str, str] | None  # (consumer_metadata, consumer)
+
+
+def _admit(call: Call, plan: _Plan, presented: str) -> _Granted:
+    """Look a key up in the current index (which hashes it unless it has seen it): what it grants,
+    remembered for the next request that presents it, or the 401 raised."""
+    index = plan.store.index
+    record, outcome = index.lookup(presented.strip())
+    cache = plan.granted
+    if record is None:
+        assert outcome != "ok"
+        cache.pop(presented, None)
+        raise reject(call, outcome, "invalid API key", headers=_challenge(plan.cfg))
+    if len(cache) >= HITS_CACHED or (cache and next(iter(cache.values())).found_in is not index):
+        cache.clear()  # full, or filled from an index a reload replaced: start over
+    metadata = (plan.consumer_metadata, record.consumer) if plan.consumer_metadata else None
+    granted = cache[presented] = _Granted(
+        index, record.consumer, frozenset(record.scopes), {"api_key_id": record.id, "tier": record.tier}, metadata
+    )
+    return granted
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +177,17 @@ class _Plan:
     consumer_metadata: str | None
     hidden: frozenset[str]
     store: KeyStore
+    # Keys presented and found, by the presented text: what each grants (see `_admit`). In memory
+    # only, as they already are in each request's headers; bounded by HITS_CACHED, cleared on reload.
+    granted: dict[str, _Granted]
 
     @staticmethod
     def of(cfg: ApiKeyConfig, store: KeyStore) -> _Plan:
+        # istr: a request's CIMultiDict finds it without folding its case per lookup.
+        header = istr(cfg.header) if cfg.header is not None else None
         return _Plan(
-            cfg, cfg.enabled, cfg.header, cfg.query_param, cfg.hide_credentials, cfg.anonymous,
-            cfg.consumer_metadata, _hidden_headers(cfg), store,
+            cfg, cfg.enabled, header, cfg.query_param, cfg.hide_credentials, cfg.anonymous,
+            cfg.consumer_metadata, _hidden_headers(cfg), store, {},
         )
 
 

@@ -254,13 +254,11 @@ class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._signature: tuple[int, int, int] | None = _signature(path)
-        self._index = KeyIndex.of(read(path))
+        # The index serving now: read per request, replaced (never changed) by `refresh`. A plain
+        # attribute, not a property: a property costs a Python call per read.
+        self.index = KeyIndex.of(read(path))
         self._rejected: tuple[int, int, int] | None = None  # a bad version, reported once
         self.reloads = 0
-
-    @property
-    def index(self) -> KeyIndex:
-        return self._index
 
     def refresh(self) -> bool:
         """Reload if the file changed; True if a new index was swapped in. Never raises."""
@@ -277,7 +275,7 @@ class KeyStore:
             except KeyFileError as exc:
                 problem = str(exc)
             else:
-                self._index, self._signature, self._rejected = index, signature, None
+                self.index, self._signature, self._rejected = index, signature, None
                 self.reloads += 1
                 log.info("key file %s reloaded: %d active keys", self.path, len(index.active))
                 return True

@@ -135,6 +135,24 @@ async def test_the_running_policy_sees_revocations(keys: tuple[Path, str, str]) 
     assert p._watchers == []
 
 
+async def test_grants_are_remembered_per_index_and_never_for_a_wrong_key(keys: tuple[Path, str, str]) -> None:
+    path, alice, revoked = keys
+    p = policy({"key_file": str(path)})
+    for _ in range(2):
+        await settle(Pipeline((p,)).on_request(c := call({"X-API-Key": alice})))
+        assert c.consumer == "alice" and c.upstream_metadata == [("x-consumer-id", "alice")]
+    for wrong in (revoked, "pk_nope"):
+        await refused(p, call({"X-API-Key": wrong}))
+    cache = p._default.granted
+    assert list(cache) == [alice] and cache[alice].found_in is p.stores[path].index
+    bob, _ = keystore.add(path, "bob")
+    assert p.stores[path].refresh() is True  # a new index: what was remembered is stale
+    await settle(Pipeline((p,)).on_request(c := call({"X-API-Key": bob})))
+    assert c.consumer == "bob" and list(cache) == [bob]
+    await settle(Pipeline((p,)).on_request(c := call({"X-API-Key": alice})))
+    assert c.consumer == "alice" and c.attributes["tier"] == "gold" and list(cache) == [bob, alice]
+
+
 def gateway_config(policies: list[dict[str, Any]], service_policies: dict[str, Any] | None = None) -> GatewayConfig:
     return GatewayConfig.model_validate({
         "descriptors": [{"kind": "stubs", "modules": ["echo.v1.echo_pb2"]}],
