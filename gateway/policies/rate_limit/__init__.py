@@ -192,6 +192,17 @@ class _One:
     burst: int
     rate: float
     burst_text: str
+    by_consumer: dict[str, str] | None  # key.by_value when the part is the consumer: found without a call
+
+    def key_of(self, call: Call, plan: _Plan) -> str:
+        """The bucket key of `call`: a consumer seen before has it remembered, anything else asks `key`."""
+        by_consumer = self.by_consumer
+        found = by_consumer.get(call.consumer) if by_consumer is not None else None  # type: ignore[arg-type]
+        if found is not None:
+            return found
+        route = call.method_name if self.key.part.kind == "route" else None
+        ip = call.client_ip if plan.trusted is None else plan.client_ip(call)
+        return self.key(call.consumer, route, call.headers, ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +235,9 @@ class _Plan:
         one = None
         if len(limits) == 1 and not limits[0].tiers and len(limits[0].parts) == 1:
             lim = limits[0]
-            one = _One(lim.name, OneKey(lim.name, lim.parts[0]), lim.burst, lim.rate, str(lim.burst))
+            key = OneKey(lim.name, lim.parts[0])
+            by_consumer = key.by_value if lim.parts[0].kind == "consumer" else None
+            one = _One(lim.name, key, lim.burst, lim.rate, str(lim.burst), by_consumer)
         return _Plan(cfg.enabled, limits, trusted, cfg.fail_open, cfg.headers, one)
 
     def client_ip(self, call: Call) -> str:
@@ -235,8 +248,7 @@ class _Plan:
     def buckets(self, call: Call) -> list[Bucket]:
         one = self.one
         if one is not None:
-            route = call.method_name if one.key.part.kind == "route" else None
-            key = one.key(call.consumer, route, call.headers, self.client_ip(call))
+            key = one.key_of(call, self)
             return [Bucket(one.name, key, one.burst, one.rate)]
         tier = call.attributes.get("tier")
         tier = tier if isinstance(tier, str) else None
@@ -286,6 +298,10 @@ class RateLimit(BasePolicy):
         # An in-process backend decides synchronously: call it directly, without two coroutine hops.
         self._take_now = getattr(backend, "take_now", None) if breaker is None else None
         self._take_one = getattr(backend, "take_one", None) if self._take_now is not None else None
+        # The usual case, found with no lookup or test: one config, on, one limit, in process.
+        default = self._default_plan
+        usual = self._one_config and default.enabled and self._take_one is not None
+        self._usual_one = default.one if usual else None
 
     async def start(self) -> None:
         await self.backend.start()
@@ -294,30 +310,38 @@ class RateLimit(BasePolicy):
         await self.backend.stop()
 
     def on_request(self, call: Call) -> Awaitable[None] | None:
-        plan = self._default_plan if self._one_config else self._plans[id(self.configs.for_call(call))]
-        if not plan.enabled or not plan.limits:
-            return None
-        take_one, one = self._take_one, plan.one
-        if take_one is not None and one is not None:
-            # In process, one limit: decided now, no coroutine, no Bucket, Level or Verdict made.
-            route = call.method_name if one.key.part.kind == "route" else None
-            ip = call.client_ip if plan.trusted is None else plan.client_ip(call)
-            burst, rate = one.burst, one.rate
-            left = take_one(one.key(call.consumer, route, call.headers, ip), burst, rate)
-            if left < 0.0:
-                self._apply(call, plan, Verdict(False, (level(one.name, left + 1.0, burst, rate),)))
-            elif plan.headers:
-                headers = call.response_headers
-                headers[LIMIT_HEADER] = one.burst_text
-                n = int(left)
-                headers[REMAINING_HEADER] = _TEXTS[n] if n < 1024 else str(n)  # _text, inlined
-                # > 0: an admitted bucket holds at most burst - 1; the epsilon as in _ceil_s
-                n = ceil((burst - left) / rate - 1e-9)
-                headers[RESET_HEADER] = _TEXTS[n] if n < 1024 else str(n)
-            return None
-        if self._take_now is None:
-            return self._ask(call, plan, plan.buckets(call))
-        self._apply(call, plan, self._take_now(plan.buckets(call)))
+        one = self._usual_one
+        if one is None:
+            plan = self._default_plan if self._one_config else self._plans[id(self.configs.for_call(call))]
+            if not plan.enabled or not plan.limits:
+                return None
+            one = plan.one if self._take_one is not None else None
+            if one is None:
+                if self._take_now is None:
+                    return self._ask(call, plan, plan.buckets(call))
+                self._apply(call, plan, self._take_now(plan.buckets(call)))
+                return None
+        else:
+            plan = self._default_plan
+        # In process, one limit: decided now, no coroutine, no Bucket, Level or Verdict made.
+        # _One.key_of, its usual case written out: a consumer seen before.
+        by_consumer = one.by_consumer
+        key = by_consumer.get(call.consumer) if by_consumer is not None else None  # type: ignore[arg-type]
+        if key is None:
+            key = one.key_of(call, plan)
+        burst, rate = one.burst, one.rate
+        held = self._take_one(key, burst, rate)  # type: ignore[misc]
+        if held < 1.0:
+            self._apply(call, plan, Verdict(False, (level(one.name, held, burst, rate),)))
+        elif plan.headers:
+            left = held - 1.0  # as take_one stored it
+            headers = call.response_headers
+            headers[LIMIT_HEADER] = one.burst_text
+            n = int(left)
+            headers[REMAINING_HEADER] = _TEXTS[n] if n < 1024 else str(n)  # _text, inlined
+            # > 0: an admitted bucket holds at most burst - 1; the epsilon as in _ceil_s
+            n = ceil((burst - left) / rate - 1e-9)
+            headers[RESET_HEADER] = _TEXTS[n] if n < 1024 else str(n)
         return None
 
     async def _ask(self, call: Call, plan: _Plan, buckets: list[Bucket]) -> None:

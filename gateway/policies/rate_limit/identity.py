@@ -160,12 +160,14 @@ class OneKey:
     CACHED_KEYS = 4096
     CACHED_VALUE_CHARS = 256
 
-    __slots__ = ("_by_ip", "_by_value", "_global", "name", "part")
+    __slots__ = ("_by_ip", "_global", "by_value", "name", "part")
 
     def __init__(self, name: str, part: KeyPart) -> None:
         self.name = name
         self.part = part
-        self._by_value: dict[str, str] = {}
+        # Keys by the value counted (emptied in place, never replaced: the limiter holds it and reads
+        # a consumer's key straight from it, without calling this object).
+        self.by_value: dict[str, str] = {}
         self._by_ip: dict[str, str] = {}
         self._global = f"{name}:g"
 
@@ -181,7 +183,7 @@ class OneKey:
             value = None
         else:
             value = headers.get(self.part.header)  # type: ignore[arg-type]  # a header part has one
-        table, by = (self._by_value, value) if value else (self._by_ip, ip)
+        table, by = (self.by_value, value) if value else (self._by_ip, ip)
         found = table.get(by)
         if found is None:
             found = f"{self.name}:{key_part(self.part, consumer, route, headers, ip)}"

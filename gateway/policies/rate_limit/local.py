@@ -41,20 +41,21 @@ class LocalBackend:
         return self.take_now(buckets)
 
     def take_one(self, key: str, burst: int, rate: float) -> float:
-        """One bucket, the common case without the objects: tokens left after taking one, or, when
-        the bucket holds less than one (refused, nothing taken), its tokens minus one (negative).
+        """One bucket, the common case without the objects: the tokens it holds now, before this
+        request. At least one: admitted, and one taken. Less: refused, nothing taken.
 
-        `refill` and `full_after` written out: this runs once per request. Only a new key sweeps
-        (the store grows only then), so a key already held costs no sweep."""
+        The tokens before the take, not after: a refusal reports them as they are, where adding the
+        one back (`(t - 1) + 1`) could be an ulp off bucket.py's rule. `refill` and `full_after`
+        written out: this runs once per request. Only a new key sweeps (the store grows only then),
+        so a key already held costs no sweep."""
         now = self.clock()
         store = self._buckets
         state = store.get(key)
         if state is None:
-            tk = burst - 1.0
-            if tk >= 0.0:
-                store[key] = [tk, now, now + 1.0 / rate]  # (burst - tk) / rate
-                self._sweep(now)
-            return tk
+            # burst >= 1 (config): a missing bucket is a full one, and admits
+            store[key] = [burst - 1.0, now, now + 1.0 / rate]  # full_at: (burst - left) / rate
+            self._sweep(now)
+            return float(burst)
         store.move_to_end(key)
         tk = state[0]
         elapsed = now - state[1]
@@ -62,20 +63,20 @@ class LocalBackend:
             tk += elapsed * rate
             if tk > burst:
                 tk = float(burst)
-        tk -= 1.0
-        if tk >= 0.0:
-            state[0] = tk
+        if tk >= 1.0:
+            left = tk - 1.0
+            state[0] = left
             state[1] = now
-            state[2] = now + (burst - tk) / rate
+            state[2] = now + (burst - left) / rate
         return tk
 
     def take_now(self, buckets: Sequence[Bucket]) -> Verdict:
         if len(buckets) == 1:
             b = buckets[0]
-            left = self.take_one(b.key, b.burst, b.rate)
-            if left >= 0.0:
-                return Verdict(True, (level(b.limit, left, b.burst, b.rate),))
-            return Verdict(False, (level(b.limit, left + 1.0, b.burst, b.rate),))
+            held = self.take_one(b.key, b.burst, b.rate)
+            if held >= 1.0:
+                return Verdict(True, (level(b.limit, held - 1.0, b.burst, b.rate),))
+            return Verdict(False, (level(b.limit, held, b.burst, b.rate),))
         now = self.clock()
         store = self._buckets
         tokens: list[float] = []

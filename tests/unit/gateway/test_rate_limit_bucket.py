@@ -112,6 +112,24 @@ def test_refused_request_spends_nothing(burst: int, rate: float, gaps: list[floa
     assert last.levels[1].remaining == 1000 - admitted
 
 
+@given(
+    burst=st.integers(1, 10),
+    rate=st.floats(0.1, 10.0),
+    gaps=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60),
+)
+def test_one_bucket_reports_what_the_general_path_reports(burst: int, rate: float, gaps: list[float]) -> None:
+    # The one-bucket path (take_one) against the general one (a second, never binding bucket),
+    # on the same clock: the same verdicts and the same levels to the last bit, refusals too.
+    clock = FakeClock()
+    one, general = LocalBackend(clock=clock), LocalBackend(clock=clock)
+    b, loose = bucket(burst, rate, key="y"), bucket(1000, 0.001, limit="loose")
+    for gap in gaps:
+        clock.advance(gap)
+        alone, paired = one.take_now([b]), general.take_now([b, loose])
+        assert alone.allowed == paired.allowed
+        assert alone.levels[0] == paired.levels[0]
+
+
 def test_verdict_reports_the_most_restrictive() -> None:
     clock = FakeClock()
     backend = LocalBackend(clock=clock)
