@@ -53,10 +53,7 @@ class Metrics(BasePolicy):
         self._eager = multiprocess_dir() is not None
         self._in_flight: set[int] = set()  # ids of calls counted in flight, so only those are uncounted
         self._in_flight_pushed = 0
-        # Children resolved once per label tuple; counts as [pending, child] pairs.
-        self._requests: dict[tuple[str | None, str, int], list] = {}  # type: ignore[type-arg]
-        self._durations: dict[str | None, Tally] = {}
-        self._upstream: dict[tuple[str | None, str], Tally] = {}
+        self._routes: dict[str | None, _RouteSeries] = {}  # one lookup per call finds all it counts in
         self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
         self._one_config = not configs.by_route  # no per-route override: no lookup per request
         default = configs.default
@@ -64,39 +61,47 @@ class Metrics(BasePolicy):
         self._enabled, self._latency, self._upstream_latency = (
             default.enabled, default.latency, default.upstream_latency
         )
+        # The usual case in one flag: one config, enabled, one worker (reset by `stop`).
+        self._plain = self._one_config and self._enabled and not self._eager
 
     async def stop(self) -> None:
         # A reload stops this pipeline while its last calls may still complete: they write through.
         self.push()
         self._eager = True
+        self._plain = False
         if self._remove_hook is not None:
             self._remove_hook()
             self._remove_hook = None
 
     def push(self) -> None:
         """Move every pending tally into the prometheus-client metrics."""
-        for entry in self._requests.values():
-            if entry[0]:
-                entry[1].inc(entry[0])
-                entry[0] = 0
-        for tally in self._durations.values():
-            tally.push()
-        for tally in self._upstream.values():
-            tally.push()
+        for series in self._routes.values():
+            for entry in series.requests.values():
+                if entry[0]:
+                    entry[1].inc(entry[0])
+                    entry[0] = 0
+            if series.duration is not None:
+                series.duration.push()
+            for tally in series.upstreams.values():
+                tally.push()
         in_flight = len(self._in_flight)
         if in_flight != self._in_flight_pushed:
             HTTP_REQUESTS_IN_FLIGHT.inc(in_flight - self._in_flight_pushed)
             self._in_flight_pushed = in_flight
 
     def on_request(self, call: Call) -> None:
-        if self._enabled if self._one_config else self.configs.for_call(call).enabled:
+        if self._plain:
+            self._in_flight.add(id(call))
+        elif self._enabled if self._one_config else self.configs.for_call(call).enabled:
             self._in_flight.add(id(call))
             if self._eager:
                 self.push()
 
     def on_complete(self, call: Call) -> None:
         self._in_flight.discard(id(call))
-        if self._one_config:
+        if self._plain:
+            self._count(call, self._latency, self._upstream_latency)
+        elif self._one_config:
             if self._enabled:
                 self._count(call, self._latency, self._upstream_latency)
         else:
@@ -108,30 +113,53 @@ class Metrics(BasePolicy):
 
     def _count(self, call: Call, latency: bool, upstream_latency: bool) -> None:
         route = call.route
-        method = call.method if route is not None or call.method in _METHODS else OTHER_METHOD
-        key = (route, method, call.status)
-        entry = self._requests.get(key)
+        series = self._routes.get(route)
+        if series is None:
+            series = self._routes[route] = _RouteSeries(route)
+        method, status = call.method, call.status
+        if route is None and method not in _METHODS:
+            method = OTHER_METHOD
+        entry = series.requests.get((method, status))
         if entry is None:
-            child: Counter = HTTP_REQUESTS.labels(route or UNMATCHED, method, str(call.status))
-            entry = self._requests[key] = [0, child]
+            entry = series.count(method, status)
         entry[0] += 1
-        # Tally.observe written out (twice per request): counts[bisect_left(bounds, value)] += 1
+        # Tally.observe written out (twice per call): counts[bisect_left(bounds, value)] += 1
         if latency:
-            duration = self._durations.get(route)
-            if duration is None:
-                duration = self._durations[route] = Tally(HTTP_REQUEST_DURATION.labels(route or UNMATCHED))
+            duration = series.duration or series.timed()
             elapsed = perf_counter() - call.started  # call.elapsed_s
             duration.counts[bisect_left(duration.bounds, elapsed)] += 1
             duration.total += elapsed
         upstream_s = call.upstream_s
-        if upstream_latency and call.upstream is not None and upstream_s > 0.0:
-            upstream = self._upstream.get((route, call.upstream))
-            if upstream is None:
-                upstream = self._upstream[(route, call.upstream)] = Tally(
-                    UPSTREAM_DURATION.labels(route or UNMATCHED, call.upstream)
-                )
+        if upstream_latency and upstream_s > 0.0 and call.upstream is not None:
+            upstream = series.upstreams.get(call.upstream) or series.upstream(call.upstream)
             upstream.counts[bisect_left(upstream.bounds, upstream_s)] += 1
             upstream.total += upstream_s
+
+
+class _RouteSeries:
+    """The children one route writes, resolved once (`labels()` is a locked dict lookup), with the
+    counts not yet pushed: requests as [pending, child] by (method, status), latencies as `Tally`s."""
+
+    __slots__ = ("duration", "label", "requests", "upstreams")
+
+    def __init__(self, route: str | None) -> None:
+        self.label = route or UNMATCHED
+        self.requests: dict[tuple[str, int], list] = {}  # type: ignore[type-arg]
+        self.duration: Tally | None = None  # made on first use: a route with latency off shows no series
+        self.upstreams: dict[str, Tally] = {}
+
+    def count(self, method: str, status: int) -> list:  # type: ignore[type-arg]
+        child: Counter = HTTP_REQUESTS.labels(self.label, method, str(status))
+        entry = self.requests[(method, status)] = [0, child]
+        return entry
+
+    def timed(self) -> Tally:
+        self.duration = Tally(HTTP_REQUEST_DURATION.labels(self.label))
+        return self.duration
+
+    def upstream(self, name: str) -> Tally:
+        tally = self.upstreams[name] = Tally(UPSTREAM_DURATION.labels(self.label, name))
+        return tally
 
 
 def build(configs: RouteConfigs[MetricsConfig]) -> Metrics:
