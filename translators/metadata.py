@@ -82,6 +82,8 @@ def _b64(value: str, name: str) -> bytes:
 def response_headers(initial: Iterable[tuple[str, str | bytes]], trailing: Iterable[tuple[str, str | bytes]]) -> list[tuple[str, str]]:
     """`Grpc-Metadata-*` for header metadata and `Grpc-Trailer-*` for trailers."""
     out: list[tuple[str, str]] = []
+    if not initial and not trailing:
+        return out
     for prefix, pairs in (("Grpc-Metadata-", initial), ("Grpc-Trailer-", trailing)):
         for key, value in pairs or ():
             if _RESERVED.match(key):

@@ -35,6 +35,14 @@ def to_dict(message: Message, options: TranscodeOptions) -> Any:
 
 
 def render(plan: ResponsePlan, message: Message) -> bytes:
+    if plan.response_field is None:  # the whole message, the common case: two calls less per response
+        options = plan.options
+        return orjson.dumps(
+            message_to_dict(
+                message, options.always_print_primitive_fields, options.preserve_proto_field_names,
+                options.enums_as_ints,
+            )
+        )
     return orjson.dumps(to_json_value(plan, message))
 
 

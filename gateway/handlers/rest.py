@@ -126,7 +126,8 @@ def _message(request: RequestHead, call: Call, binding: Binding, variables: dict
     query = request.query.items()
     if call.hidden_query:
         query = [(k, v) for k, v in query if k not in call.hidden_query]  # type: ignore[assignment]
-    return build_request(binding.request, variables, query, request.headers.get("Content-Type"), body)
+    content_type = request.headers.get("Content-Type") if body else None  # read only with a body
+    return build_request(binding.request, variables, query, content_type, body)
 
 
 def _wire(
