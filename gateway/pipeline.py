@@ -77,17 +77,16 @@ class Pipeline:
     _requesters: tuple[Policy, ...] = field(init=False, repr=False, default=())
     _messengers: tuple[Policy, ...] = field(init=False, repr=False, default=())
     _completers: tuple[Policy, ...] = field(init=False, repr=False, default=())
+    # Whether any policy acts on each stream or WebSocket message (a relay may skip decoding if not);
+    # a field, not a property: the REST path reads it per request.
+    inspects_messages: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_requesters", tuple(p for p in self.policies if _overrides(p, "on_request")))
         object.__setattr__(self, "_messengers", tuple(p for p in self.policies if _overrides(p, "on_message")))
         completers = tuple(p for p in reversed(self.policies) if _overrides(p, "on_complete"))
         object.__setattr__(self, "_completers", completers)
-
-    @property
-    def inspects_messages(self) -> bool:
-        """Whether any policy acts on each stream or WebSocket message (a relay may skip decoding if not)."""
-        return bool(self._messengers)
+        object.__setattr__(self, "inspects_messages", bool(self._messengers))
 
     def on_request(self, call: Call) -> Awaitable[None] | None:
         """Run `on_request` of each policy in order: None when all decided at once, else an awaitable

@@ -29,6 +29,8 @@ PERMANENT = frozenset(
         "Pragma", "Referer", "User-Agent", "Via", "Warning",
     )
 )
+# Their metadata keys, made once: no string built per header per request, and each key's hash is kept.
+_PERMANENT_KEYS = {h: PERMANENT_PREFIX + h for h in PERMANENT}
 # Connection-level headers (RFC 9110 7.6.1) and the ones HTTP/2 forbids in gRPC metadata.
 HOP_BY_HOP = frozenset(
     (
@@ -64,8 +66,8 @@ def to_metadata(
                 out.append((inner, _b64(value, name)))
             else:
                 out.append((inner, value))
-        elif key in PERMANENT:
-            out.append((PERMANENT_PREFIX + key, value))
+        elif (permanent := _PERMANENT_KEYS.get(key)) is not None:
+            out.append((permanent, value))
         elif key in allow:
             out.append((key, value))
     return out

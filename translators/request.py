@@ -11,6 +11,7 @@ is protobuf's own. All bad input ends here as `BadRequest`, `UnsupportedMediaTyp
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,10 @@ class RequestPlan:
     body_field: FieldDescriptor | None
     options: TranscodeOptions
     parser: MessageParser  # of message_class, compiled once
+    takes_body: bool = dataclasses.field(init=False)  # `body` is not "": read per request, so worked out once
 
-    @property
-    def takes_body(self) -> bool:
-        return bool(self.body)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "takes_body", bool(self.body))
 
 
 def resolve_chain(message: Descriptor, dotted: str) -> FieldChain:

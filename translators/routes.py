@@ -52,14 +52,13 @@ class Binding:
     response: ResponsePlan
     response_class: type[Message]
     source: str
+    # From `method`, read once here: the lean server and the handlers test them per request.
+    client_streaming: bool = field(init=False)
+    server_streaming: bool = field(init=False)
 
-    @property
-    def client_streaming(self) -> bool:
-        return self.method.client_streaming
-
-    @property
-    def server_streaming(self) -> bool:
-        return self.method.server_streaming
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "client_streaming", bool(self.method.client_streaming))
+        object.__setattr__(self, "server_streaming", bool(self.method.server_streaming))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -43,9 +43,9 @@ def unary_reply(call: Call, binding: Binding, result: UnaryResult) -> tuple[byte
         raise GatewayError(grpc.StatusCode.INTERNAL, "backend sent a response that does not decode") from None
     out = render(binding.response, reply)
     call.bytes_out = len(out)
-    headers = CIMultiDict([("Content-Type", JSON)])
-    headers.extend(response_headers(result.initial_metadata, result.trailing_metadata))
-    return out, headers
+    pairs = response_headers(result.initial_metadata, result.trailing_metadata)
+    pairs.insert(0, ("Content-Type", JSON))
+    return out, CIMultiDict(pairs)
 
 
 def unary_response(call: Call, binding: Binding, result: UnaryResult) -> web.Response:
