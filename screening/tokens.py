@@ -34,15 +34,25 @@ SEPARATOR = 0  # class 0 separates fields in a concatenated sequence; real class
 N_CLASSES = len(NAMES) + 1
 C = {name: index + 1 for index, name in enumerate(NAMES)}
 
+# One lexeme per match, the first alternative that matches wins: a newline, an entity reference, a hex
+# then a decimal number, a word, a multi-character operator, else any single non-word character.
+# Blanks (other than newlines) are no lexeme. The pattern is written for speed with the same matches:
+# blanks before a lexeme are consumed by the match (`findall` returns the group), so the search does
+# not try every alternative at each blank; a word, the commonest lexeme, is tried first, and the
+# single characters that start no longer lexeme are one class. Moving them ahead changes no match:
+# no alternative they pass can start with the characters they start with.
 LEXEME = re.compile(
-    r"\n"
+    r"[^\S\n]*("
+    r"[^\W\d_]\w*"
+    r"|[,?'\"(;@~^+`]"
+    r"|\n"
     r"|&#?\w+;"
     r"|0x[0-9a-f]+"
     r"|[0-9]+(?:\.[0-9]+)*"
-    r"|[^\W\d_]\w*|_\w*"
+    r"|_\w*"
     r"|\.\.+[/\\]|[/\\]\.\.+|://|\$\{|\$\(\(?|\{\{|\}\}|\{%|%\}|\{#|#\}|<%=?|%>|#\{|\[\[|\]\]|<!|<\?|&&|\|\|"
     r"|==|!=|<>|>=|<=|=~|--|/\*|\*/|::-|:-|\*\)|\)\("
-    r"|[^\w\s]"
+    r"|[^\w\s])"
 )
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +82,41 @@ def test_describe_names_the_ngrams_of_a_request() -> None:
     hit = [i for i in np.flatnonzero(vector) if features._BI0 <= i < features._MAX0]
     assert hit and all(i in described for i in hit)
     assert any(name.startswith("bi:single_quote>sql_logic") for name in described.values())
+
+
+# The lexer's pattern as it reads: alternatives in their order of precedence, blanks skipped by the search.
+PLAIN_LEXEME = re.compile(
+    r"\n|&#?\w+;|0x[0-9a-f]+|[0-9]+(?:\.[0-9]+)*|[^\W\d_]\w*|_\w*"
+    r"|\.\.+[/\\]|[/\\]\.\.+|://|\$\{|\$\(\(?|\{\{|\}\}|\{%|%\}|\{#|#\}|<%=?|%>|#\{|\[\[|\]\]|<!|<\?|&&|\|\|"
+    r"|==|!=|<>|>=|<=|=~|--|/\*|\*/|::-|:-|\*\)|\)\(|[^\w\s]"
+)
+LEXER_TEXT = st.text(
+    st.sampled_from(list("aZ_0x9 \t\n\r\x0b\u00a0\u2003'\"<>;(){}$|&`=\\*%#-/.:!?,@~^+[]\u00e9\u0663\u4e2d\U0001f600")),
+    max_size=60,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(LEXER_TEXT)
+def test_the_fast_lexer_pattern_finds_the_plain_patterns_lexemes(text: str) -> None:
+    assert tokens.LEXEME.findall(text) == PLAIN_LEXEME.findall(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(LEXER_TEXT, st.text(max_size=300)))
+def test_a_values_features_follow_their_definition(raw: str) -> None:
+    """The table look-ups and the histogram of `_field` against the features' plain definitions: the
+    n-gram positions `describe` hashes one by one, log(1 + count) per class, the byte entropy."""
+    field = features.field_vector(raw)
+    text = normalize(raw)
+    assert set(field.grams.tolist()) == set(features.describe([raw]))
+    expected = np.zeros(features._N_CLS, dtype=np.float32)
+    for cls, count in Counter(tokens.classes(text)).items():
+        expected[cls - 1] = math.log1p(count)
+    assert np.array_equal(field.dense[: features._N_CLS], expected)
+    data = text.encode("utf-8", "replace")
+    entropy = math.log2(len(data)) - sum(c * math.log2(c) for c in Counter(data).values()) / len(data) if data else 0
+    assert field.stats[features.STATS.index("entropy")] == pytest.approx(entropy / 8, abs=1e-6)
 
 
 def test_a_large_body_costs_bounded_time() -> None:
