@@ -167,7 +167,8 @@ async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched:
         pending = runtime.pipeline.on_request(call)
         if pending is not None:
             await pending
-        _preflight_ends(request, binding)
+        if request.method == "OPTIONS":
+            _preflight_ends(request, binding)
         out, headers = await rest.unary(request, call, runtime, snapshot.upstreams[upstream], binding, variables, body)
         call.grpc_code = call.grpc_code or "OK"
     except Reply as reply:

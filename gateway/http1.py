@@ -284,7 +284,9 @@ class Http1Protocol(asyncio.Protocol):
                     await waiter
                 except asyncio.CancelledError:
                     return  # the connection went away while idle
-            request, self._request = cast(Request, self._request), None
+            taken = self._request
+            assert taken is not None  # `_next` stored it before waking this task, or while it answered
+            request, self._request = taken, None
 
     def _answer(self, head: Head, keep_alive: bool, answer: Answer) -> None:
         """Write an answer, then take the next request if the client pipelined one."""
@@ -425,7 +427,7 @@ def encode(answer: Answer, method: str, keep_alive: bool) -> bytes:
     if "\ncontent-length:" in names or "\ndate:" in names or "\nserver:" in names or "\nconnection:" in names:
         return _encode_carrying(answer, method, keep_alive)
     empty = method == "HEAD" or status < 200 or status == 204 or status == 304
-    out = [_status_line(status), fields]
+    out = [_STATUS_LINES.get(status) or _status_line(status), fields]
     if (body or (status != 304 and method != "HEAD")) and status >= 200 and status != 204:
         out.append(f"Content-Length: {len(body)}\r\n")
     if body and not empty and "\ncontent-type:" not in names:

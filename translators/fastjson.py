@@ -86,7 +86,11 @@ class MessageParser:
                 if not self._maps:
                     return self.message_class(**kwargs)
                 # upb builds a map from a constructor argument slowly; filling it afterwards is cheaper.
-                maps = [(name, kwargs.pop(name)) for name in self._maps if name in kwargs]
+                # (A loop, not a comprehension: most requests set no map, and a comprehension is a call.)
+                maps = []
+                for name in self._maps:
+                    if name in kwargs:
+                        maps.append((name, kwargs.pop(name)))
                 message = self.message_class(**kwargs)
                 for name, entries in maps:
                     target = getattr(message, name)
