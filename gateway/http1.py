@@ -180,6 +180,10 @@ class Http1Protocol(asyncio.Protocol):
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
+        waiter = self._waiter
+        if waiter is not None:  # the task waits for a request that will not come here: it ends
+            self._waiter = None
+            waiter.cancel()
 
     def _next(self) -> None:
         """Serve the next request in the buffer when it is whole; hand the connection over if not ours."""

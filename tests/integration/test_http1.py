@@ -276,3 +276,21 @@ async def test_one_task_serves_a_keep_alive_connection(demo_backends: Backends, 
             break
         await asyncio.sleep(0.05)
     assert conn.task.done() and not front.connections  # gone with its connection
+
+
+async def test_the_connection_task_ends_when_an_idle_connection_is_handed_over(
+    demo_backends: Backends, serve: Start
+) -> None:
+    gw = await serve(demo_config(demo_backends))
+    front = gw.listeners[-1].front
+    assert front is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.public_port)
+    writer.write(get("/v1/items/item-1"))
+    assert (await read_response(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+    (conn,) = front.connections
+    task = conn.task
+    assert task is not None and not task.done()  # idle, waiting for the next request
+    writer.write(CASES["chunked"])  # aiohttp's: the connection is handed over while its task waits
+    assert (await read_response(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert front.handed_over == 1 and task.done() and not task.cancelled()
+    writer.close()
