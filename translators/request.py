@@ -113,7 +113,12 @@ def build_request(
             tree[plan.body_field.name] = parsed
     for name, value in path_vars.items():
         chain = plan.path_fields[name]
-        _assign(tree, chain, _scalar(chain[-1], value, name), name, opts, from_path=True)
+        leaf = chain[-1]
+        scalar = _scalar(leaf, value, name)
+        if len(chain) == 1 and leaf.name not in tree and leaf.json_name not in tree:
+            tree[leaf.name] = scalar  # what `_assign` does for a top-level field the body left unset
+        else:
+            _assign(tree, chain, scalar, name, opts, from_path=True)
     if query:
         _apply_query(plan, tree, query)
     try:
