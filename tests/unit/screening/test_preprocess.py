@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from screening import preprocess
 from screening.preprocess import MAX_ROUNDS, base64_text, normalize, normalize_with_rounds
 
 # Text biased towards the characters the decoders react to, so escapes actually meet.
@@ -80,3 +82,14 @@ def test_base64_text() -> None:
     assert base64_text("rO0ABXNyABFqYXZhLnV0aWwuSGFzaE1hcA") is None  # binary: not text
     assert base64_text("abcdefghijklmnopqrstuvwxyz") is None  # a word
     assert base64_text("d41d8cd98f00b204e9800998ecf8427e") is None  # a hex digest
+
+
+# The fast path's condition as a pattern: an escape or entity start, a backslash, a control character
+# or a comment marker anywhere.
+NEEDS_WORK = re.compile(r"[%&\\\x00-\x1f\x7f]|/\*|\*/|<!--|-->")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([chr(c) for c in range(128)] + ["/*", "*/", "<!--", "-->"]), max_size=40).map("".join))
+def test_the_plain_ascii_check_is_the_patterns(text: str) -> None:
+    assert preprocess._plain_ascii(text) == (NEEDS_WORK.search(text) is None)
