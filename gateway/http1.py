@@ -271,9 +271,13 @@ class Http1Protocol(asyncio.Protocol):
                 answer = await edge.answer(snapshot, head, body, matched)
             except asyncio.CancelledError:
                 self.busy = False
-                return  # the client went away, or the drain ran out of time
+                task = self.task
+                if not self._live or task is None or task.cancelling():
+                    return  # the client went away, or the drain ran out of time
+                answer = None  # one from below (an upstream call cancelled under us): no answer, as before
             try:
-                self._answer(head, keep_alive, answer)
+                if answer is not None:
+                    self._answer(head, keep_alive, answer)
             except Exception:  # a bug here must not leave the connection busy for ever
                 log.exception("response to %s %s not sent", head.method, head.path)
                 self.busy = False
