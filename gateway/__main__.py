@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
-            from gateway.server import serve
+            from gateway.supervisor import serve
 
             return serve(args.config, args.workers)
         config = load_config(args.config)

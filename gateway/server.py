@@ -1,4 +1,4 @@
-"""Serving: one worker's event loop, and the supervisor that runs N of them on one port.
+"""Serving: one worker's event loop (the supervisor that runs N of them is `gateway/supervisor.py`).
 
 A worker builds its runtime and apps, binds the public listener (SO_REUSEPORT when there are
 several workers) and, in worker 0 only, the admin listener. On SIGTERM or SIGINT it stops accepting,
@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import multiprocessing
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +22,7 @@ from aiohttp import web
 
 from gateway import metrics_registry
 from gateway.app import build_apps, own_paths, public_handler
-from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.handlers.admin import SUPERVISED_ENV
+from gateway.config import ConfigError, GatewayConfig
 from gateway.http1 import Front
 from gateway.keys import SOCKETS
 from gateway.lifecycle import GatewayState
@@ -157,7 +154,8 @@ async def run_worker(
     await serving.stop()
 
 
-def _event_loop_run(coro: object) -> None:
+def event_loop_run(coro: object) -> None:
+    """Run a worker's coroutine on uvloop when it is installed."""
     try:
         import uvloop
 
@@ -166,47 +164,3 @@ def _event_loop_run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def _worker_main(config_path: str, index: int) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ[SUPERVISED_ENV] = "1"
-    config = load_config(config_path)
-    _event_loop_run(run_worker(config, Path(config_path), index, reuse_port=True))
-
-
-def serve(config_path: Path, workers: int | None = None) -> int:
-    config = load_config(config_path)
-    count = workers or config.server.workers
-    if count == 1:
-        _event_loop_run(run_worker(config, config_path))
-        return 0
-    if config.listen.port == 0:
-        raise SystemExit("portcullis: --workers > 1 needs a fixed listen port")
-    with metrics_registry.worker_metrics_dir() as metrics_dir:
-        return _supervise(config_path, count, metrics_dir)
-
-
-def _supervise(config_path: Path, count: int, metrics_dir: Path) -> int:
-    """Spawn the workers (they inherit the metrics directory) and wait for them all."""
-    context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker_main, args=(str(config_path), i), daemon=False) for i in range(count)]
-    for proc in procs:
-        proc.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.pid and proc.is_alive():
-                os.kill(proc.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, forward)  # reload: every worker re-reads the config
-    code = 0
-    for proc in procs:
-        proc.join()
-        metrics_registry.worker_exited(proc.pid, metrics_dir)
-        code = code or (proc.exitcode or 0)
-    return max(code, 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(serve(Path(sys.argv[1])))

@@ -9,8 +9,7 @@ from aiohttp import web
 
 from gateway.config import ConfigError
 from gateway.keys import STATE
-
-SUPERVISED_ENV = "PORTCULLIS_SUPERVISED"  # set for spawned workers: the parent forwards SIGHUP to all
+from gateway.supervisor import SUPERVISED_ENV  # set for spawned workers: the parent forwards SIGHUP to all
 
 
 async def healthz(_request: web.Request) -> web.Response:
