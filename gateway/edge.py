@@ -42,7 +42,7 @@ from gateway.handlers.responses import finish_headers, stamp_headers
 from gateway.handlers.sockets import is_upgrade, screen_upgrade
 from gateway.keys import SOCKETS, STATE
 from gateway.lifecycle import Snapshot
-from gateway.pipeline import Reply
+from gateway.pipeline import Reply, settle
 from gateway.runtime import Runtime
 from translators.errors import GatewayError, MethodNotAllowed, NotFound
 from translators.routes import Binding
@@ -90,9 +90,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         response = grpc_web.error_response(request, err) if grpc_web.is_grpc_web(request) else error_response(err)
     except ConnectionResetError:  # the client dropped the connection while we read its body
         call.status, call.grpc_code = 499, grpc.StatusCode.CANCELLED.name
-        pending = runtime.pipeline.on_complete(call)
-        if pending is not None:
-            await pending
+        await settle(runtime.pipeline.on_complete(call))
         raise
     except Exception:
         log.exception("unhandled error on %s %s (request %s)", request.method, request.path, call.request_id)
@@ -102,9 +100,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except BaseException:  # the client went away (CancelledError): still log the call
         call.status = 499
         call.grpc_code = grpc.StatusCode.CANCELLED.name
-        pending = runtime.pipeline.on_complete(call)
-        if pending is not None:
-            await pending
+        await settle(runtime.pipeline.on_complete(call))
         raise
     call.status = response.status
     if not response.prepared:
@@ -186,9 +182,7 @@ async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched:
     except BaseException:  # the client went away (CancelledError): still log the call
         call.status = 499
         call.grpc_code = grpc.StatusCode.CANCELLED.name
-        pending = runtime.pipeline.on_complete(call)
-        if pending is not None:
-            await pending
+        await settle(runtime.pipeline.on_complete(call))
         raise
     call.status = status
     stamp_headers(headers, call)
@@ -203,9 +197,7 @@ async def _grpc_web(request: web.Request, call: Call, snapshot: Snapshot) -> web
     binding = runtime.routes.match_rpc(request.path)
     call.route, call.service = binding.name, binding.service
     call.upstream = runtime.settings[binding.name].backend
-    pending = runtime.pipeline.on_request(call)
-    if pending is not None:
-        await pending
+    await settle(runtime.pipeline.on_request(call))
     return await grpc_web.handle(request, call, runtime, snapshot.upstreams[call.upstream], binding)
 
 
@@ -217,18 +209,14 @@ async def _upgrade(request: web.Request, call: Call, snapshot: Snapshot) -> web.
     if route is not None:
         call.route, call.upstream = f"websocket {route.path}", route.upstream
         screen_upgrade(request, call, route.allowed_origins)
-        pending = runtime.pipeline.on_request(call)
-        if pending is not None:
-            await pending
+        await settle(runtime.pipeline.on_request(call))
         return await passthrough.handle(request, call, runtime, route, hub)
     mux = runtime.config.websocket_mux
     if mux.enabled and raw_path == mux.path:
         call.route = f"mux {mux.path}"
         ws_config = runtime.config.websocket
         screen_upgrade(request, call, ws_config.allowed_origins, ws_config.auth_cookie)
-        pending = runtime.pipeline.on_request(call)
-        if pending is not None:
-            await pending
+        await settle(runtime.pipeline.on_request(call))
         return await multiplex.handle(request, call, runtime, snapshot.upstreams, hub)
     binding, variables = runtime.routes.match_websocket(raw_path)
     settings = runtime.settings[binding.name]
@@ -236,8 +224,6 @@ async def _upgrade(request: web.Request, call: Call, snapshot: Snapshot) -> web.
         raise NotFound(f"{binding.rpc_path} is not served over WebSocket")
     call.route, call.service, call.upstream = binding.name, binding.service, settings.backend
     screen_upgrade(request, call, settings.websocket.allowed_origins, settings.websocket.auth_cookie)
-    pending = runtime.pipeline.on_request(call)
-    if pending is not None:
-        await pending
+    await settle(runtime.pipeline.on_request(call))
     upstream = snapshot.upstreams[call.upstream]
     return await websocket.handle(request, call, runtime, upstream, binding, variables, hub)

@@ -55,15 +55,15 @@ _METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
 # The header fields: each a token, a colon, then visible ASCII, spaces and tabs. No obs-fold, no
 # bytes over 0x7e: those are aiohttp's.
 _BLOCK = re.compile(r"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~]*)*")
-# One header field of a head `_HEAD` matched: its name and its value without surrounding spaces and tabs.
+# One header field of a block `_BLOCK` matched: its name and its value without surrounding spaces and tabs.
 _FIELD = re.compile(r"\r\n([^:]+):[ \t]*((?:[^\r]*[^\r \t])?)[ \t]*")
 _EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 log = logging.getLogger("portcullis.http1")
 
-_PAUSE_AT = 1 << 20
+_PAUSE_AT = 1 << 20  # buffered bytes of later requests before reading pauses
 _FIELD_LINE = "%s: %s\r\n".__mod__
 _SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
-_STATUS_LINES: dict[int, str] = {}  # status -> its status line, made on first use  # buffered bytes of later requests before reading pauses
+_STATUS_LINES: dict[int, str] = {}  # status -> its status line, made on first use
 
 
 class Front:

@@ -30,7 +30,7 @@ import protos
 from gateway.call import Call
 from gateway.inference import EXTENSIONS, SERVER_NAME, Inference, gateway_error
 from gateway.inference_config import REPOSITORY_ROUTE, SERVER_ROUTE, SERVICE, GrpcListener
-from gateway.pipeline import Pipeline, Reply
+from gateway.pipeline import Pipeline, Reply, settle
 from screening.serving import codec, grpc_codec
 from screening.serving.errors import InvalidInput, ModelNotFound, ServingError
 from translators.errors import GatewayError
@@ -121,9 +121,7 @@ class Servicer:
             call.route, call.service = route(request), SERVICE
             pipeline = self.pipeline()  # read once: a reload swaps it, this call keeps its own
             try:
-                pending = pipeline.on_request(call)
-                if pending is not None:
-                    await pending
+                await settle(pipeline.on_request(call))
                 await pipeline.on_message(call, None)
                 try:
                     reply = await handler(request, call)
@@ -151,9 +149,7 @@ class Servicer:
                 call.error, call.grpc_code, call.status = internal, internal.code.name, 500
                 await context.abort(internal.code, internal.message)
             finally:
-                pending = pipeline.on_complete(call)
-                if pending is not None:
-                    await pending
+                await settle(pipeline.on_complete(call))
 
         return rpc
 

@@ -31,7 +31,8 @@ log = logging.getLogger("portcullis.pipeline")
 
 async def settle(pending: Awaitable[None] | None) -> None:
     """Await what a phase returned, if anything: for callers where one coroutine more costs nothing
-    that matters (tests, start-up, error paths)."""
+    that matters (error paths, upgrades, streams, inference, tests); the plain REST path awaits
+    the returned awaitable inline."""
     if pending is not None:
         await pending
 

@@ -26,23 +26,16 @@ class ResponsePlan:
 
 
 def to_dict(message: Message, options: TranscodeOptions) -> Any:
+    # Positional (always_print_fields_with_no_presence, preserving_proto_field_name,
+    # use_integers_for_enums): no keyword parsing, once per response.
     return message_to_dict(
-        message,
-        always_print_fields_with_no_presence=options.always_print_primitive_fields,
-        preserving_proto_field_name=options.preserve_proto_field_names,
-        use_integers_for_enums=options.enums_as_ints,
+        message, options.always_print_primitive_fields, options.preserve_proto_field_names, options.enums_as_ints
     )
 
 
 def render(plan: ResponsePlan, message: Message) -> bytes:
-    if plan.response_field is None:  # the whole message, the common case: two calls less per response
-        options = plan.options
-        return orjson.dumps(
-            message_to_dict(
-                message, options.always_print_primitive_fields, options.preserve_proto_field_names,
-                options.enums_as_ints,
-            )
-        )
+    if plan.response_field is None:  # the whole message, the common case: one call less per response
+        return orjson.dumps(to_dict(message, plan.options))
     return orjson.dumps(to_json_value(plan, message))
 
 

@@ -37,6 +37,7 @@ from gateway.inference import EXTENSIONS, SERVER_NAME, Inference, gateway_error
 from gateway.inference_config import REPOSITORY_ROUTE, SERVER_ROUTE, SERVICE
 from gateway.keys import STATE
 from gateway.lifecycle import Snapshot
+from gateway.pipeline import settle
 from screening.serving import codec
 from screening.serving.errors import InvalidInput, ModelNotReady, ServingError
 from translators.errors import GatewayError, MethodNotAllowed, NotFound
@@ -111,9 +112,7 @@ async def handle(request: web.Request, call: Call, snapshot: Snapshot) -> web.St
         else:
             call.route = SERVER_ROUTE
         call.service = SERVICE
-        pending = snapshot.runtime.pipeline.on_request(call)
-        if pending is not None:
-            await pending
+        await settle(snapshot.runtime.pipeline.on_request(call))
         await snapshot.runtime.pipeline.on_message(call, None)  # the head, once; tensors are not screened
         try:
             return await _ENDPOINTS[endpoint](request, call, snapshot, inference, params)

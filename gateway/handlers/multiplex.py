@@ -43,6 +43,7 @@ from gateway.handlers.responses import finish_headers
 from gateway.handlers.rest import upstream_metadata
 from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, idle_or_stop, payload_size, race
 from gateway.handlers.websocket import Outcome, finish_socket
+from gateway.pipeline import settle
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
 from translators.errors import GatewayError
@@ -176,9 +177,7 @@ class MuxSocket:
             try:
                 await self.send(self.status_frame(sid, err))
             finally:
-                pending = self.runtime.pipeline.on_complete(call)
-                if pending is not None:
-                    await pending
+                await settle(self.runtime.pipeline.on_complete(call))
             return
         stream = MuxStream(
             sid, call, binding, settings, self.runtime.pipeline, self.hub.meter(binding.name),
@@ -229,9 +228,7 @@ class MuxSocket:
             try:
                 if stream.stopping:  # ended before its task ran
                     raise asyncio.CancelledError
-                pending = pipeline.on_request(call)
-                if pending is not None:
-                    await pending
+                await settle(pipeline.on_request(call))
                 upstream = self.upstreams[call.upstream or ""]
                 await self._call(stream, upstream, upstream_metadata(self.request, call, self.runtime))
             except GatewayError as err:
@@ -263,9 +260,7 @@ class MuxSocket:
             call.status = 101
             call.attributes["ws_messages_in"] = stream.messages_in
             call.attributes["ws_messages_out"] = stream.messages_out
-            pending = pipeline.on_complete(call)
-            if pending is not None:
-                await pending
+            await settle(pipeline.on_complete(call))
 
     async def _call(self, stream: MuxStream, upstream: Upstream, metadata: list[tuple[str, str | bytes]]) -> None:
         binding = stream.binding

@@ -33,7 +33,6 @@ from translators.errors import GatewayError
 from translators.status import details_from_trailers
 
 _C = grpc.StatusCode
-_OK = _C.OK
 # The receive window granted to each stream. Large, so a unary response rarely needs a stream
 # WINDOW_UPDATE; a server stream's window is only given back as its consumer takes messages, so a
 # slow client slows the backend down instead of filling our memory.
@@ -110,12 +109,6 @@ def unavailable(backend: str, why: str) -> GatewayError:
 def outcome(call: Call, info: ResponseHeaders, trailers_only: bool, backend: str) -> Outcome:
     """What the trailers (or a trailers-only response) end the call with."""
     code = info.grpc_status
-    if code is _OK and call.unary and call.chunks:  # the common case first; the same result as below
-        try:
-            body = unary_body(call.chunks)
-        except MessageError as exc:
-            return None, GatewayError(exc.code, str(exc))
-        return UnaryResult(body, list(call.initial), list(info.metadata)), None
     if code is None:
         if trailers_only and info.status != 200:
             return None, http_error(info, backend)
