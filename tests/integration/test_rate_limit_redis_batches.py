@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -234,9 +233,7 @@ async def test_under_load_killed_connections_and_flushed_scripts_leave_no_reques
 async def test_a_password_protected_redis_on_a_unix_socket(tmp_path: Path) -> None:
     """AUTH, SELECT and a unix socket, from the URL, on a private redis-server (the shared one has
     neither a password nor a socket)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("no redis-server to start")
+    exe = redis_server_support.executable()
     sock = tmp_path / "redis.sock"
     server = await asyncio.create_subprocess_exec(
         *(exe, "--port", "0", "--unixsocket", str(sock), "--requirepass", "s3cret"),

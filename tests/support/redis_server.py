@@ -27,13 +27,20 @@ def up() -> bool:
     return True
 
 
+def executable() -> str:
+    """The `redis-server` to start; the test is skipped on a machine without one (every machine of
+    this project's kind has it, from Debian's package)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("no redis-server to start")
+    return exe
+
+
 @contextlib.contextmanager
 def running() -> Iterator[str]:
     started = False
     if not up():
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.skip("no Redis on 127.0.0.1:6379 and no redis-server to start")
+        exe = executable()
         subprocess.run([exe, "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379", "--save", "",
                         "--appendonly", "no"], check=True, capture_output=True)
         for _ in range(100):
