@@ -4,8 +4,9 @@ Owns the order of the run and what is set up for all of it. One Go backend serve
 the policy scenarios share one API key issued into the run folder, and Redis (started only when
 none answers, and then stopped at the end). Each repeat starts every gateway afresh, in the
 scenario order reversed on every other repeat, so drift on a shared machine spreads over all of
-them (`bench/runner.py` measures them). Everything started is stopped by PID in `finally`, on
-errors and on Ctrl-C or SIGTERM too.
+them (`bench/runner.py` measures them); the policy scenarios run as one paired block in that order
+(`bench/paired.py`), each measured in turns with a no-policy gateway of its own. Everything started
+is stopped by PID in `finally`, on errors and on Ctrl-C or SIGTERM too.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from pathlib import Path
 
 from bench import loadgen, report
 from bench.gateways import REPO_ROOT, PeerBuild
+from bench.paired import run_block
 from bench.policies import LocalRedis, PolicyScenario, SetupError, issue_key
+from bench.policy_report import policy_lines
 from bench.procs import Terminated, free_port, raise_on_sigterm
 from bench.report import RunInfo
 from bench.runner import Runner
 from bench.samples import POLICIES_LOCAL, POLICIES_REDIS, cells
-from bench.settings import KNOBS, Settings, SettingsError
+from bench.settings import KNOBS, PAIRED_BLOCK, Settings, SettingsError
 
 
 def _machine() -> str:
@@ -85,7 +88,6 @@ def _command() -> str:
     return f"{env} {cmd}".strip()
 
 
-
 def main() -> int:
     """Run the whole benchmark; 0 when the report was written, 1 when nothing could be measured."""
     raise_on_sigterm()
@@ -124,9 +126,11 @@ def main() -> int:
             backend.wait_port(backend_port, 15)
             runner = Runner(settings, peer, backend, backend_port, run_dir, policy_scenarios)
             for repeat in range(settings.repeats):
-                order = settings.scenarios if repeat % 2 == 0 else tuple(reversed(settings.scenarios))
-                for scenario in order:
-                    runner.run(scenario, repeat)
+                for unit in settings.run_order(repeat):
+                    if unit == PAIRED_BLOCK:
+                        run_block(runner, repeat)
+                    else:
+                        runner.run(unit, repeat)
     except SetupError as exc:
         print(f"[bench] {exc}", file=sys.stderr)
         return 1
@@ -146,7 +150,7 @@ def main() -> int:
     report.write(settings.output, report.render(info, runner.samples))
     print(f"[bench] wrote {settings.output} in {info.elapsed_s / 60:.1f} min", flush=True)
     table = cells(runner.samples)
-    print("\n".join([*report.ratio_lines(table), "", *report.policy_ratio_lines(table)]))
+    print("\n".join([*report.ratio_lines(table), "", *policy_lines(runner.samples)]))
     return 0
 
 

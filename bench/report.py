@@ -1,10 +1,9 @@
 """From measured samples to `docs/benchmarks.md`: ratios against targets, tables, markdown.
 
 Owns, from the medians of `bench/samples.py`, the three ratios of issue 2 (CPU per request
-against grpc-gateway, p50 added over direct gRPC, workers-2 over workers-1 throughput) and the
-figures of issue 3 (throughput with the policies on over the no-policy `--workers 1` of the same
-run, with the local and with the Redis limiter, and the CPU per request they add) with their
-targets, and rewriting the report file. Everything above the `## Optimisation log` heading is
+against grpc-gateway, p50 added over direct gRPC, workers-2 over workers-1 throughput) with their
+targets, the page around the issue-3 figures (those are `bench/policy_report.py`), the tables,
+and rewriting the report file. Everything above the `## Optimisation log` heading is
 regenerated on every run; that section and what follows it is hand-written history and is
 carried over unchanged.
 """
@@ -15,14 +14,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.policy_report import pair_table, policy_lines, verdict
 from bench.samples import (
     DIRECT,
     PC1,
     PC2,
     PEER,
-    POLICIES_LOCAL,
-    POLICIES_REDIS,
-    POLICY_SCENARIOS,
     SCENARIO_LABELS,
     UNENFORCED_TOLERANCE,
     Cell,
@@ -38,10 +35,6 @@ _DEFAULT_LOG = (
     "Hand-written, newest first: what changed, why, and the before/after medians. `make bench` keeps this\n"
     "section as it is.\n"
 )
-
-# Issue 3: throughput with the policies on ÷ the same gateway without them, at least this.
-POLICY_RATIO_TARGETS = {POLICIES_LOCAL: 0.85, POLICIES_REDIS: 0.70}
-POLICY_SHORT = {POLICIES_LOCAL: "local limiter", POLICIES_REDIS: "Redis limiter"}
 
 
 @dataclass(slots=True)
@@ -63,19 +56,12 @@ def _f(value: float | None, digits: int = 1) -> str:
 
 
 def _verdict(ok: bool, *cells_used: Cell) -> str:
-    if any(c.errors for c in cells_used):
-        return "INVALID (errors in a cell)"
-    if any(c.unenforced > UNENFORCED_TOLERANCE * c.requests for c in cells_used):
-        return (
-            f"INVALID (policies not shown enforced on more than {UNENFORCED_TOLERANCE:.0%} of the requests)"
-        )
-    verdict = "PASS" if ok else "FAIL"
-    unenforced = sum(c.unenforced for c in cells_used)
-    if unenforced:
-        verdict += (
-            f" ({unenforced:,} requests not shown enforced, within the {UNENFORCED_TOLERANCE:.0%} allowed)"
-        )
-    return verdict
+    return verdict(
+        ok,
+        sum(c.errors for c in cells_used),
+        sum(c.unenforced for c in cells_used),
+        sum(c.requests for c in cells_used),
+    )
 
 
 def ratio_lines(table: Sequence[Cell]) -> list[str]:
@@ -138,53 +124,6 @@ def ratio_lines(table: Sequence[Cell]) -> list[str]:
                 f"- `{ep}` c{n}: {w2.rps:,.0f} ÷ {w1.rps:,.0f} req/s = **{w2.rps / w1.rps:.2f}×**{flag}"
             )
     return lines
-
-
-def policy_ratio_lines(table: Sequence[Cell]) -> list[str]:
-    """The issue-3 figures: each policy scenario against the no-policy `--workers 1` of the same run."""
-    by_key = {(c.scenario, c.endpoint, c.conns): c for c in table}
-    endpoints = sorted({c.endpoint for c in table}, key=lambda e: (e != "echo", e))
-    conns = sorted({c.conns for c in table if c.scenario in POLICY_SCENARIOS})
-    targets = ", ".join(
-        f"≥ {POLICY_RATIO_TARGETS[s]:.2f} with the {POLICY_SHORT[s]}" for s in POLICY_SCENARIOS
-    )
-    throughput = [
-        f"**Throughput with the policies ÷ Portcullis `--workers 1` without** (target {targets}):",
-        "",
-    ]
-    cost = [
-        "**CPU per request the policies add** (gateway CPU µs/req with − without; no target; the Redis",
-        "limiter's own Redis CPU shown apart when its process is visible):",
-        "",
-    ]
-    if not conns:
-        return [*throughput, "- n/a (no policy scenario measured)"]
-    for ep in endpoints:
-        for n in conns:
-            base = by_key.get((PC1, ep, n))
-            for scenario in POLICY_SCENARIOS:
-                cell = by_key.get((scenario, ep, n))
-                where = f"`{ep}` c{n}, {POLICY_SHORT[scenario]}"
-                if cell is None or base is None or not base.rps:
-                    throughput.append(f"- {where}: n/a (cell missing)")
-                    cost.append(f"- {where}: n/a (cell missing)")
-                    continue
-                ratio = cell.rps / base.rps
-                target = POLICY_RATIO_TARGETS[scenario]
-                throughput.append(
-                    f"- {where}: {cell.rps:,.0f} ÷ {base.rps:,.0f} req/s = **{ratio:.2f}** "
-                    f"— {_verdict(ratio >= target, cell, base)}"
-                )
-                if cell.gw_cpu_us is None or base.gw_cpu_us is None:
-                    cost.append(f"- {where}: n/a (no CPU figure)")
-                    continue
-                redis = "" if cell.redis_cpu_us is None else f", plus {cell.redis_cpu_us:.1f} µs/req in Redis"
-                cost.append(
-                    f"- {where}: {cell.gw_cpu_us:.1f} − {base.gw_cpu_us:.1f} µs = "
-                    f"**{cell.gw_cpu_us - base.gw_cpu_us:+.1f} µs/req**{redis} (CPU-implied throughput ratio "
-                    f"{base.gw_cpu_us / cell.gw_cpu_us:.2f})"
-                )
-    return [*throughput, "", *cost]
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], text_columns: set[int]) -> list[str]:
@@ -312,23 +251,43 @@ def render(info: RunInfo, samples: Sequence[Sample]) -> str:
         "JSON line per request to a file in the run folder (default 0.2 s flush); `api_key`, a key file written",
         "by `portcullis keys add`, wrk sending `X-API-Key`; `rate_limit` keyed by consumer, burst and refill",
         "1,000,000 (the largest allowed; it never triggers), `policy: local` or `policy: redis` (Redis on",
-        "127.0.0.1:6379, a key prefix of the run's own, default `timeout_ms` and `fail_open`). Baseline: the",
-        "no-policy `--workers 1` measured in the same run. A policy gateway is measured only after a pre-check:",
+        "127.0.0.1:6379, a key prefix of the run's own, default `timeout_ms` and `fail_open`).",
+        "",
+        "**Paired measurement.** Throughput on this shared machine moves by ±20% between runs minutes apart, so",
+        "each policy sample is compared with a no-policy sample taken right next to it. Per repeat, one block",
+        "starts the policy gateways and a no-policy `--workers 1` (the same config without `policies:`) together",
+        "and keeps them up, each idle but the one under load; per endpoint, after a short warm-up of each, the",
+        "samples run in turns, B L R B R L B ... (B no policies, L and R the local and Redis limiters, their",
+        "order reversed every other round), so each policy sample has a base next to it, run before it in one",
+        "round and after it in the next. A pair's ratio is the policy sample's req/s over its adjacent base's",
+        "(the mean of both when it sits between two); the verdict is the median of the pairs' ratios, and the",
+        "spread is their min–max. Disturbed samples are not re-measured in a block (a re-run would no longer",
+        "sit next to its pair); others CPU % per pair is in the table below.",
+        "",
+        "A policy gateway is measured only after a pre-check:",
         "401 without the key and with a wrong one; 200 with it, carrying the limiter's `RateLimit-Limit` (the",
         "Redis limiter leaves it out when Redis did not answer); access lines for both; both counted on the",
         "admin `/metrics`. After every measured run, each request wrk counted must have an access line naming",
         "the key's consumer and must not have been admitted by the limiter's `fail_open` fallback (a Redis",
         f"reply slower than `timeout_ms`, or the breaker open after one); when more than {UNENFORCED_TOLERANCE:.0%}",
-        "of a cell's requests fail this, its figures are INVALID.",
+        "of a figure's policy requests fail this, it is INVALID.",
         "",
-        "On this shared two-core machine throughput follows the other load closely; the CPU the policies add",
-        "per request is the steadier measure, and the CPU-implied ratio (µs without ÷ µs with) is what the",
-        "throughput ratio would be for a gateway bound by its one core. Redis's own CPU per request is shown",
-        "apart, and left out of others CPU %, when the run can see the Redis process.",
+        "The CPU-implied ratio (gateway CPU µs/req without ÷ with) is what the throughput ratio would be for a",
+        "gateway bound by its one core; it moves less with the other load than throughput does. Redis's own",
+        "CPU per request is shown apart, and left out of others CPU %, when the run can see the Redis process.",
         "",
         "### Against the no-policy gateway",
         "",
-        *policy_ratio_lines(table),
+        *policy_lines(samples),
+        "",
+        (
+            "<details><summary>Every pair, in the order it ran (order: B·P base first, P·B policy first, B·P·B "
+            "between two bases)</summary>"
+        ),
+        "",
+        *pair_table(samples),
+        "",
+        "</details>",
         "",
         "## Measurements",
         "",

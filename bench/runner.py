@@ -6,7 +6,9 @@ functional check of every endpoint (and, for a policy scenario, the pre-check of
 is: warm-up, wait for the machine to be quiet, CPU snapshots of gateway and backend (and Redis,
 for the Redis limiter), the timed load (sampling gateway RSS), snapshots again; a policy
 scenario's run is then audited from its access log. A scenario that cannot start or does not
-pass its checks is reported once and skipped for the rest of the run.
+pass its checks is reported once and skipped for the rest of the run. The paired block of the
+policy scenarios (`bench/paired.py`) starts, checks and measures its gateways through the same
+methods, in its own order and without re-measurements.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import gateways, loadgen
@@ -43,6 +46,18 @@ Load = Callable[[float, Callable[[], None] | None], LoadResult]
 
 class NotReady(RuntimeError):
     """A gateway started but does not answer the benchmark's requests correctly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """One gateway of a scenario: its process (started by the caller), ports and policies."""
+
+    scenario: str
+    proc: ManagedProcess
+    port: int
+    admin_port: int  # 0 for grpc-gateway, which has none
+    workers: int
+    policy: PolicyScenario | None
 
 
 class Runner:
@@ -76,56 +91,75 @@ class Runner:
         self.problems.append(text)
 
     def run(self, scenario: str, repeat: int) -> None:
-        """One repeat of one scenario: start its gateway, measure every cell, stop it."""
+        """One repeat of one scenario: start its gateway, measure every cell, stop it.
+
+        The policy scenarios are not run here but in the paired block (`bench/paired.py`).
+        """
         if scenario in self.broken:
             return
         if scenario == DIRECT:
             self._direct(repeat)
             return
-        port = free_port()
-        admin_port = 0
-        policy = self.policy_scenarios.get(scenario)
-        if scenario == PEER:
-            proc = self.peer.gateway(port, self.backend_port, self.run_dir)
-            workers = 1
-        else:
-            workers = 2 if scenario == PC2 else 1
-            admin_port = free_port()
-            while admin_port == port:  # both are only reserved once Portcullis binds them
-                admin_port = free_port()
-            proc = gateways.portcullis(
-                port,
-                admin_port,
-                self.backend_port,
-                workers,
-                self.run_dir,
-                name=scenario,
-                policies=policy.policies() if policy else (),
-            )
+        gw = self.gateway(scenario)
         try:
-            if policy is not None:
-                policy.prepare()
-            print(f"[bench] repeat {repeat + 1}: starting {' '.join(proc.argv)}", flush=True)
-            with proc.start():
-                proc.wait_port(port, GATEWAY_START_TIMEOUT_S)
-                self._wait_ready(proc, port, workers, policy.headers if policy else None)
-                if policy is not None:
-                    errors = policy.verify(port, admin_port)
-                    if errors:
-                        raise NotReady("the policies are not enforced as configured: " + "; ".join(errors))
+            self.announce(gw, repeat)
+            with gw.proc.start():
+                self.ready(gw)
                 for ep in ENDPOINTS:
-                    script = policy.script(ep) if policy else ep.wrk_script
                     for conns in self.settings.conns_for(scenario):
-                        self._cell(
-                            scenario, ep, conns, repeat, proc, self._wrk(ep, port, conns, script), policy
-                        )
-                        if not proc.alive():
-                            raise StartError(f"{proc.name} died during the run:\n{proc.log_tail()}")
+                        self._cell(scenario, ep, conns, repeat, gw.proc, self.wrk(gw, ep, conns), gw.policy)
+                        self.check_alive(gw)
         except (StartError, NotReady) as exc:
             self.broken.add(scenario)
-            self.problem(
-                f"{SCENARIO_LABELS[scenario]} not measured (log {proc.log_path}): {_one_block(str(exc))}"
+            self.not_measured(gw, exc)
+
+    def gateway(self, scenario: str) -> Gateway:
+        """The (not yet started) gateway of a scenario, its config written into the run folder."""
+        port = free_port()
+        policy = self.policy_scenarios.get(scenario)
+        if scenario == PEER:
+            return Gateway(
+                scenario, self.peer.gateway(port, self.backend_port, self.run_dir), port, 0, 1, None
             )
+        workers = 2 if scenario == PC2 else 1
+        admin_port = free_port()
+        while admin_port == port:  # both are only reserved once Portcullis binds them
+            admin_port = free_port()
+        proc = gateways.portcullis(
+            port,
+            admin_port,
+            self.backend_port,
+            workers,
+            self.run_dir,
+            name=scenario,
+            policies=policy.policies() if policy else (),
+        )
+        return Gateway(scenario, proc, port, admin_port, workers, policy)
+
+    def announce(self, gw: Gateway, repeat: int) -> None:
+        """Before a gateway starts: its policies' set-up (Redis up, a fresh access log), and a line."""
+        if gw.policy is not None:
+            gw.policy.prepare()
+        print(f"[bench] repeat {repeat + 1}: starting {' '.join(gw.proc.argv)}", flush=True)
+
+    def ready(self, gw: Gateway) -> None:
+        """After start: wait for the port, the functional check, and for a policy gateway its pre-check."""
+        gw.proc.wait_port(gw.port, GATEWAY_START_TIMEOUT_S)
+        self._wait_ready(gw.proc, gw.port, gw.workers, gw.policy.headers if gw.policy else None)
+        if gw.policy is not None:
+            errors = gw.policy.verify(gw.port, gw.admin_port)
+            if errors:
+                raise NotReady("the policies are not enforced as configured: " + "; ".join(errors))
+
+    def check_alive(self, gw: Gateway) -> None:
+        """Raise StartError when the gateway died under load."""
+        if not gw.proc.alive():
+            raise StartError(f"{gw.proc.name} died during the run:\n{gw.proc.log_tail()}")
+
+    def not_measured(self, gw: Gateway, exc: Exception) -> None:
+        self.problem(
+            f"{SCENARIO_LABELS[gw.scenario]} not measured (log {gw.proc.log_path}): {one_block(str(exc))}"
+        )
 
     def _direct(self, repeat: int) -> None:
         for ep in ENDPOINTS:
@@ -143,9 +177,12 @@ class Runner:
 
         return load
 
-    def _wrk(self, ep: Endpoint, port: int, conns: int, script: Path | None) -> Load:
+    def wrk(self, gw: Gateway, ep: Endpoint, conns: int) -> Load:
+        """wrk on one endpoint of a gateway; a policy gateway's script sends the API key."""
+        script = gw.policy.script(ep) if gw.policy else ep.wrk_script
+
         def load(secs: float, tick: Callable[[], None] | None) -> LoadResult:
-            return loadgen.run_wrk(ep.url(port), conns, secs, script, tick)
+            return loadgen.run_wrk(ep.url(gw.port), conns, secs, script, tick)
 
         return load
 
@@ -203,27 +240,32 @@ class Runner:
         try:
             if self.settings.warm_s > 0:
                 load(self.settings.warm_s, None)
-            best = self._measure(scenario, ep, conns, repeat, gw, load, policy)
+            best = self.measure(scenario, ep, conns, repeat, gw, load, policy)
             if best.others_pct > self.settings.quiet_max_pct and self.retries_left > 0:
                 # One re-measurement per cell, from a run-wide budget that bounds the run's length.
                 self.retries_left -= 1
                 print(f"[bench]   others used {best.others_pct:.0f}% of a core; measuring again", flush=True)
-                again = self._measure(scenario, ep, conns, repeat, gw, load, policy)
+                again = self.measure(scenario, ep, conns, repeat, gw, load, policy)
                 best = again if again.others_pct < best.others_pct else best
         except LoadError as exc:
-            self.problem(f"{scenario} {ep.name} c{conns} repeat {repeat + 1}: {_one_block(str(exc))}")
+            self.problem(f"{scenario} {ep.name} c{conns} repeat {repeat + 1}: {one_block(str(exc))}")
         if best is not None:
-            self.samples.append(best)
-            if best.unenforced:
-                over = best.unenforced > UNENFORCED_TOLERANCE * best.requests
-                self.problem(
-                    f"{scenario} {ep.name} c{conns} repeat {repeat + 1}: {best.unenforced:,} of "
-                    f"{best.requests:,} requests not shown enforced by the access log (no line naming the "
-                    "key's consumer, or admitted by the rate limiter's fail_open fallback, e.g. after a Redis "
-                    f"timeout); {'more' if over else 'not more'} than the {UNENFORCED_TOLERANCE:.0%} allowed"
-                )
+            self.keep(best)
 
-    def _measure(
+    def keep(self, sample: Sample) -> None:
+        """Add a measured run to the results (in run order), saying when it was not shown enforced."""
+        self.samples.append(sample)
+        if sample.unenforced:
+            over = sample.unenforced > UNENFORCED_TOLERANCE * sample.requests
+            self.problem(
+                f"{sample.scenario} {sample.endpoint} c{sample.conns} repeat {sample.repeat + 1}: "
+                f"{sample.unenforced:,} of {sample.requests:,} requests not shown enforced by the access log (no "
+                "line naming the key's consumer, or admitted by the rate limiter's fail_open fallback, e.g. "
+                f"after a Redis timeout); {'more' if over else 'not more'} than the {UNENFORCED_TOLERANCE:.0%} "
+                "allowed"
+            )
+
+    def measure(
         self,
         scenario: str,
         ep: Endpoint,
@@ -232,8 +274,10 @@ class Runner:
         gw: ManagedProcess | None,
         load: Load,
         policy: PolicyScenario | None = None,
+        secs: float | None = None,
     ) -> Sample:
-        """One timed run with CPU snapshots around it and RSS sampled during it; a policy run is audited."""
+        """One timed run (`secs`, else BENCH_DUR) with CPU snapshots around it and RSS sampled during it;
+        a policy run is audited."""
         self._wait_quiet()
         peak = [0]
 
@@ -249,7 +293,7 @@ class Runner:
         r0 = _ticks(redis_pids)
         b0, (s0, _) = self.backend.cpu_ticks(), system_jiffies()
         start = time.monotonic()
-        result = load(self.settings.dur_s, tick)
+        result = load(self.settings.dur_s if secs is None else secs, tick)
         wall = time.monotonic() - start
         g1 = gw.cpu_ticks() if gw else {}
         r1 = _ticks(redis_pids)
@@ -307,7 +351,7 @@ def _ticks(pids: set[int]) -> dict[ProcKey, int]:
     return out
 
 
-def _one_block(text: str, limit: int = 1500) -> str:
+def one_block(text: str, limit: int = 1500) -> str:
     text = text.strip()
     if "\n" in text:
         return (

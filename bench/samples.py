@@ -14,6 +14,7 @@ from dataclasses import dataclass
 PEER = "grpc-gateway"
 PC1 = "portcullis-w1"
 PC2 = "portcullis-w2"
+POLICIES_BASE = "policies-base"
 POLICIES_LOCAL = "policies-local"
 POLICIES_REDIS = "policies-redis"
 DIRECT = "direct"
@@ -21,11 +22,13 @@ SCENARIO_LABELS = {
     PEER: "grpc-gateway 1.6.4 (Go)",
     PC1: "Portcullis `--workers 1`",
     PC2: "Portcullis `--workers 2`",
+    POLICIES_BASE: "Portcullis `--workers 1`, no policies, paired with the two below",
     POLICIES_LOCAL: "Portcullis `--workers 1` + policies, local limiter",
     POLICIES_REDIS: "Portcullis `--workers 1` + policies, Redis limiter",
     DIRECT: "direct gRPC, h2load (baseline)",
 }
-# Issue 3: the no-policy PC1 with the policies on.
+# Issue 3: the no-policy PC1 with the policies on, each measured in turns with POLICIES_BASE (the
+# same gateway as PC1, started for the paired block; see bench/pairs.py).
 POLICY_SCENARIOS = (POLICIES_LOCAL, POLICIES_REDIS)
 # Share of a cell's requests that may go without proof of enforcement before its figures are
 # INVALID: a Redis reply slower than `timeout_ms` on a busy machine admits a few by `fail_open`,

@@ -1,26 +1,34 @@
 """`Settings`: the benchmark's knobs, read once from the environment, then frozen.
 
 Every knob has a default that makes `make bench` the full run of issues 2 and 3 (8 s per cell after
-a 2 s warm-up, 3 repeats, 16 and 32 connections, the issue-3 policy scenarios at 32 only, all six
-scenarios, about 12 minutes); `BENCH_QUICK=1` is the smoke test (3 s, 1 repeat, about two minutes).
+a 2 s warm-up, 3 repeats, 16 and 32 connections, all six scenarios, and per repeat one paired block
+of the issue-3 policy scenarios at 32 connections: 2 rounds of 3 s samples, about 10.5 minutes);
+`BENCH_QUICK=1` is the smoke test (3 s, 1 repeat, one round of 2 s samples, about two minutes).
 Cells were 10 s and the idle-wait budget 90 s before the issue-3 scenarios joined the default run;
-both were shortened so that the whole run stays near 12 minutes. A bad value fails at start-up with
+both were shortened so that the whole run stays near 10 minutes (the paired block, which replaced
+the policy scenarios' own cells, added about half a minute). A bad value fails at start-up with
 the variable named. The knobs:
 
     BENCH_QUICK=1          smoke-test defaults for the knobs below
     BENCH_DUR              seconds measured per cell (8; quick 3)
-    BENCH_WARM             seconds of warm-up before each cell (2; quick 1)
+    BENCH_WARM             seconds of warm-up before each cell (2; quick 1); a paired block warms each of
+                           its gateways once per endpoint, for at most 1 s
     BENCH_REPEATS          runs of every cell, order reversed every other repeat (3; quick 1)
     BENCH_CONNS            connection counts for the gateways (16,32)
-    BENCH_POLICY_CONNS     connection counts for the issue-3 policy scenarios (32); portcullis-w1, their
-                           baseline, is measured at these too
+    BENCH_POLICY_CONNS     connection counts for the issue-3 paired block (32)
+    BENCH_PAIR_DUR         seconds per sample in the paired block (3; quick 2): short samples close
+                           together pair better than long ones; 4 s would take the run to ~11.3 min
+    BENCH_PAIRS            rounds per endpoint and repeat in the paired block; a round is one sample of
+                           each policy gateway and one of the no-policy one (2; quick 1)
     BENCH_DIRECT_CONNS     connection counts for direct gRPC (16: the one the latency ratio uses)
-    BENCH_PHASES           peer, portcullis (= portcullis-w1,portcullis-w2), policies (= portcullis-w1,
-                           policies-local,policies-redis), direct (all four); one scenario by its name too
+    BENCH_PHASES           peer, portcullis (= portcullis-w1,portcullis-w2), policies (= policies-local,
+                           policies-redis, each paired with its own no-policy gateway), direct (all
+                           four); one scenario by its name too
     BENCH_QUIET_WAIT       run-wide budget, in s, of waits for the machine to go idle before a cell (at
                            most 10 s each), so a busy machine cannot stretch the run (60; quick 10)
     BENCH_QUIET_MAX        "idle" and "undisturbed" threshold, % of one core used by others (25)
-    BENCH_RETRIES          run-wide budget of re-measurements of disturbed cells, one per cell (4; quick 0)
+    BENCH_RETRIES          run-wide budget of re-measurements of disturbed cells, one per cell (4; quick 0);
+                           never in a paired block, where a re-measurement would break the pairs
     BENCH_OUTPUT           report file (docs/benchmarks.md)
     PEER_DIR               the peer's build folder (/tmp/portcullis-peers/grpc-gateway)
 """
@@ -42,12 +50,14 @@ PHASE_ALIASES = {
     "portcullis": (PC1, PC2),
     "portcullis-w1": (PC1,),
     "portcullis-w2": (PC2,),
-    "policies": (PC1, POLICIES_LOCAL, POLICIES_REDIS),
+    "policies": (POLICIES_LOCAL, POLICIES_REDIS),
     "policies-local": (POLICIES_LOCAL,),
     "policies-redis": (POLICIES_REDIS,),
     "direct": (DIRECT,),
 }
 ALL_SCENARIOS = (PEER, PC1, PC2, POLICIES_LOCAL, POLICIES_REDIS, DIRECT)
+# The run-order unit that stands for every selected policy scenario: one paired block per repeat.
+PAIRED_BLOCK = "policies"
 DEFAULT_PHASES = "peer,portcullis,policies,direct"
 # The environment variables above, quoted in the report's command line when set.
 KNOBS = (
@@ -57,6 +67,8 @@ KNOBS = (
     "BENCH_REPEATS",
     "BENCH_CONNS",
     "BENCH_POLICY_CONNS",
+    "BENCH_PAIR_DUR",
+    "BENCH_PAIRS",
     "BENCH_DIRECT_CONNS",
     "BENCH_PHASES",
     "BENCH_QUIET_WAIT",
@@ -98,9 +110,10 @@ class Settings:
     repeats: int
     conns: tuple[int, ...]
     policy_conns: tuple[int, ...]
+    pair_dur_s: float
+    pair_rounds: int
     direct_conns: tuple[int, ...]
     scenarios: tuple[str, ...]
-    issue2_w1: bool  # portcullis-w1 selected for issue 2 (all of `conns`), not only as the policy baseline
     quiet_wait_s: float
     quiet_max_pct: float
     retries: int
@@ -127,14 +140,12 @@ class Settings:
 
         conns = counts("BENCH_CONNS", "16,32")
         scenarios: list[str] = []
-        issue2_w1 = False
         for name in env.get("BENCH_PHASES", DEFAULT_PHASES).replace(",", " ").split():
             if name not in PHASE_ALIASES:
                 raise SettingsError(
                     f"BENCH_PHASES: unknown phase {name!r}; known: {', '.join(PHASE_ALIASES)}"
                 )
             scenarios += [s for s in PHASE_ALIASES[name] if s not in scenarios]
-            issue2_w1 = issue2_w1 or (name != "policies" and PC1 in PHASE_ALIASES[name])
         if not scenarios:
             raise SettingsError("BENCH_PHASES: no phase selected")
         return cls(
@@ -144,9 +155,10 @@ class Settings:
             repeats=int(number("BENCH_REPEATS", 1 if quick else 3, 1)),
             conns=conns,
             policy_conns=counts("BENCH_POLICY_CONNS", "32"),
+            pair_dur_s=number("BENCH_PAIR_DUR", 2.0 if quick else 3.0, 1),
+            pair_rounds=int(number("BENCH_PAIRS", 1 if quick else 2, 1)),
             direct_conns=counts("BENCH_DIRECT_CONNS", "16" if 16 in conns else str(min(conns))),
             scenarios=tuple(s for s in ALL_SCENARIOS if s in scenarios),
-            issue2_w1=issue2_w1,
             quiet_wait_s=number("BENCH_QUIET_WAIT", 10.0 if quick else 60.0, 0),
             quiet_max_pct=number("BENCH_QUIET_MAX", 25.0, 0),
             retries=int(number("BENCH_RETRIES", 0 if quick else 4, 0)),
@@ -156,27 +168,44 @@ class Settings:
 
     def conns_for(self, scenario: str) -> tuple[int, ...]:
         """Connection counts one gateway scenario is measured at."""
-        policies = any(s in POLICY_SCENARIOS for s in self.scenarios)
-        if scenario in POLICY_SCENARIOS or (scenario == PC1 and not self.issue2_w1):
-            return self.policy_conns
-        if scenario == PC1 and policies:
-            return tuple(sorted({*self.conns, *self.policy_conns}))
-        return self.conns
+        return self.policy_conns if scenario in POLICY_SCENARIOS else self.conns
+
+    @property
+    def policy_scenarios(self) -> tuple[str, ...]:
+        """The selected issue-3 scenarios, measured together in the paired block."""
+        return tuple(s for s in self.scenarios if s in POLICY_SCENARIOS)
+
+    def run_order(self, repeat: int) -> tuple[str, ...]:
+        """The units of one repeat: scenarios, with the policy ones as one PAIRED_BLOCK where the first
+        stood; reversed on every other repeat."""
+        units: list[str] = []
+        for s in self.scenarios:
+            unit = PAIRED_BLOCK if s in POLICY_SCENARIOS else s
+            if unit not in units:
+                units.append(unit)
+        return tuple(units if repeat % 2 == 0 else reversed(units))
 
     def describe(self) -> str:
         """One paragraph for the report."""
         mode = " (`BENCH_QUICK` smoke run)" if self.quick else ""
         policy = ""
-        if any(s in POLICY_SCENARIOS for s in self.scenarios):
-            policy = f" (the issue-3 policy scenarios at {', '.join(map(str, self.policy_conns))})"
+        if self.policy_scenarios:
+            policy = (
+                f"; the issue-3 policy scenarios in one paired block per repeat at "
+                f"{', '.join(map(str, self.policy_conns))} connections: their gateways and a no-policy "
+                f"`--workers 1` up together, per endpoint a warm-up of each, then {self.pair_rounds} round(s) "
+                f"of {self.pair_dur_s:g} s samples in turns (B {' '.join(self.policy_scenarios)} B ..., "
+                "the policies' order reversed every other round)"
+            )
         return (
             f"{self.dur_s:g} s per cell after a {self.warm_s:g} s warm-up, {self.repeats} repeat(s){mode}, the "
             f"scenario order reversed on every other repeat; gateways at {', '.join(map(str, self.conns))} "
-            f"connections{policy} (wrk `-t2 -cN --latency`), direct gRPC at "
+            f"connections (wrk `-t2 -cN --latency`){policy}; direct gRPC at "
             f"{', '.join(map(str, self.direct_conns))} "
             f"(h2load `-t1 -cN -m1`); scenarios {', '.join(self.scenarios)}. Before each cell the run waits up "
             f"to 10 s for the machine to be idle ({self.quiet_wait_s:g} s of such waits per run at most); a cell "
             "during which other processes used "
             f"more than {self.quiet_max_pct:g}% of a core is measured once more, keeping the less disturbed run "
-            f"(at most {self.retries} such re-measurements per run). Knobs: `BENCH_*`, see `bench/settings.py`."
+            f"(at most {self.retries} such re-measurements per run, none in a paired block). Knobs: `BENCH_*`, "
+            "see `bench/settings.py`."
         )
