@@ -41,7 +41,13 @@ def register(sub: Any) -> None:
     p_train.add_argument("--target-fpr", type=float, default=0.004, help="calibration false-positive rate")
     p_train.add_argument("--exclude-source", action="append", help="leave a source out (repeatable)")
     p_train.add_argument("--params", help="ScreeningModel parameters as JSON")
+    p_train.add_argument("--signature", choices=("narrow", "wide"), default="narrow",
+                         help="the graph's inputs: narrow (116 dense columns and two n-gram sums) or wide (the vector)")
     p_train.add_argument("--quiet", action="store_true")
+
+    p_narrow = commands.add_parser("narrow", help="re-export a wide model version narrow, as a new version (no training)")
+    p_narrow.add_argument("--model", required=True, type=Path, help="the wide version's folder (models/NAME/VERSION)")
+    p_narrow.add_argument("--version", required=True, help="the new version (a sibling folder)")
 
     p_eval = commands.add_parser("evaluate", help="score the held-out split; write a report and plots")
     p_eval.add_argument("--model", required=True, type=Path, help="a model folder (models/NAME/VERSION)")
@@ -89,6 +95,13 @@ def run(args: argparse.Namespace) -> int:
         from screening import train
 
         return train.run(args)
+    if args.screening_command == "narrow":
+        from screening import train
+
+        folder = args.model.parent / args.version
+        manifest = train.narrow_version(args.model, folder, args.version)
+        print(f"{folder}: narrow re-export of {args.model}, golden drift {manifest.metrics['narrow']['golden_drift']:.1e}")
+        return 0
     if args.screening_command == "evaluate":
         from screening import evaluate
 

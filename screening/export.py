@@ -1,16 +1,32 @@
 """Export: a fitted `ScreeningModel` to one ONNX graph (training side: imports skl2onnx).
 
-The classifier is converted by skl2onnx; the isolation forest by `_isolation_forest` (one tree
-ensemble node, not skl2onnx's node-per-tree graph, which costs milliseconds per run); they are
-joined into one graph, with the column selection of the anomaly detector and the combiner inside:
+Two signatures of the same fitted estimators. **wide** (`to_model`): the classifier converted by
+skl2onnx reads the whole feature vector, with the column selection of the anomaly detector and the
+combiner inside:
 
     X[N, F] ─┬─ logistic regression ── p ── logit ─────────────────┐
              ├─ Gather(dense columns) ── isolation forest ── -decision ─┼─ combiner ── sigmoid ── score
              └─ MatMul(rare n-gram weights) ── log(1 + x) ── novelty ───┘
 
-Outputs: `score`, `attack_probability`, `anomaly`, each [N, 1] float32. Only the feature extraction
-stays outside the graph, in `screening.features`, the same code for training and serving.
-`check_parity` compares onnxruntime with scikit-learn on given inputs (the contract test uses it).
+**narrow** (`to_narrow_model`, a rewrite of the wide graph): every n-gram column is 0 or 1, so the classifier logit's and the novelty
+count's n-gram parts are sums of the present n-grams' weights. Serving sums them (the tables `to_narrow_model` returns: the
+classifier weight and the 0/1 rare weight of every n-gram column, kept in the manifest) over a request's
+n-gram positions (`screening.rows`), and the graph reads `dense` [N, 116] (`rows.DENSE_COLUMNS`, what
+the forest reads already), `gram_logit` and `gram_rare` [N, 1]:
+
+    dense ─┬─ MatMul(dense weights) + gram_logit + intercept ── clip ── logit ───────────┐
+           └─ isolation forest ── -decision ──────────────────────────────────────────────┼─ combiner ── score
+    gram_rare ── log(1 + x) ── novelty ───────────────────────────────────────────────────┘
+
+The model is the same; the logit the combiner reads is clipped from the linear part, not taken back
+from a float32 probability as the wide graph does (which loses digits for p near 0 or 1), so scores
+agree with scikit-learn's float64 better than the wide graph's do, and differ from them by up to a
+few 1e-5 where p is tiny; `attack_probability` is `sigmoid` of the same linear part.
+The isolation forest is `_isolation_forest` in both (one tree ensemble node, not skl2onnx's
+node-per-tree graph, which costs milliseconds per run). Outputs: `score`, `attack_probability`,
+`anomaly`, each [N, 1] float32. Only the feature extraction stays outside the graph, in
+`screening.features`, the same code for training and serving. `check_parity` compares onnxruntime
+with scikit-learn on given inputs, feeding a narrow graph as serving does (the contract test uses it).
 """
 
 from __future__ import annotations
@@ -23,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
-from screening import features
+from screening import features, rows
 from screening.detectors import EPS, ScreeningModel
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -150,11 +166,102 @@ def _isolation_forest(forest: object, source: str, output: str) -> tuple[list[on
     return nodes, constants
 
 
-def check_parity(model: ScreeningModel, onnx_bytes: bytes, X: np.ndarray) -> dict[str, float]:
-    """Largest absolute difference per output between onnxruntime and scikit-learn on `X`."""
+def to_narrow_model(wide: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, list[float]]]:
+    """The narrow graph and its n-gram tables, made from the wide graph of the same fitted model.
+
+    A rewrite of the wide graph, so both score with the very same parameters (a model shipped wide
+    gets its narrow export without being trained again): the classifier's `LinearClassifier` over `X`
+    becomes `Sigmoid(dense . w_dense + gram_logit + b)` (its class-1 coefficients on the 116 dense
+    columns), the forest reads `dense` instead of `Gather(X)`, `MatMul(X, rare_weights)` becomes
+    `gram_rare`; the logit, the forest, the novelty and the combiner are kept node for node. The
+    tables (`logit`, `rare`: per n-gram column of `rows.NGRAMS`, the class-1 coefficient and the rare
+    weight, float32 values) are what serving sums over a request's n-grams."""
+    graph = wide.graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    by_type = {node.op_type: node for node in graph.node}
+    classifier = by_type["LinearClassifier"]
+    attributes = {a.name: helper.get_attribute_value(a) for a in classifier.attribute}
+    n = features.N_FEATURES
+    coefficients = np.asarray(attributes["coefficients"], dtype=np.float32).reshape(-1, n)
+    intercepts = np.asarray(attributes["intercepts"], dtype=np.float32)
+    labels = list(attributes.get("classlabels_ints", []))
+    if attributes.get("post_transform") != b"LOGISTIC" or labels != [0, 1] or coefficients.shape[0] != 2:
+        raise ValueError("the wide graph's classifier is not a binary logistic LinearClassifier")
+    if not np.array_equal(init["dense_columns"], rows.DENSE_COLUMNS):
+        raise ValueError("the wide graph's dense columns are not rows.DENSE_COLUMNS")
+    rare = init["rare_weights"][:, 0]
+    if np.any(np.delete(rare, np.arange(rows.NGRAMS.start, rows.NGRAMS.stop))):
+        raise ValueError("rare weights outside the n-gram columns: novelty is not a sum over n-grams")
+    coef = coefficients[1]
+    replaced = {"Identity", "Gather", "LinearClassifier", "Slice", "MatMul"}  # the nodes that read X
+    if sorted(node.op_type for node in graph.node if "X" in node.input or node.op_type == "LinearClassifier"
+              or node.op_type == "Slice") != sorted(replaced):
+        raise ValueError("the wide graph is not the one `to_model` makes")
+    # The combiner's input is logit(clip(p)), which is clip(logit) for p = sigmoid(logit): taken straight
+    # from the linear part, not back from a float32 probability, whose 1 - p or p near 0 keeps only a
+    # few digits (the wide graph's logit of a p of 3e-5 is 0.2% off; this one agrees with float64).
+    head = [
+        helper.make_node("Identity", ["dense"], ["iso_X"]),
+        helper.make_node("MatMul", ["dense", "dense_weights"], ["dense_logit"]),
+        helper.make_node("Add", ["dense_logit", "gram_logit"], ["linear"]),
+        helper.make_node("Add", ["linear", "intercept"], ["clf_logit"]),
+        helper.make_node("Sigmoid", ["clf_logit"], ["attack_probability"]),
+        helper.make_node("Clip", ["clf_logit", "logit_min", "logit_max"], ["logit"]),
+        helper.make_node("Identity", ["gram_rare"], ["rare_count"]),
+    ]
+    from_probability = {"p_clipped", "q", "odds", "logit"}  # the wide graph's logit, replaced above
+    kept = [node for node in graph.node if node.op_type not in replaced and node.output[0] not in from_probability]
+    dropped = {"dense_columns", "slice_start", "slice_end", "rare_weights", "eps", "one_minus_eps"}
+    bound = float(np.log(EPS / (1 - EPS)))
+    constants = [
+        numpy_helper.from_array(coef[rows.DENSE_COLUMNS].reshape(-1, 1), "dense_weights"),
+        numpy_helper.from_array(np.asarray(intercepts[1], dtype=np.float32), "intercept"),
+        numpy_helper.from_array(np.asarray(bound, dtype=np.float32), "logit_min"),
+        numpy_helper.from_array(np.asarray(-bound, dtype=np.float32), "logit_max"),
+    ]
+    narrow = helper.make_graph(
+        [*head, *kept], "portcullis_screening_narrow",
+        [helper.make_tensor_value_info("dense", TensorProto.FLOAT, [None, rows.N_DENSE]),
+         helper.make_tensor_value_info("gram_logit", TensorProto.FLOAT, [None, 1]),
+         helper.make_tensor_value_info("gram_rare", TensorProto.FLOAT, [None, 1])],
+        list(graph.output),
+        initializer=[*(t for t in graph.initializer if t.name not in dropped), *constants],
+    )
+    model = helper.make_model(narrow, opset_imports=list(wide.opset_import), producer_name="portcullis-screening")
+    model.ir_version = wide.ir_version
+    onnx.checker.check_model(model)
+    tables = {"logit": [float(w) for w in coef[rows.NGRAMS]], "rare": [float(w) for w in rare[rows.NGRAMS]]}
+    return model, tables
+
+
+def check_parity(model: ScreeningModel, onnx_bytes: bytes, X: np.ndarray,
+                 tables: dict[str, list[float]] | None = None) -> dict[str, float]:
+    """Largest absolute difference per output between onnxruntime and scikit-learn on `X` ([N, F]). A
+    narrow graph (given its `tables`) is fed as serving feeds it: the dense columns, and the n-gram
+    tables summed in numpy over each row's present n-grams (`narrow_inputs`)."""
+    got = run_graph(onnx_bytes, X, tables)
+    expected = model.score_parts(X)
+    return {name: float(np.max(np.abs(got[:, i] - expected[name]))) for i, name in enumerate(OUTPUTS)}
+
+
+def run_graph(onnx_bytes: bytes, X: np.ndarray, tables: dict[str, list[float]] | None = None) -> np.ndarray:
+    """[N, 3] outputs of a wide graph on `X`, or of a narrow one (with its `tables`) on the same rows."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    got = session.run(list(OUTPUTS), {"X": np.asarray(X, dtype=np.float32)})
-    expected = model.score_parts(X)
-    return {name: float(np.max(np.abs(got[i][:, 0] - expected[name]))) for i, name in enumerate(OUTPUTS)}
+    X = np.asarray(X, dtype=np.float32)
+    if tables is None:
+        feeds = {"X": X}
+    else:
+        feeds = narrow_inputs(rows.Rows.from_wide(X), np.asarray(tables["logit"]), np.asarray(tables["rare"]))
+    return np.concatenate(session.run(list(OUTPUTS), feeds), axis=1)
+
+
+def narrow_inputs(batch: rows.Rows, logit: np.ndarray, rare: np.ndarray) -> dict[str, np.ndarray]:
+    """The narrow graph's feeds for `batch`, the n-gram tables summed in numpy, in float64, over each
+    row's present n-grams, as `registry.LoadedModel` does."""
+    offset = rows.NGRAMS.start
+    sums = np.asarray([[logit[g - offset].sum(), rare[g - offset].sum()] for g in batch.grams],
+                      dtype=np.float64).reshape(-1, 2)
+    return {"dense": batch.dense, "gram_logit": sums[:, :1].astype(np.float32),
+            "gram_rare": sums[:, 1:].astype(np.float32)}

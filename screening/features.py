@@ -415,10 +415,13 @@ def describe(raw_values: Sequence[str]) -> dict[int, str]:
     return names
 
 
-def top_contributions(vector: np.ndarray, weights: np.ndarray, k: int, raw_values: Sequence[str] | None = None,
+def top_contributions(vector: Any, weights: np.ndarray, k: int, raw_values: Sequence[str] | None = None,
                       baseline: np.ndarray | None = None) -> list[tuple[str, float]]:
     """The `k` features pushing the score up most: weight times (value minus the benign baseline),
-    named readably (hashed n-grams resolved against `raw_values`) when values are given."""
+    named readably (hashed n-grams resolved against `raw_values`) when values are given. `vector` is a
+    feature vector or a one-row `rows.Rows`."""
+    if hasattr(vector, "wide"):  # one `rows.Rows` row (that module imports this one)
+        vector = vector.wide()[0]
     if k <= 0 or len(weights) != len(vector):
         return []
     contribution = (vector - baseline) * weights if baseline is not None and len(baseline) else vector * weights

@@ -4,6 +4,8 @@
 model file that its manifest does not vouch for: the file's sha256, the feature schema it expects
 (`features.SCHEMA`), and golden inputs with the scores it must reproduce (the smoke test). The
 decision threshold is data here, not code: the policy uses it unless the route config sets one.
+`signature` says which inputs the graph takes (wide or narrow); a narrow model's n-gram weight
+tables live here too, covered by the golden scores (they change every score).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ class Manifest:
     weights: list[float] = field(default_factory=list)  # classifier weight per feature, for explanations
     baseline: list[float] = field(default_factory=list)  # mean benign feature vector: explanations are relative to it
     golden: list[Golden] = field(default_factory=list)
+    # The graph's inputs: "wide" (`X` [N, F], the whole vector) or "narrow" (`dense` [N, 116], `gram_logit`
+    # and `gram_rare` [N, 1]: see `export.to_narrow_model`); a manifest without it is wide.
+    signature: str = "wide"
+    # Narrow only: per n-gram column (`rows.NGRAMS`), the classifier weight (`logit`) and the 0/1 rare
+    # weight (`rare`) that serving sums over a request's n-grams; exact float32 values.
+    grams: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

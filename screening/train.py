@@ -3,9 +3,10 @@
 `fit(rows)` splits the training rows by base into a fitting part and a calibration part, extracts
 features (with a progress bar), fits a `ScreeningModel` on the first (its combiner learning from
 folds that hold whole attack families out), and picks the threshold on the second: the score that benign calibration traffic exceeds at most `target_fpr` of the time.
-The held-out test split is never read here. `export` writes `model.onnx` and `manifest.json`,
-checks ONNX parity with scikit-learn on the calibration rows, and records golden inputs, the data
-provenance and the library versions.
+The held-out test split is never read here. `export` writes `model.onnx` (narrow by default: `export.to_narrow_model`) and
+`manifest.json`, checks ONNX parity with scikit-learn on the calibration rows, and records golden
+inputs, the data provenance and the library versions. `narrow_version` re-exports a shipped wide
+version narrow, without training (the same fitted model).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from screening import capture, dataset, features
 from screening.corpus import packages
 from screening.detectors import ScreeningModel
-from screening.export import check_parity, to_model
+from screening.export import check_parity, run_graph, to_model, to_narrow_model
 from screening.manifest import MODEL, Golden, Manifest, file_sha256
 from screening.registry import load_folder
 
@@ -117,17 +118,23 @@ def library_versions() -> dict[str, str]:
 
 
 def export(fitted: Fitted, folder: Path, name: str, version: str, golden: list[dict[str, Any]],
-           data: dict[str, Any]) -> Manifest:
+           data: dict[str, Any], signature: str = "narrow") -> Manifest:
+    """Write `model.onnx` (the wide graph, or the narrow one made from it) and `manifest.json`; golden
+    scores are the graph's own, run as serving runs it."""
     folder.mkdir(parents=True, exist_ok=True)
     proto = to_model(fitted.model)
+    tables: dict[str, list[float]] = {}
+    if signature == "narrow":
+        proto, tables = to_narrow_model(proto)
     blob = proto.SerializeToString()
-    parity = check_parity(fitted.model, blob, fitted.calibration_X)
+    parity = check_parity(fitted.model, blob, fitted.calibration_X, tables or None)
     if max(parity.values()) > PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX and scikit-learn disagree: {parity}")
     (folder / MODEL).write_bytes(blob)
     from screening.record import RequestRecord
 
-    golden_scores = fitted.model.score(features.extract_many([RequestRecord.from_json(g) for g in golden]))
+    golden_X = features.extract_many([RequestRecord.from_json(g) for g in golden])
+    golden_scores = run_graph(blob, golden_X, tables or None)[:, 0]
     manifest = Manifest(
         name=name,
         version=version,
@@ -143,9 +150,45 @@ def export(fitted: Fitted, folder: Path, name: str, version: str, golden: list[d
         weights=[round(float(w), 5) for w in fitted.model.feature_weights()],
         baseline=[round(float(b), 5) for b in fitted.baseline],
         golden=[Golden(g, float(s)) for g, s in zip(golden, golden_scores)],
+        signature=signature,
+        grams=tables,
     )
     manifest.write(folder)
     load_folder(folder, name, version)  # the serving loader must accept what we wrote
+    return manifest
+
+
+def narrow_version(source: Path, folder: Path, version: str) -> Manifest:
+    """A wide model version re-exported narrow, as a new version: the same fitted model (its graph
+    rewritten by `export.to_narrow_model`, no training), threshold, explanations, data and metrics;
+    golden scores from the new graph, which must agree with the wide one's to float32 noise."""
+    import dataclasses
+
+    import onnx
+
+    from screening.record import RequestRecord
+
+    wide = Manifest.read(source)
+    if wide.signature != "wide":
+        raise ValueError(f"{source}: already {wide.signature}")
+    proto, tables = to_narrow_model(onnx.load(str(source / MODEL)))
+    blob = proto.SerializeToString()
+    golden_X = features.extract_many([RequestRecord.from_json(g.record) for g in wide.golden])
+    scores = run_graph(blob, golden_X, tables)[:, 0]
+    wide_scores = run_graph((source / MODEL).read_bytes(), golden_X)[:, 0]
+    drift = float(np.max(np.abs(scores - wide_scores)))
+    if drift > PARITY_TOLERANCE:
+        raise RuntimeError(f"the narrow graph disagrees with {source} by {drift:.2e} on the golden inputs")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MODEL).write_bytes(blob)
+    metrics = {**wide.metrics, "narrow": {"from": f"{wide.name}/{wide.version}", "golden_drift": drift}}
+    manifest = dataclasses.replace(
+        wide, version=version, sha256=file_sha256(folder / MODEL),
+        created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), metrics=metrics,
+        golden=[Golden(g.record, float(s)) for g, s in zip(wide.golden, scores)], signature="narrow", grams=tables,
+    )
+    manifest.write(folder)
+    load_folder(folder, wide.name, version)  # the serving loader must accept what we wrote
     return manifest
 
 
@@ -178,6 +221,6 @@ def run(args: Any) -> int:
                  params=json.loads(args.params) if args.params else None)
     folder = Path(args.out) / args.name / version
     manifest = export(fitted, folder, args.name, version, golden_records(rows),
-                      data_provenance(path, rows, args.seed, benign))
+                      data_provenance(path, rows, args.seed, benign), args.signature)
     print(f"{folder}: threshold {manifest.threshold:.4f}, calibration {fitted.calibration}")
     return 0

@@ -51,14 +51,16 @@ def _fitted(seed: int) -> tuple[Fitted, tuple[dataset.Row, ...]]:
     return fitted, tuple(rows)
 
 
-def build_registry(root: Path, versions: tuple[str, ...] = ("v1",), seed: int = 3) -> Path:
-    """A registry under `root` with `versions` of the tiny model (the same model, one folder each)."""
+def build_registry(root: Path, versions: tuple[str, ...] = ("v1",), seed: int = 3, signature: str = "narrow") -> Path:
+    """A registry under `root` with `versions` of the tiny model (the same model, one folder each),
+    exported with the graph `signature` (narrow, as training now exports, or wide)."""
     fitted, rows = _fitted(seed)
     first: Path | None = None
     for version in versions:
         folder = root / NAME / version
         if first is None:
-            export(fitted, folder, NAME, version, golden_records(rows)[:12], {"dataset": "tests", "seed": seed})
+            export(fitted, folder, NAME, version, golden_records(rows)[:12], {"dataset": "tests", "seed": seed},
+                   signature)
             first = folder
         else:
             shutil.copytree(first, folder)

@@ -14,12 +14,19 @@ from screening import features
 from screening.inference import Scorer
 from screening.record import from_parts
 from screening.registry import ModelRefused, ModelRegistry, load_folder
+from screening.rows import Rows
 from tests.support.screening_model import NAME, build_registry
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_registry(tmp_path_factory.mktemp("models"), ("v1", "v2"))
+
+
+@pytest.fixture(scope="module")
+def wide_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model exported with the wide signature (as `2026.11.29-2` was): kept loadable for rollback."""
+    return build_registry(tmp_path_factory.mktemp("wide"), ("v1",), signature="wide")
 
 
 def _copy(root: Path, tmp_path: Path, version: str = "v1") -> Path:
@@ -158,16 +165,25 @@ async def test_score_now_is_inline_only(root: Path) -> None:
         batch.close()
 
 
-def test_one_row_runs_through_its_binding_with_the_sessions_floats(root: Path) -> None:
+@pytest.mark.parametrize("signature", ["narrow", "wide"])
+def test_one_row_runs_through_its_binding_with_the_sessions_floats(
+    root: Path, wide_root: Path, signature: str
+) -> None:
     """`run` of one row (the gateway's case) goes through a per-thread I/O binding: the same floats as a
     plain `session.run`, rows never mixed up between calls or threads."""
-    model = load_folder(root / NAME / "v1")
+    model = load_folder((root if signature == "narrow" else wide_root) / NAME / "v1")
+    assert model.narrow == (signature == "narrow")
     X = rows(12)
-    plain = [np.concatenate(model.session.run(["score", "attack_probability", "anomaly"], {"X": X[i : i + 1]}), axis=1)
-             for i in range(len(X))]
+
+    def feeds(x: np.ndarray) -> dict[str, np.ndarray]:
+        return model.narrow_feeds(Rows.from_wide(x)) if model.narrow else {"X": x}
+
+    plain = [np.concatenate(model.session.run(["score", "attack_probability", "anomaly"], feeds(X[i : i + 1])),
+                            axis=1) for i in range(len(X))]
     for i in range(len(X)):
         got = model.run(X[i : i + 1])
         assert got.shape == (1, 3) and got.tobytes() == plain[i].tobytes()
+        assert model.run(Rows.from_wide(X[i : i + 1])).tobytes() == plain[i].tobytes()
     first = model.run(X[:1])
     model.run(X[1:2])
     assert first.tobytes() == plain[0].tobytes()  # a result is a copy, not the bound buffer
@@ -176,3 +192,53 @@ def test_one_row_runs_through_its_binding_with_the_sessions_floats(root: Path) -
         return await asyncio.gather(*(asyncio.to_thread(model.run, X[i : i + 1]) for i in range(len(X))))
 
     assert [r.tobytes() for r in asyncio.run(in_threads())] == [p.tobytes() for p in plain]
+
+
+def test_both_signatures_score_vectors_and_rows_alike(root: Path, wide_root: Path) -> None:
+    """The same fitted model, exported wide and narrow: the same scores to float32 noise, whichever form
+    the features come in (vectors, `Rows`, one row or a batch), and the same top features."""
+    narrow, wide = load_folder(root / NAME / "v1"), load_folder(wide_root / NAME / "v1")
+    X = rows(24)
+    batch = Rows.from_wide(X)
+    expected = wide.run(X)
+    for model in (narrow, wide):
+        for features_form in (X, batch):
+            assert np.abs(model.run(features_form) - expected).max() < 1e-4
+    for i in range(len(X)):
+        for k in (1, 3, 8):
+            assert narrow.top_features(batch[i], k) == wide.top_features(X[i], k)
+            assert wide.top_features(batch[i], k) == wide.top_features(X[i], k)
+        assert narrow.top_features(batch[i], 12) == wide.top_features(X[i], 12)
+
+
+def test_a_manifest_whose_signature_is_not_the_graphs_is_refused(root: Path, wide_root: Path, tmp_path: Path) -> None:
+    for source, signature in ((root, "wide"), (wide_root, "narrow")):
+        folder = tmp_path / source.name / NAME / "v1"
+        shutil.copytree(source / NAME / "v1", folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["signature"] = signature
+        manifest["grams"] = {"logit": [0.0] * 3891, "rare": [0.0] * 3891}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ModelRefused, match="signature"):
+            load_folder(folder)
+    folder = tmp_path / "short" / NAME / "v1"
+    shutil.copytree(root / NAME / "v1", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["grams"]["rare"] = manifest["grams"]["rare"][:-1]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelRefused, match="n-gram weight tables"):
+        load_folder(folder)
+
+
+async def test_batches_of_rows_and_vectors_score_as_one_by_one(root: Path, wide_root: Path) -> None:
+    for model in (load_folder(root / NAME / "v1"), load_folder(wide_root / NAME / "v1")):
+        scorer = Scorer(model, mode="batch", workers=1)
+        scorer.start()
+        try:
+            X = rows(6)
+            parts: list[np.ndarray | Rows] = [Rows.from_wide(X[i : i + 1]) if i % 2 else X[i : i + 1] for i in range(6)]
+            got = await asyncio.gather(*(scorer.score(part, model) for part in parts))
+            for i, scores in enumerate(got):
+                assert np.abs(scores.values - model.run(X[i : i + 1])).max() < 1e-6
+        finally:
+            scorer.close()
