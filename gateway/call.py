@@ -45,6 +45,7 @@ class Call:
     bytes_out: int
     error: GatewayError | None
     attributes: dict[str, Any]  # per-policy notes for the access log
+    in_flight: bool  # counted in portcullis_http_requests_in_flight (by the metrics policy's on_request)
 
     # Written out rather than generated: the dataclass `__init__` tests every defaulted field against
     # its sentinel and calls a factory per container, about a third more per request (one Call each).
@@ -103,6 +104,7 @@ class Call:
         self.bytes_out = bytes_out
         self.error = error
         self.attributes = {} if attributes is None else attributes
+        self.in_flight = False
 
     @staticmethod
     def new_request_id(given: str | None) -> str:

@@ -20,7 +20,7 @@ says when it can be skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,8 +71,25 @@ def _overrides(policy: Policy, phase: str) -> bool:
     return mine is not None and mine is not getattr(BasePolicy, phase)
 
 
+Phase = Callable[[Call], Awaitable[None] | None]
+
+
+def _nothing(call: Call) -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
+    """The phases of one configured, ordered policy list, built once.
+
+    `on_request(call)` runs each policy's `on_request` in order and returns None when all decided at
+    once, else an awaitable that waits for the first one that has to wait and runs the rest after
+    it. `on_complete(call)` runs each `on_complete` in reverse order the same way; one that raises
+    is logged and the others still run (one broken observer must not hide the others or the
+    response). Both are plain functions compiled once for this list (`_compile`): per request a
+    phase is one call per acting policy, with no loop, iterator or method lookup around it.
+    """
+
     policies: tuple[Policy, ...] = ()
     # Per phase, only the policies that act in it, in the order that phase runs them.
     _requesters: tuple[Policy, ...] = field(init=False, repr=False, default=())
@@ -81,22 +98,18 @@ class Pipeline:
     # Whether any policy acts on each stream or WebSocket message (a relay may skip decoding if not);
     # a field, not a property: the REST path reads it per request.
     inspects_messages: bool = field(init=False, repr=False, default=False)
+    on_request: Phase = field(init=False, repr=False, default=_nothing)
+    on_complete: Phase = field(init=False, repr=False, default=_nothing)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_requesters", tuple(p for p in self.policies if _overrides(p, "on_request")))
-        object.__setattr__(self, "_messengers", tuple(p for p in self.policies if _overrides(p, "on_message")))
+        requesters = tuple(p for p in self.policies if _overrides(p, "on_request"))
         completers = tuple(p for p in reversed(self.policies) if _overrides(p, "on_complete"))
+        object.__setattr__(self, "_requesters", requesters)
+        object.__setattr__(self, "_messengers", tuple(p for p in self.policies if _overrides(p, "on_message")))
         object.__setattr__(self, "_completers", completers)
         object.__setattr__(self, "inspects_messages", bool(self._messengers))
-
-    def on_request(self, call: Call) -> Awaitable[None] | None:
-        """Run `on_request` of each policy in order: None when all decided at once, else an awaitable
-        that waits for the first one that has to wait and runs the rest after it."""
-        for index, policy in enumerate(self._requesters):
-            pending = policy.on_request(call)
-            if pending is not None:
-                return self._requests_after(call, pending, index + 1)
-        return None
+        object.__setattr__(self, "on_request", _compile_requests(requesters, self._requests_after))
+        object.__setattr__(self, "on_complete", _compile_completes(completers, self._completes_after))
 
     async def _requests_after(self, call: Call, pending: Awaitable[None], start: int) -> None:
         await pending
@@ -123,19 +136,6 @@ class Pipeline:
             except Exception:
                 log.exception("policy %s failed to stop", policy.name)
 
-    def on_complete(self, call: Call) -> Awaitable[None] | None:
-        """Run `on_complete` of each policy in reverse order, as `on_request` does; one that raises is
-        logged and the others still run (one broken observer must not hide the others or the response)."""
-        for index, policy in enumerate(self._completers):
-            try:
-                pending = policy.on_complete(call)
-            except Exception:
-                log.exception("policy %s failed in on_complete", policy.name)
-                continue
-            if pending is not None:
-                return self._completes_after(call, pending, index)
-        return None
-
     async def _completes_after(self, call: Call, pending: Awaitable[None], index: int) -> None:
         completers = self._completers
         try:
@@ -149,3 +149,42 @@ class Pipeline:
                     await later
             except Exception:
                 log.exception("policy %s failed in on_complete", policy.name)
+
+
+# A phase is compiled into one function, written out per policy (the way dataclasses writes
+# `__init__`): the hooks are bound methods resolved once, and each is followed by the test for an
+# awaitable, which hands the rest of the phase to the pipeline's coroutine (`after`).
+def _compile_requests(hooks: tuple[Policy, ...], after: Callable[..., Awaitable[None]]) -> Phase:
+    if not hooks:
+        return _nothing
+    lines = ["def on_request(call):"]
+    for i in range(len(hooks)):
+        lines += [f"    pending = h{i}(call)", "    if pending is not None:", f"        return after(call, pending, {i + 1})"]
+    lines.append("    return None")
+    return _define(lines, "on_request", {f"h{i}": hook.on_request for i, hook in enumerate(hooks)}, after)
+
+
+def _compile_completes(hooks: tuple[Policy, ...], after: Callable[..., Awaitable[None]]) -> Phase:
+    if not hooks:
+        return _nothing
+    lines = ["def on_complete(call):"]
+    for i in range(len(hooks)):
+        lines += [
+            "    try:",
+            f"        pending = h{i}(call)",
+            "    except Exception:",
+            f"        log.exception('policy %s failed in on_complete', n{i})",
+            "    else:",
+            "        if pending is not None:",
+            f"            return after(call, pending, {i})",
+        ]
+    lines.append("    return None")
+    names = {f"n{i}": hook.name for i, hook in enumerate(hooks)}
+    return _define(lines, "on_complete", {f"h{i}": hook.on_complete for i, hook in enumerate(hooks)} | names, after)
+
+
+def _define(lines: list[str], name: str, hooks: dict[str, Any], after: Callable[..., Awaitable[None]]) -> Phase:
+    namespace: dict[str, Any] = {"log": log, "after": after, **hooks}
+    exec(compile("\n".join(lines), f"<pipeline {name}>", "exec"), namespace)  # noqa: S102 - our own source
+    phase: Phase = namespace[name]
+    return phase

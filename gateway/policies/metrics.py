@@ -1,16 +1,23 @@
 """Metrics: requests, latencies and requests in flight per route, read from the finished `Call`.
 
 `on_request` counts the call in flight (from routing on: a request the router refused is counted
-only when it completes); `on_complete` counts it by route, method and status and observes its
-total and upstream latencies. The metrics themselves are declared in `gateway.metrics_registry`
-and exposed at `/metrics` on the admin listener. List this policy first, so that it sees every
-rejection.
+only when it completes) and marks it so (`call.in_flight`); `on_complete` counts it by route,
+method and status and observes its total and upstream latencies. The metrics themselves are
+declared in `gateway.metrics_registry` and exposed at `/metrics` on the admin listener. List this
+policy first, so that it sees every rejection.
 
-One worker (no multiprocess directory): a request adds to plain ints and floats (`Tally`, a
-bisect into the histogram's bounds) and formats no string, takes no lock; the tallies are pushed
-into the prometheus-client metrics right before any collection (`before_collect`), so a scrape is
-exact. Several workers: the scrape of worker 0 reads the other workers' files, which nothing would
-push at that moment, so every request writes through to prometheus-client at once.
+A call finds everything it adds to with one dict lookup: a `_Cell` per (route, method, status,
+upstream), made on first use, holding the request counter's child, the route's latency `Tally`
+and the route and upstream's one, with the route's settings applied once (a route's settings
+depend on its name and service only, and the service is a function of the route). The keys are
+bounded: routes and upstreams come from config, a status is a number below 600, and a method is
+either one a route matched or, on an unmatched path, a standard one or "OTHER".
+
+One worker (no multiprocess directory): a request adds to plain ints and floats (a bisect into the
+histogram's bounds) and formats no string, takes no lock; the tallies are pushed into the
+prometheus-client metrics right before any collection (`before_collect`), so a scrape is exact.
+Several workers: the scrape of worker 0 reads the other workers' files, which nothing would push at
+that moment, so every request writes through to prometheus-client at once.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
+from typing import Any
 
 from prometheus_client import Counter
 from pydantic import Field
@@ -51,16 +59,14 @@ class Metrics(BasePolicy):
     def __init__(self, configs: RouteConfigs[MetricsConfig]) -> None:
         self.configs = configs
         self._eager = multiprocess_dir() is not None
-        self._in_flight: set[int] = set()  # ids of calls counted in flight, so only those are uncounted
+        self._in_flight = 0  # calls this policy marked in flight and has not seen complete
         self._in_flight_pushed = 0
-        self._routes: dict[str | None, _RouteSeries] = {}  # one lookup per call finds all it counts in
+        self._cells: dict[tuple[str | None, str, int, str | None], _Cell | None] = {}  # None: not recorded
+        self._durations: dict[str, Tally] = {}  # by route label
+        self._upstreams: dict[tuple[str, str], Tally] = {}  # by route label and upstream
         self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
         self._one_config = not configs.by_route  # no per-route override: no lookup per request
-        default = configs.default
-        # The default's switches as plain attributes (a pydantic model's are slower to read).
-        self._enabled, self._latency, self._upstream_latency = (
-            default.enabled, default.latency, default.upstream_latency
-        )
+        self._enabled = configs.default.enabled  # a plain attribute: a pydantic model's is slower to read
         # The usual case in one flag: one config, enabled, one worker (reset by `stop`).
         self._plain = self._one_config and self._enabled and not self._eager
 
@@ -75,91 +81,101 @@ class Metrics(BasePolicy):
 
     def push(self) -> None:
         """Move every pending tally into the prometheus-client metrics."""
-        for series in self._routes.values():
-            for entry in series.requests.values():
-                if entry[0]:
-                    entry[1].inc(entry[0])
-                    entry[0] = 0
-            if series.duration is not None:
-                series.duration.push()
-            for tally in series.upstreams.values():
-                tally.push()
-        in_flight = len(self._in_flight)
+        for cell in self._cells.values():
+            if cell is not None and cell.count:
+                cell.requests.inc(cell.count)
+                cell.count = 0
+        for tally in self._durations.values():
+            tally.push()
+        for tally in self._upstreams.values():
+            tally.push()
+        in_flight = self._in_flight
         if in_flight != self._in_flight_pushed:
             HTTP_REQUESTS_IN_FLIGHT.inc(in_flight - self._in_flight_pushed)
             self._in_flight_pushed = in_flight
 
     def on_request(self, call: Call) -> None:
         if self._plain:
-            self._in_flight.add(id(call))
+            call.in_flight = True
+            self._in_flight += 1
         elif self._enabled if self._one_config else self.configs.for_call(call).enabled:
-            self._in_flight.add(id(call))
+            call.in_flight = True
+            self._in_flight += 1
             if self._eager:
                 self.push()
 
     def on_complete(self, call: Call) -> None:
-        self._in_flight.discard(id(call))
-        if self._plain:
-            self._count(call, self._latency, self._upstream_latency)
-        elif self._one_config:
-            if self._enabled:
-                self._count(call, self._latency, self._upstream_latency)
-        else:
-            cfg = self.configs.for_call(call)
-            if cfg.enabled:
-                self._count(call, cfg.latency, cfg.upstream_latency)
+        if call.in_flight:
+            call.in_flight = False
+            self._in_flight -= 1
+        route, method = call.route, call.method
+        if route is None and method not in _METHODS:
+            method = OTHER_METHOD
+        key = (route, method, call.status, call.upstream)
+        cell: _Cell | None = self._cells.get(key, _UNSEEN)
+        if cell is _UNSEEN:
+            cell = self._cell(call, key)
+        if cell is not None:
+            cell.count += 1
+            # Tally.observe written out (twice per call): counts[bisect_left(bounds, value)] += 1
+            duration = cell.duration
+            if duration is not None:
+                elapsed = perf_counter() - call.started  # call.elapsed_s
+                duration.counts[bisect_left(duration.bounds, elapsed)] += 1
+                duration.total += elapsed
+            upstream_s = call.upstream_s
+            if upstream_s > 0.0 and cell.upstream_on:
+                upstream = cell.upstream or self._upstream(cell, key)
+                upstream.counts[bisect_left(upstream.bounds, upstream_s)] += 1
+                upstream.total += upstream_s
         if self._eager:
             self.push()
 
-    def _count(self, call: Call, latency: bool, upstream_latency: bool) -> None:
-        route = call.route
-        series = self._routes.get(route)
-        if series is None:
-            series = self._routes[route] = _RouteSeries(route)
-        method, status = call.method, call.status
-        if route is None and method not in _METHODS:
-            method = OTHER_METHOD
-        entry = series.requests.get((method, status))
-        if entry is None:
-            entry = series.count(method, status)
-        entry[0] += 1
-        # Tally.observe written out (twice per call): counts[bisect_left(bounds, value)] += 1
-        if latency:
-            duration = series.duration or series.timed()
-            elapsed = perf_counter() - call.started  # call.elapsed_s
-            duration.counts[bisect_left(duration.bounds, elapsed)] += 1
-            duration.total += elapsed
-        upstream_s = call.upstream_s
-        if upstream_latency and upstream_s > 0.0 and call.upstream is not None:
-            upstream = series.upstreams.get(call.upstream) or series.upstream(call.upstream)
-            upstream.counts[bisect_left(upstream.bounds, upstream_s)] += 1
-            upstream.total += upstream_s
+    def _cell(self, call: Call, key: tuple[str | None, str, int, str | None]) -> _Cell | None:
+        """The cell of `key`, made on the first call with it, from the settings of `call`'s route."""
+        cfg = self.configs.default if self._one_config else self.configs.for_call(call)
+        cell = None
+        if cfg.enabled:
+            route, method, status, upstream = key
+            label = route or UNMATCHED
+            duration = None
+            if cfg.latency:
+                duration = self._durations.get(label)
+                if duration is None:
+                    duration = self._durations[label] = Tally(HTTP_REQUEST_DURATION.labels(label))
+            requests: Counter = HTTP_REQUESTS.labels(label, method, str(status))
+            cell = _Cell(requests, duration, cfg.upstream_latency and upstream is not None)
+        self._cells[key] = cell
+        return cell
 
-
-class _RouteSeries:
-    """The children one route writes, resolved once (`labels()` is a locked dict lookup), with the
-    counts not yet pushed: requests as [pending, child] by (method, status), latencies as `Tally`s."""
-
-    __slots__ = ("duration", "label", "requests", "upstreams")
-
-    def __init__(self, route: str | None) -> None:
-        self.label = route or UNMATCHED
-        self.requests: dict[tuple[str, int], list] = {}  # type: ignore[type-arg]
-        self.duration: Tally | None = None  # made on first use: a route with latency off shows no series
-        self.upstreams: dict[str, Tally] = {}
-
-    def count(self, method: str, status: int) -> list:  # type: ignore[type-arg]
-        child: Counter = HTTP_REQUESTS.labels(self.label, method, str(status))
-        entry = self.requests[(method, status)] = [0, child]
-        return entry
-
-    def timed(self) -> Tally:
-        self.duration = Tally(HTTP_REQUEST_DURATION.labels(self.label))
-        return self.duration
-
-    def upstream(self, name: str) -> Tally:
-        tally = self.upstreams[name] = Tally(UPSTREAM_DURATION.labels(self.label, name))
+    def _upstream(self, cell: _Cell, key: tuple[str | None, str, int, str | None]) -> Tally:
+        """The upstream latency tally of a cell, made on its first observation (a route whose
+        calls never reach the backend shows no upstream series)."""
+        route, upstream = key[0] or UNMATCHED, key[3]
+        assert upstream is not None  # upstream_on says so
+        tally = self._upstreams.get((route, upstream))
+        if tally is None:
+            tally = self._upstreams[(route, upstream)] = Tally(UPSTREAM_DURATION.labels(route, upstream))
+        cell.upstream = tally
         return tally
+
+
+_UNSEEN: Any = object()  # a key with no cell yet (None is a key whose calls are not recorded)
+
+
+class _Cell:
+    """What the calls of one (route, method, status, upstream) add to: the request counter's child
+    with the count not yet pushed, the route's latency tally (None when latency is off) and the
+    upstream latency tally (made on first use, when `upstream_on`)."""
+
+    __slots__ = ("count", "duration", "requests", "upstream", "upstream_on")
+
+    def __init__(self, requests: Counter, duration: Tally | None, upstream_on: bool) -> None:
+        self.count = 0
+        self.requests = requests
+        self.duration = duration
+        self.upstream: Tally | None = None
+        self.upstream_on = upstream_on
 
 
 def build(configs: RouteConfigs[MetricsConfig]) -> Metrics:
