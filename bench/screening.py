@@ -5,7 +5,10 @@ peer's Go echo backend, Portcullis `--workers 1` (policies: metrics, screening; 
 latest shipped `models/request-screening/<version>`), and the ModSecurity peer's nginx through its
 own scripts. Per repeat, in an order reversed on every other repeat:
 
-  off, block   Portcullis with screening `off`, then `block` (the same config otherwise), wrk
+  off, block   Portcullis with screening `off` and with `block` (the same config otherwise), both
+               up together, measured in pairs: each workload on one, then right away on the other
+               (which goes first alternates by workload and repeat), so that the block ÷ off
+               ratio is taken over adjacent cells, not minutes apart on a shared machine. wrk
                `-t2 -c32` on `POST /v1/echo` (a typical 315-byte JSON body; then the same
                body with a per-request counter in its message, `echo-varied`) and
                `GET /v1/items/item-1?q=hello`; then `POST /v1/echo` again while one more client
@@ -38,8 +41,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,87 +55,17 @@ from bench.modsec import ModSecPeer
 from bench.procs import ManagedProcess, StartError, Terminated, free_port, raise_on_sigterm
 from bench.reporting import command_line
 from bench.screening_cells import BigClient, Quiet, Sample, measure, scrape
+from bench.screening_pairs import MODES, pair_order
 from bench.screening_quality import run as run_quality
 from bench.screening_quality import sample as quality_sample
 from bench.screening_report import BIG_PROBES, Report, render, write_section
 from bench.screening_requests import ATTACK, BIG, ECHO, ITEM, WORKLOADS, Workload, check, send, wrk_script
+from bench.screening_settings import KNOBS, Settings
 from bench.screening_swap import VERSIONS, Swapper, make_registry
-from bench.settings import SettingsError, env_number, is_quick
+from bench.settings import SettingsError
 from screening.registry import ModelRegistry
 
 MODEL = "request-screening"
-PARTS = ("gateway", "modsec", "bigbody", "hotswap", "quality")
-KNOBS = (
-    "BENCH_QUICK",
-    "BENCH_SCR_DUR",
-    "BENCH_SCR_WARM",
-    "BENCH_SCR_REPEATS",
-    "BENCH_SCR_CONNS",
-    "BENCH_SCR_SWAP_S",
-    "BENCH_SCR_SWAP_EVERY",
-    "BENCH_SCR_PARTS",
-    "BENCH_QUIET_MAX",
-    "BENCH_RETRIES",
-    "BENCH_OUTPUT",
-    "PEER_DIR",
-    "MODSEC_PEER_DIR",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    quick: bool
-    dur_s: float
-    warm_s: float
-    repeats: int
-    conns: int
-    swap_s: float
-    swap_every_s: float
-    parts: tuple[str, ...]
-    quiet_max_pct: float
-    retries: int
-    output: Path | None
-    peer_dir: Path
-    modsec_dir: Path
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        quick = is_quick(env)
-
-        def number(name: str, default: float, low: float) -> float:
-            return env_number(env, name, default, low)
-
-        parts = tuple(p for p in env.get("BENCH_SCR_PARTS", ",".join(PARTS)).replace(",", " ").split())
-        unknown = [p for p in parts if p not in PARTS]
-        if unknown or not parts:
-            raise SettingsError(f"BENCH_SCR_PARTS: unknown {unknown or 'empty'}; known: {', '.join(PARTS)}")
-        output = env.get("BENCH_OUTPUT", str(REPO_ROOT / "docs" / "benchmarks.md"))
-        return cls(
-            quick=quick,
-            dur_s=number("BENCH_SCR_DUR", 3.0 if quick else 8.0, 1),
-            warm_s=number("BENCH_SCR_WARM", 1.0 if quick else 2.0, 0),
-            repeats=int(number("BENCH_SCR_REPEATS", 1 if quick else 3, 1)),
-            conns=int(number("BENCH_SCR_CONNS", 32, 2)),
-            swap_s=number("BENCH_SCR_SWAP_S", 8.0 if quick else 20.0, 2),
-            swap_every_s=number("BENCH_SCR_SWAP_EVERY", 2.0, 0.1),
-            parts=parts,
-            quiet_max_pct=number("BENCH_QUIET_MAX", 25.0, 0),
-            retries=int(number("BENCH_RETRIES", 0 if quick else 8, 0)),
-            output=None if output == "-" else Path(output),
-            peer_dir=Path(env.get("PEER_DIR", "/tmp/portcullis-peers/grpc-gateway")),
-            modsec_dir=Path(env.get("MODSEC_PEER_DIR", "/tmp/portcullis-peers/modsec")),
-        )
-
-    def describe(self) -> str:
-        quick = " (`BENCH_QUICK` smoke run)" if self.quick else ""
-        return (
-            f"{self.dur_s:g} s per cell after a {self.warm_s:g} s warm-up, {self.repeats} repeat(s){quick}, "
-            f"the order reversed on every other repeat; wrk `-t2 -c{self.conns} --latency`; hot swap "
-            f"{self.swap_s:g} s of load per repeat, a swap every {self.swap_every_s:g} s; parts "
-            f"{', '.join(self.parts)}; before each cell up to 10 s of waiting for the machine to be idle, and a "
-            f"cell during which others used more than {self.quiet_max_pct:g}% of a core measured once more "
-            f"(the less disturbed run kept; at most {self.retries} per run)"
-        )
 
 
 class Bench:
@@ -194,23 +127,41 @@ class Bench:
         script = wrk_script(workload, port, self.run_dir)
         return lambda secs: loadgen.run_wrk(workload.url(port), self.s.conns, secs, script)
 
-    def gateway(self, mode: str, repeat: int) -> None:
-        name = f"portcullis-{mode}"
-        print(f"[bench] repeat {repeat + 1}: {name}", flush=True)
-        proc, port, admin = self.portcullis(name, mode, REPO_ROOT / "models", str(self.version))
-        with proc:
-            for workload in WORKLOADS:
-                self._cell(mode, workload, repeat, self._wrk(workload, port), proc.cpu_ticks, admin)
+    def gateways(self, repeat: int) -> None:
+        """Screening `off` and `block` up together; every workload measured on both, back to back.
+
+        Each block cell has its off cell right next to it (which runs first alternates by workload
+        and repeat), so the throughput ratio is taken over pairs seconds apart, not minutes.
+        """
+        print(f"[bench] repeat {repeat + 1}: portcullis-off and portcullis-block, paired", flush=True)
+        with ExitStack() as stack:
+            up: dict[str, tuple[ManagedProcess, int, int]] = {}
+            for mode in MODES:
+                proc, port, admin = self.portcullis(
+                    f"portcullis-{mode}", mode, REPO_ROOT / "models", str(self.version)
+                )
+                stack.enter_context(proc)
+                up[mode] = (proc, port, admin)
+            for i, workload in enumerate(WORKLOADS):
+                for mode in pair_order(repeat, i):
+                    proc, port, admin = up[mode]
+                    self._cell(mode, workload, repeat, self._wrk(workload, port), proc.cpu_ticks, admin)
             if "bigbody" in self.s.parts:
-                big_script = wrk_script(BIG, port, self.run_dir)
+                for mode in pair_order(repeat, len(WORKLOADS)):
+                    proc, port, admin = up[mode]
+                    self._cell(
+                        mode, ECHO, repeat, self._wrk(ECHO, port), proc.cpu_ticks, admin, self._big(port)
+                    )
+                for mode in MODES:
+                    _, port, admin = up[mode]
+                    self._big_probe(mode, port, admin)
+            for mode, (proc, _, _) in up.items():
+                if not proc.alive():
+                    raise StartError(f"portcullis-{mode} died during the run:\n{proc.log_tail()}")
 
-                def big() -> BigClient:
-                    return BigClient(BIG.url(port), big_script, self.s.dur_s + 2.0)
-
-                self._cell(mode, ECHO, repeat, self._wrk(ECHO, port), proc.cpu_ticks, admin, big)
-                self._big_probe(mode, port, admin)
-            if not proc.alive():
-                raise StartError(f"{name} died during the run:\n{proc.log_tail()}")
+    def _big(self, port: int) -> Callable[[], BigClient]:
+        big_script = wrk_script(BIG, port, self.run_dir)
+        return lambda: BigClient(BIG.url(port), big_script, self.s.dur_s + 2.0)
 
     def _cell(
         self,
@@ -381,9 +332,10 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="portcullis-bench-screening-"))
     print(f"[bench] {settings.describe()}\n[bench] logs and configs in {run_dir}", flush=True)
     backend_port = free_port()
+    # "gateway" stands for screening off and block, measured as pairs (Bench.gateways).
     systems = [
         s
-        for part, group in (("gateway", ("off", "block")), ("modsec", ("pl0", "pl1")))
+        for part, group in (("gateway", ("gateway",)), ("modsec", ("pl0", "pl1")))
         if part in settings.parts
         for s in group
     ]
@@ -394,8 +346,8 @@ def main() -> int:
             for repeat in range(settings.repeats):
                 for system in systems if repeat % 2 == 0 else systems[::-1]:
                     try:
-                        if system in ("off", "block"):
-                            bench.gateway(system, repeat)
+                        if system == "gateway":
+                            bench.gateways(repeat)
                         elif modsec is not None:
                             bench.nginx(modsec, int(system[2:]), repeat)
                     except (StartError, loadgen.LoadError) as exc:
