@@ -2,9 +2,8 @@
 
 `Call` (slots) is everything a connection keeps per HTTP/2 stream: its future (unary response) or
 message queue (streamed response), windows, unsent request bytes and whether its request side is
-still open (client and bidi streams); its deadline lives in the connection's one deadline heap.
-`Admission` queues calls
-beyond the peer's stream limit. The functions turn what
+still open (client and bidi streams); its deadline lives in the connection's `Deadlines`
+(deadlines.py). `Admission` queues calls beyond the peer's stream limit. The functions turn what
 arrived (response headers, a reset) into the call's outcome, a `UnaryResult` or a `GatewayError`
 built the way `gateway.upstream.translate_rpc_error` builds one for grpc.aio: code from
 grpc-status, message from grpc-message (or the code's name), details from grpc-status-details-bin,

@@ -1,10 +1,11 @@
 """HTTP/2 frames (RFC 9113) as a gRPC client needs them: constants, builders and one splitter.
 
-Pure bytes in and out, no I/O: `connection.py` owns the socket and the stream state. Builders return
-ready-to-write bytes; `split_frames` cuts complete frames off a buffer and says how much it used,
-so a partial frame waits for more input. It is the reference splitter the frame tests hold the
-builders to; `connection.py` cuts its reads with the same rule written into its dispatch loop (one
-pass, no Frame objects). Frame headers go through one precompiled `struct`.
+Pure bytes in and out, no I/O: the connection (`session.py` up to `connection.py`) owns the socket
+and the stream state. Builders return ready-to-write bytes; `split_frames` cuts complete frames off
+a buffer and says how much it used, so a partial frame waits for more input. It is the reference
+splitter the frame tests hold the builders to; `connection.py` cuts its reads with the same rule
+written into its dispatch loop (one pass, no Frame objects). Frame headers go through one
+precompiled `struct`.
 """
 
 from __future__ import annotations

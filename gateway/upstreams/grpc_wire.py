@@ -4,7 +4,8 @@ Owns what the gRPC protocol spec (doc/PROTOCOL-HTTP2.md and doc/http-grpc-status
 about the bytes: the 5-byte length prefix of each message, the `grpc-timeout` format, how an HTTP
 status or an RST_STREAM code becomes a gRPC code when no `grpc-status` came, percent-decoding of
 `grpc-message`, base64 for `-bin` metadata, and what a response header block says (read once per
-distinct block). `connection.py` applies them; nothing here does I/O.
+distinct block). The connection's layers (`caller.py`, `connection.py`) apply them; nothing here
+does I/O.
 """
 
 from __future__ import annotations
