@@ -22,7 +22,7 @@ SCENARIO_LABELS = {
     PEER: "grpc-gateway 1.6.4 (Go)",
     PC1: "Portcullis `--workers 1`",
     PC2: "Portcullis `--workers 2`",
-    POLICIES_BASE: "Portcullis `--workers 1`, no policies, paired with the two below",
+    POLICIES_BASE: "Portcullis `--workers 1`, no policies (the policy scenarios' paired baseline)",
     POLICIES_LOCAL: "Portcullis `--workers 1` + policies, local limiter",
     POLICIES_REDIS: "Portcullis `--workers 1` + policies, Redis limiter",
     DIRECT: "direct gRPC, h2load (baseline)",

@@ -2,11 +2,12 @@
 
 Every knob has a default that makes `make bench` the full run of issues 2 and 3 (8 s per cell after
 a 2 s warm-up, 3 repeats, 16 and 32 connections, all six scenarios, and per repeat one paired block
-of the issue-3 policy scenarios at 32 connections: 2 rounds of 3 s samples, about 10.5 minutes);
+of the issue-3 policy scenarios at 32 connections: 2 rounds of 3 s samples, about 10 minutes);
 `BENCH_QUICK=1` is the smoke test (3 s, 1 repeat, one round of 2 s samples, about two minutes).
 Cells were 10 s and the idle-wait budget 90 s before the issue-3 scenarios joined the default run;
-both were shortened so that the whole run stays near 10 minutes (the paired block, which replaced
-the policy scenarios' own cells, added about half a minute). A bad value fails at start-up with
+both were shortened so that the whole run stays near 10 minutes. The paired block, which replaced the
+policy scenarios' own cells, took 64 s per repeat against ~58 s for those cells (its three gateways
+start at once), so about 20 s more per run. A bad value fails at start-up with
 the variable named. The knobs:
 
     BENCH_QUICK=1          smoke-test defaults for the knobs below
@@ -17,7 +18,7 @@ the variable named. The knobs:
     BENCH_CONNS            connection counts for the gateways (16,32)
     BENCH_POLICY_CONNS     connection counts for the issue-3 paired block (32)
     BENCH_PAIR_DUR         seconds per sample in the paired block (3; quick 2): short samples close
-                           together pair better than long ones; 4 s would take the run to ~11.3 min
+                           together pair better than long ones; each second more adds ~40 s to the run
     BENCH_PAIRS            rounds per endpoint and repeat in the paired block; a round is one sample of
                            each policy gateway and one of the no-policy one (2; quick 1)
     BENCH_DIRECT_CONNS     connection counts for direct gRPC (16: the one the latency ratio uses)
