@@ -4,7 +4,9 @@ Owns which of the two modes runs first in a pair, and the maths of the throughpu
 ("with screening on, at least 85% of the throughput with it off"): per repeat and workload, the
 `block` cell and the `off` cell measured right before or after it make one pair, with a
 throughput ratio (block req/s ÷ off req/s) and a CPU-implied one (off CPU µs/req ÷ block). The
-verdict is the median of the per-pair ratios, their min–max the spread. Pure: samples in, ratios out.
+verdict is the median of the per-pair ratios, their min–max the spread. A disturbed cell that is
+measured again (BENCH_RETRIES) is re-run straight after its first try, so the kept one stays within
+one cell of its pair. Pure: samples in, ratios out.
 """
 
 from __future__ import annotations
