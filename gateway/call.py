@@ -45,6 +45,7 @@ class Call:
     bytes_out: int
     error: GatewayError | None
     attributes: dict[str, Any]  # per-policy notes for the access log
+    finished: float  # perf_counter() when completion began (the pipeline's on_complete), else 0.0
     in_flight: bool  # counted in portcullis_http_requests_in_flight (by the metrics policy's on_request)
 
     # Written out rather than generated: the dataclass `__init__` tests every defaulted field against
@@ -104,6 +105,7 @@ class Call:
         self.bytes_out = bytes_out
         self.error = error
         self.attributes = {} if attributes is None else attributes
+        self.finished = 0.0
         self.in_flight = False
 
     @staticmethod

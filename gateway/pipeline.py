@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, Protocol
 
 from gateway.call import Call
@@ -167,7 +168,7 @@ def _compile_requests(hooks: tuple[Policy, ...], after: Callable[..., Awaitable[
 def _compile_completes(hooks: tuple[Policy, ...], after: Callable[..., Awaitable[None]]) -> Phase:
     if not hooks:
         return _nothing
-    lines = ["def on_complete(call):"]
+    lines = ["def on_complete(call):", "    call.finished = perf_counter()"]
     for i in range(len(hooks)):
         lines += [
             "    try:",
@@ -184,7 +185,7 @@ def _compile_completes(hooks: tuple[Policy, ...], after: Callable[..., Awaitable
 
 
 def _define(lines: list[str], name: str, hooks: dict[str, Any], after: Callable[..., Awaitable[None]]) -> Phase:
-    namespace: dict[str, Any] = {"log": log, "after": after, **hooks}
+    namespace: dict[str, Any] = {"log": log, "after": after, "perf_counter": perf_counter, **hooks}
     exec(compile("\n".join(lines), f"<pipeline {name}>", "exec"), namespace)  # noqa: S102 - our own source
     phase: Phase = namespace[name]
     return phase

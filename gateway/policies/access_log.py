@@ -13,6 +13,7 @@ import asyncio
 import random
 import sys
 import time
+from math import floor
 from pathlib import Path
 from time import perf_counter
 from typing import IO, Literal
@@ -45,6 +46,7 @@ class AccessLog(BasePolicy):
     def __init__(self, configs: RouteConfigs[AccessLogConfig]) -> None:
         self.configs = configs
         self._buffer: list[bytes] = []
+        self._append = self._buffer.append  # the buffer is only ever cleared, never replaced
         self._out: IO[bytes] | None = None
         self._flusher: asyncio.Task[None] | None = None
         # One config, enabled, unsampled (the usual case): every request's line, nothing to look up.
@@ -86,7 +88,7 @@ class AccessLog(BasePolicy):
 
     def on_complete(self, call: Call) -> None:
         if self._every_line:
-            self._buffer.append(_dumps(line(call), None, _NEWLINE))
+            self._append(_dumps(line(call), None, _NEWLINE))
             return
         cfg = self.configs.for_call(call)
         if not cfg.enabled:
@@ -94,7 +96,7 @@ class AccessLog(BasePolicy):
         sampled_out = cfg.sample_rate < 1.0 and random.random() >= cfg.sample_rate
         if sampled_out and not (cfg.always_log_errors and call.status >= 400):
             return
-        self._buffer.append(_dumps(line(call), None, _NEWLINE))
+        self._append(_dumps(line(call), None, _NEWLINE))
 
 
 _dumps, _NEWLINE = orjson.dumps, orjson.OPT_APPEND_NEWLINE  # positional: no keyword parsing per line
@@ -102,30 +104,57 @@ _second: list[object] = [-1, ""]  # the last whole second formatted, reused by e
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # the fraction, formatted once
 
 
+class _Fields:
+    """One line's fields as attributes, set in line order.
+
+    Fifteen attribute stores and one `__dict__` (a dict over the class's shared keys, made without
+    inserting anything) cost a third of building the same dict from a literal; orjson writes it
+    like any dict, in that order. The annotations are for the type checker; the values live on the
+    instance.
+    """
+
+    ts: str
+    request_id: str
+    route: str | None
+    method: str
+    path: str
+    consumer: str | None
+    client_ip: str
+    status: int
+    grpc_code: str | None
+    upstream: str | None
+    latency_ms: float
+    upstream_ms: float
+    bytes_in: int
+    bytes_out: int
+    trace_id: str | None
+
+
 def line(call: Call) -> dict[str, object]:
     # Written out (this runs once per request): the timestamp to the millisecond, formatted once per
-    # second; milliseconds to the microsecond, rounded half up (`round(x, 3)` formats and parses a string).
+    # second; milliseconds to the microsecond, rounded half up (`round(x, 3)` formats and parses a
+    # string). `floor` is `int` for these positive numbers, at half the cost of calling the type.
     unix = call.started_unix
-    whole = int(unix)
+    whole = floor(unix)
     if whole != _second[0]:
         _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    record: dict[str, object] = {
-        "ts": _second[1] + _MILLIS[int((unix - whole) * 1000)],  # type: ignore[operator]
-        "request_id": call.request_id,
-        "route": call.route,
-        "method": call.method,
-        "path": call.path,
-        "consumer": call.consumer,
-        "client_ip": call.client_ip,
-        "status": call.status,
-        "grpc_code": call.grpc_code,
-        "upstream": call.upstream,
-        "latency_ms": int((perf_counter() - call.started) * 1_000_000.0 + 0.5) / 1000,
-        "upstream_ms": int(call.upstream_s * 1_000_000.0 + 0.5) / 1000,
-        "bytes_in": call.bytes_in,
-        "bytes_out": call.bytes_out,
-        "trace_id": call.trace_id,
-    }
+    fields = _Fields()
+    fields.ts = _second[1] + _MILLIS[floor((unix - whole) * 1000)]  # type: ignore[operator]
+    fields.request_id = call.request_id
+    fields.route = call.route
+    fields.method = call.method
+    fields.path = call.path
+    fields.consumer = call.consumer
+    fields.client_ip = call.client_ip
+    fields.status = call.status
+    fields.grpc_code = call.grpc_code
+    fields.upstream = call.upstream
+    fields.latency_ms = floor(((call.finished or perf_counter()) - call.started) * 1_000_000.0 + 0.5) / 1000
+    fields.upstream_ms = floor(call.upstream_s * 1_000_000.0 + 0.5) / 1000
+    fields.bytes_in = call.bytes_in
+    fields.bytes_out = call.bytes_out
+    fields.trace_id = call.trace_id
+    record: dict[str, object] = fields.__dict__
     if call.error is not None:
         record["error"] = call.error.message
     if call.attributes:

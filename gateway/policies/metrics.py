@@ -120,7 +120,7 @@ class Metrics(BasePolicy):
             # Tally.observe written out (twice per call): counts[bisect_left(bounds, value)] += 1
             duration = cell.duration
             if duration is not None:
-                elapsed = perf_counter() - call.started  # call.elapsed_s
+                elapsed = (call.finished or perf_counter()) - call.started
                 duration.counts[bisect_left(duration.bounds, elapsed)] += 1
                 duration.total += elapsed
             upstream_s = call.upstream_s
