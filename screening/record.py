@@ -212,16 +212,18 @@ def _kind(field: FieldDescriptor) -> tuple[int, bool, Any, int]:
     return found
 
 
-_DIRECT: dict[FieldDescriptor, tuple[int, str] | tuple[()]] = {}
+_DIRECT: dict[FieldDescriptor, tuple[int, str, bool] | tuple[()]] = {}
 
 
-def _direct_plan(field: FieldDescriptor) -> tuple[int, str] | tuple[()]:
-    """(kind, name) of a field `message_leaves` turns into leaves at once (a singular scalar, a map of
-    scalars), or () for one that goes on its stack; computed once per descriptor."""
-    kind, repeated, _, value_kind = _kind(field)
-    plan: tuple[int, str] | tuple[()] = ()
+def _direct_plan(field: FieldDescriptor) -> tuple[int, str, bool] | tuple[()]:
+    """(kind, name, whether a map's values are strings) of a field `message_leaves` turns into leaves at
+    once (a singular scalar, a map of scalars), or () for one that goes on its stack; computed once per
+    descriptor."""
+    kind, repeated, value_field, value_kind = _kind(field)
+    plan: tuple[int, str, bool] | tuple[()] = ()
     if not repeated and (kind == _SCALAR or kind == _MAP and value_kind == _SCALAR):
-        plan = (kind, field.name)
+        strings = kind == _MAP and value_field.type == FieldDescriptor.TYPE_STRING
+        plan = (kind, field.name, strings)
     if len(_DIRECT) >= _KINDS_MAX:
         _DIRECT.clear()
     _DIRECT[field] = plan
@@ -390,6 +392,142 @@ def pick_headers(
     order = {name: i for i, name in enumerate(names)}
     found.sort(key=lambda pair: order[pair[0]])
     return tuple((k, clip(v)) for k, v in found)
+
+
+# --- the policy's shortcut: the screened values alone ----------------------------------------------------
+_QUERY_KEYS: dict[str, bool] = {}  # query key -> whether it is plain (not screened on its own)
+# Per screened-header list: its lower-case names, and a header name as a request spells it -> its rank there.
+_HEADER_RANKS: dict[tuple[str, ...], tuple[tuple[str, ...], dict[str, int]]] = {}
+
+
+def plain_query_key(key: str) -> bool:
+    """Whether a query key is a plain name (`page`, `sort.by`), not input worth screening on its own."""
+    return len(key) <= 64 and key.replace("_", "").replace("-", "").replace(".", "").isalnum()
+
+
+def _query_key_is_plain(key: str) -> bool:
+    found = _QUERY_KEYS.get(key)
+    if found is None:
+        found = plain_query_key(key)
+        if len(key) <= 64:
+            if len(_QUERY_KEYS) >= 4096:
+                _QUERY_KEYS.clear()
+            _QUERY_KEYS[key] = found
+    return found
+
+
+def _header_rank(ranks: dict[str, int], names: tuple[str, ...], name: str) -> int:
+    """Where header `name` (as the request spells it) comes in `names`, or -1; remembered per spelling."""
+    lowered = name.lower()
+    rank = names.index(lowered) if lowered in names else -1
+    if len(name) <= 64:
+        if len(ranks) >= 1024:
+            ranks.clear()
+        ranks[name] = rank
+    return rank
+
+
+def _flat_message_values(message: Message) -> list[str] | None:
+    """The leaf values of a message whose set fields are all singular scalars or maps of scalars with plain
+    keys, within `MAX_FIELDS` and `MAX_TOTAL_CHARS`: `message_leaves`' values, without their key paths.
+    None for any other message (it then goes through `message_leaves`)."""
+    out: list[str] = []
+    budget = MAX_TOTAL_CHARS
+    for field, value in message.ListFields():
+        plan = _DIRECT.get(field)
+        if plan is None:
+            plan = _direct_plan(field)
+        if not plan:
+            return None
+        if plan[0] == _SCALAR:
+            text = value if type(value) is str and len(value) <= MAX_VALUE_CHARS else clip(_text(value))
+            if len(text) >= budget or len(out) >= MAX_FIELDS:
+                return None  # the walk would cut or drop it
+            budget -= len(text)
+            out.append(text)
+            continue
+        keys = list(value)  # a map's keys, in its iteration order (its `items()` is a Python view over them)
+        if not all(map(_PLAIN_KEYS.get, keys)) and not all(_plain_key_cached(str(key)) for key in keys):
+            return None  # an odd key is a leaf of its own
+        items = list(map(value.__getitem__, keys))
+        if plan[2] and items:  # strings: taken whole when none is clipped and all fit (the usual labels)
+            lengths = list(map(len, items))
+            size = sum(lengths)
+            if size < budget and max(lengths) <= MAX_VALUE_CHARS and len(out) + len(items) <= MAX_FIELDS:
+                budget -= size
+                out += items
+                continue
+        for item in items:
+            if type(item) is not str or len(item) > MAX_VALUE_CHARS:
+                item = clip(_text(item))
+            if len(item) >= budget or len(out) >= MAX_FIELDS:
+                return None
+            budget -= len(item)
+            out.append(item)
+    return out
+
+
+def request_values(
+    path: str,
+    query: Iterable[tuple[str, str]] = (),
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    message: Any = None,
+    screened_headers: tuple[str, ...] = SCREENED_HEADERS,
+) -> tuple[list[str], int]:
+    """The values screened for a request and how many leaves were left out: what
+    `features.field_values(from_request(...))` and the record's `dropped` give, without the record, the
+    key paths or the pairs (the gateway's common case: a route without field rules). Tests hold the two
+    equal; the work is one pass over the query and the headers and, for a flat message (the usual
+    request: scalars and maps of scalars), one over its fields."""
+    if type(screened_headers) is not tuple:
+        screened_headers = tuple(screened_headers)
+    values = [path if len(path) <= MAX_VALUE_CHARS else clip(path)]
+    for taken, (key, value) in enumerate(query):
+        if taken == MAX_FIELDS:
+            break
+        values.append(value if len(value) <= MAX_VALUE_CHARS else clip(value))
+        if len(key) > MAX_VALUE_CHARS:
+            key = clip(key)
+        if not _query_key_is_plain(key):
+            values.append(key)
+    plan = _HEADER_RANKS.get(screened_headers)
+    if plan is None:
+        plan = _header_plan(screened_headers)
+    names, ranks = plan
+    found: list[tuple[int, str]] = []
+    items = getattr(headers, "items", None)  # a mapping or multidict; else an iterable of pairs
+    pairs: Iterable[tuple[str, str]] = items() if items is not None else headers  # type: ignore[assignment]
+    for name, value in pairs:
+        rank = ranks.get(name)
+        if rank is None:
+            rank = _header_rank(ranks, names, name)
+        if rank >= 0:
+            found.append((rank, value))
+    if found:
+        if len(found) > 1:
+            found.sort(key=_first)  # stable: screened order, then request order
+        values += [value if len(value) <= MAX_VALUE_CHARS else clip(value) for _, value in found]
+    if message is None:
+        return values, 0
+    if isinstance(message, Message):
+        flat = _flat_message_values(message)
+        if flat is not None:
+            values += flat
+            return values, 0
+    leaves_, dropped = body_leaves(message)
+    values += [value for _, value in leaves_]
+    return values, dropped
+
+
+def _first(pair: tuple[int, str]) -> int:
+    return pair[0]
+
+
+def _header_plan(screened_headers: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, int]]:
+    if len(_HEADER_RANKS) >= 64:
+        _HEADER_RANKS.clear()
+    plan = _HEADER_RANKS[screened_headers] = (_wanted(tuple(screened_headers))[0], {})
+    return plan
 
 
 def from_request(

@@ -108,7 +108,8 @@ class Screening(BasePolicy):
         self.registry = ModelRegistry(self.settings.models_dir)
         self.scorer: Scorer | None = None
         self.load_error: str | None = None
-        self._pending: set[int] = set()  # calls whose head waits for their first message
+        # Calls whose head waits for their first message, with their route's config (looked up once).
+        self._pending: dict[int, ScreeningConfig] = {}
         self._streams: set[int] = set()  # upgraded calls: head already screened, messages alone
         self._lock = asyncio.Lock()
         # One worker: decisions, scores and durations add to plain tallies, pushed into
@@ -237,29 +238,33 @@ class Screening(BasePolicy):
             started = time.perf_counter()
             head = record.from_request(call.method, call.path, call.query.items(), call.headers, None, cfg.headers)
             return self._screen(call, cfg, head, head.dropped, False, started)
-        self._pending.add(id(call))
+        self._pending[id(call)] = cfg
         return None
 
     def on_message(self, call: Call, message: Any) -> Awaitable[None] | None:
+        cfg = self._pending.pop(id(call), None)
+        if cfg is not None:  # the request's first message: screened with its head, once
+            started = time.perf_counter()
+            if not cfg.fields:  # the common case: the values alone, no record (the same values, in order)
+                values, dropped = record.request_values(call.path, call.query.items(), call.headers, message,
+                                                        cfg.headers)
+                return self._screen(call, cfg, values, dropped, False, started)
+            rec = record.from_request(call.method, call.path, call.query.items(), call.headers, message, cfg.headers)
+            return self._screen(call, cfg, rec, rec.dropped, False, started)
         cfg = self.configs.for_call(call)
         if cfg.mode == "off":
             return None
         started = time.perf_counter()
-        key = id(call)
-        if key in self._pending:
-            self._pending.discard(key)
-            if not cfg.fields:  # the common case: the values alone, no record (the same values, in order)
-                values, dropped = features.request_values(call.path, call.query.items(), call.headers, message,
-                                                          cfg.headers)
-                return self._screen(call, cfg, values, dropped, False, started)
-            rec = record.from_request(call.method, call.path, call.query.items(), call.headers, message, cfg.headers)
-            return self._screen(call, cfg, rec, rec.dropped, False, started)
         rec = record.from_message(call.method, call.path, message)
         return self._screen(call, cfg, rec, rec.dropped, True, started)
 
     def on_complete(self, call: Call) -> None:
-        self._pending.discard(id(call))
-        self._streams.discard(id(call))
+        pending = self._pending
+        if pending:
+            pending.pop(id(call), None)
+        streams = self._streams
+        if streams:
+            streams.discard(id(call))
 
     # --- scoring ------------------------------------------------------------------------------------
     def _screen(self, call: Call, cfg: ScreeningConfig, rec: record.RequestRecord | list[str], dropped: int,
@@ -275,14 +280,18 @@ class Screening(BasePolicy):
                 return None
             model = scorer.active  # read once: a swap during this request does not change its model
             threshold = cfg.threshold or model.manifest.threshold
-            if cfg.fields and isinstance(rec, record.RequestRecord):
+            if type(rec) is list:  # the common case: one row, the request's values against the route's threshold
+                X = features.combine(features.field_vectors(rec), dropped)[None, :]
+                thresholds, row_values = [threshold], [rec]
+            elif cfg.fields and isinstance(rec, record.RequestRecord):
                 rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
                 if not rows:
                     self._decide(route, "skip")
                     return None
                 X = np.stack(rows)
-            else:  # the common case: one row, the whole request against the route's threshold
-                values = rec if isinstance(rec, list) else features.field_values(rec)
+            else:  # one row, the whole record
+                assert isinstance(rec, record.RequestRecord)
+                values = features.field_values(rec)
                 X = features.combine(features.field_vectors(values), dropped)[None, :]
                 thresholds, row_values = [threshold], [values]
             try:
@@ -315,16 +324,16 @@ class Screening(BasePolicy):
     def _verdict(self, call: Call, cfg: ScreeningConfig, route: str, scores: Scores, X: np.ndarray,
                  thresholds: list[float], row_values: list[list[str]], stream: bool) -> None:
         model = scores.model
-        column = scores.values[:, 0]
         if len(thresholds) == 1:
-            worst, score = 0, float(column[0])
+            worst, score = 0, scores.values.item(0)  # row 0's score, as a Python float (no slice)
             flagged = score >= thresholds[0]
         else:
+            column = scores.values[:, 0]
             margins = column - np.asarray(thresholds)
             worst, score = int(np.argmax(margins)), float(column.max())
             flagged = bool((margins >= 0).any())
         verdict = "allow" if not flagged else ("block" if cfg.mode == "block" else "flag")
-        note: dict[str, Any] = {"verdict": verdict, "score": round(score, 4), "threshold": round(thresholds[worst], 4),
+        note: dict[str, Any] = {"verdict": verdict, "score": _round4(score), "threshold": _round4(thresholds[worst]),
                                 "model": model.key}
         if verdict != "allow":
             # Named features (the hashed n-grams resolved against this request's values) for the log
@@ -382,10 +391,18 @@ class Screening(BasePolicy):
             entry[0] += 1
 
     def _took(self, call: Call, seconds: float) -> None:
-        self._tally(self._durations, SCREENING_DURATION, call.route or "unmatched", seconds)
+        tally = self._durations.get(call.route or "unmatched")  # `_tally`, inlined: once per request
+        if tally is None or self._eager:
+            self._tally(self._durations, SCREENING_DURATION, call.route or "unmatched", seconds)
+        else:
+            tally.observe(seconds)
 
     def _observe(self, route: str, score: float) -> None:
-        self._tally(self._scores, SCREENING_SCORE, route, score)
+        tally = self._scores.get(route)
+        if tally is None or self._eager:
+            self._tally(self._scores, SCREENING_SCORE, route, score)
+        else:
+            tally.observe(score)
 
     def _tally(self, tallies: dict[str, Tally], metric: Any, route: str, value: float) -> None:
         """One observation of a per-route histogram: written through when eager, else tallied."""
@@ -430,6 +447,21 @@ _CATEGORIES = (
     ("crlf", "header-injection"), ("deser", "deserialization"), ("scanner", "scanner"), ("scan_path", "scanner"),
     ("dollar_brace", "template-injection"),
 )
+
+
+_ROUNDED: dict[float, float] = {}  # score or threshold -> round(x, 4): a float round costs a decimal conversion
+
+
+def _round4(x: float) -> float:
+    """`round(x, 4)`, remembered (thresholds repeat on every request, scores of repeated requests too)."""
+    found = _ROUNDED.get(x)
+    if found is None:
+        found = round(x, 4)
+        if x and type(x) is float:  # 0.0 and -0.0 are one key but round apart; numpy floats round apart
+            if len(_ROUNDED) >= 4096:
+                _ROUNDED.clear()
+            _ROUNDED[x] = found
+    return found
 
 
 def category(feature_names: list[str]) -> str:

@@ -7,6 +7,8 @@ import json
 
 import pytest
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 import protos
@@ -117,3 +119,60 @@ def test_a_message_walk_keeps_field_order_and_odd_keys_first() -> None:
                                                ("labels.?", "v")], 0)
     book = json_format.ParseDict({"name": "n", "author": {"name": "a"}, "title": "t"}, library_pb2.Book())
     assert [path for path, _ in record.message_leaves(book)[0]] == ["name", "title", "author.name"]
+
+
+# --- the policy's shortcut, `record.request_values`, against its definition --------------------------------
+_NAMES = st.sampled_from(["User-Agent", "user-agent", "USER-AGENT", "Cookie", "cookie", "COO\u212aIE", "Referer",
+                          "Content-Type", "X-Forwarded-For", "x-api-version", "Host", "Accept", "X-Other"])
+_TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["", "a", "x" * 5000, "' or 1=1--", "<svg onload=1>"]))
+_KEYS = st.one_of(st.text(max_size=12), st.sampled_from(["user", "ticket_id", "lang-x", "<k>", "$where", "_", "",
+                                                         "k" * 70, "a.b"]))
+
+
+def _definition(path: str, query: object, headers: object, message: object,
+                screened: tuple[str, ...]) -> tuple[list[str], int]:
+    rec = record.from_request("POST", path, query, headers, message, screened)  # type: ignore[arg-type]
+    return features.field_values(rec), rec.dropped
+
+
+@settings(max_examples=400, deadline=None)
+@given(path=_TEXT, query=st.lists(st.tuples(_KEYS, _TEXT), max_size=4),
+       headers=st.lists(st.tuples(_NAMES, _TEXT), max_size=6), text=_TEXT, repeat=st.integers(-3, 3),
+       labels=st.dictionaries(_KEYS, _TEXT, max_size=6),
+       screened=st.sampled_from([record.SCREENED_HEADERS, ("Cookie", "host"), ()]))
+def test_request_values_equal_the_records_values(path: str, query: list[tuple[str, str]],
+                                                 headers: list[tuple[str, str]], text: str, repeat: int,
+                                                 labels: dict[str, str], screened: tuple[str, ...]) -> None:
+    message = echo_pb2.EchoRequest(message=text, repeat=repeat, labels=labels)
+    for given_headers in (headers, CIMultiDict(headers), CIMultiDictProxy(CIMultiDict(headers)), dict(headers)):
+        for q in (query, CIMultiDict(query).items()):
+            assert record.request_values(path, q, given_headers, message, screened) == _definition(
+                path, q, given_headers, message, screened)
+
+
+def test_request_values_fall_back_to_the_walk_beyond_its_bounds() -> None:
+    """Messages the flat walk does not take (nested, odd keys, over the text or leaf budget) give the walk's
+    values and dropped count."""
+    headers = CIMultiDict([("User-Agent", "curl/8")])
+    book = json_format.ParseDict({"title": "<svg onload=alert(1)>", "tags": ["a", "b'--"], "labels": {"$w": "1"},
+                                  "author": {"name": "x"}, "genre": "POETRY"}, library_pb2.Book())
+    messages: list[object] = [
+        book,
+        echo_pb2.EchoRequest(message="m" * 4097, labels={f"k{i}": "v" * 4000 for i in range(12)}),
+        echo_pb2.EchoRequest(labels={f"k{i}": str(i) for i in range(300)}),
+        echo_pb2.EchoRequest(message="x" * 32767, labels={"a": "b"}),
+        echo_pb2.EchoRequest(message="x" * 32768),
+        echo_pb2.EchoRequest(message="x" * 32000, labels={"a": "y" * 767, "b": ""}),
+        echo_pb2.EchoRequest(message="x" * 32000, labels={"a": "y" * 768, "b": ""}),
+        echo_pb2.EchoRequest(labels={"<k>": "v", "ok": "w"}),
+        json.dumps(BODY).encode(), b"not json", "plain text", {"a": [1, {"b": None}]}, None,
+    ]
+    for message in messages:
+        for screened in (record.SCREENED_HEADERS, ["user-agent"]):
+            got = record.request_values("/v1/echo", [("q", "1"), ("we ird", "v")], headers, message, screened)
+            assert got == _definition("/v1/echo", [("q", "1"), ("we ird", "v")], headers, message, tuple(screened))
+
+
+@given(st.text(max_size=80))
+def test_plain_query_keys_are_the_features_rule(key: str) -> None:
+    assert record.plain_query_key(key) == features._plain(key)
