@@ -158,6 +158,8 @@ class Pipeline:
 def _compile_requests(hooks: tuple[Policy, ...], after: Callable[..., Awaitable[None]]) -> Phase:
     if not hooks:
         return _nothing
+    if len(hooks) == 1:  # its result is the phase's: None, or the awaitable that is all that is left
+        return hooks[0].on_request
     lines = ["def on_request(call):"]
     for i in range(len(hooks)):
         lines += [f"    pending = h{i}(call)", "    if pending is not None:", f"        return after(call, pending, {i + 1})"]

@@ -10,6 +10,7 @@ Lines are buffered and flushed by a background loop, so a request never waits on
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import sys
 import time
@@ -23,6 +24,8 @@ from pydantic import Field, model_validator
 
 from gateway.call import Call
 from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
+
+log = logging.getLogger("portcullis.access_log")
 
 
 class AccessLogConfig(PolicyConfig):
@@ -48,7 +51,8 @@ class AccessLog(BasePolicy):
         self._buffer: list[bytes] = []
         self._append = self._buffer.append  # the buffer is only ever cleared, never replaced
         self._out: IO[bytes] | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._interval = configs.default.flush_interval_s
         # One config, enabled, unsampled (the usual case): every request's line, nothing to look up.
         default = configs.default
         self._every_line = not configs.by_route and default.enabled and default.sample_rate >= 1.0
@@ -61,23 +65,26 @@ class AccessLog(BasePolicy):
             self._out = cfg.path.open("ab")
         else:
             self._out = sys.stdout.buffer
-        self._flusher = asyncio.create_task(self._flush_forever(cfg.flush_interval_s))
+        self._timer = asyncio.get_running_loop().call_later(self._interval, self._tick)
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.flush()
         if self._out is not None and self._out is not sys.stdout.buffer:
             self._out.close()
 
-    async def _flush_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
+    def _tick(self) -> None:
+        # The flush loop as a timer that re-arms itself: a wake-up is one callback, not a task
+        # step, a future and a coroutine resumed. A failed write is logged and the loop goes on.
+        try:
             self.flush()
+        except Exception:
+            log.exception("access log: writing buffered lines failed")
+        finally:
+            if self._timer is not None:
+                self._timer = asyncio.get_running_loop().call_later(self._interval, self._tick)
 
     def flush(self) -> None:
         if self._buffer and self._out is not None:
