@@ -154,7 +154,8 @@ class Pipeline:
 
 # A phase is compiled into one function, written out per policy (the way dataclasses writes
 # `__init__`): the hooks are bound methods resolved once, and each is followed by the test for an
-# awaitable, which hands the rest of the phase to the pipeline's coroutine (`after`).
+# awaitable, which hands the rest of the phase to the pipeline's coroutine (`after`). on_complete
+# first stamps `call.finished`, the one clock reading every observer's latency is taken from.
 def _compile_requests(hooks: tuple[Policy, ...], after: Callable[..., Awaitable[None]]) -> Phase:
     if not hooks:
         return _nothing

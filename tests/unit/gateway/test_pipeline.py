@@ -118,3 +118,15 @@ async def test_the_rest_of_a_phase_runs_after_the_first_awaitable() -> None:
     assert pending is not None and seen == ["a.complete"]  # reverse order: a ran, then d had to wait
     await pending  # d's failure after waiting is logged, and c still completes
     assert seen == ["a.complete", "d.complete later", "c.complete"]
+
+
+async def test_a_phase_with_one_acting_policy_passes_its_result_on() -> None:
+    seen: list[str] = []
+    pipeline = Pipeline((Sometimes("b", seen), LateObserver("d", seen)))  # b alone requests, d alone completes
+    assert pipeline.on_request(call()) is None
+    with pytest.raises(ValueError, match="refused after waiting"):
+        await settle(pipeline.on_request(call("/wait")))
+    assert seen == ["b.request now", "b.request later"]
+    done = call()
+    await settle(pipeline.on_complete(done))  # d's failure after waiting is logged, not raised
+    assert seen[-1] == "d.complete later" and done.finished > 0.0
