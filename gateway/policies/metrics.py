@@ -25,7 +25,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
 
 from prometheus_client import Counter
 from pydantic import Field
@@ -112,8 +111,9 @@ class Metrics(BasePolicy):
         if route is None and method not in _METHODS:
             method = OTHER_METHOD
         key = (route, method, call.status, call.upstream)
-        cell: _Cell | None = self._cells.get(key, _UNSEEN)
-        if cell is _UNSEEN:
+        try:
+            cell = self._cells[key]
+        except KeyError:  # the first call of this key: no cost on the others (3.11's try is free)
             cell = self._cell(call, key)
         if cell is not None:
             cell.count += 1
@@ -158,9 +158,6 @@ class Metrics(BasePolicy):
             tally = self._upstreams[(route, upstream)] = Tally(UPSTREAM_DURATION.labels(route, upstream))
         cell.upstream = tally
         return tally
-
-
-_UNSEEN: Any = object()  # a key with no cell yet (None is a key whose calls are not recorded)
 
 
 class _Cell:
