@@ -11,7 +11,7 @@ combiner inside:
 **narrow** (`to_narrow_model`, a rewrite of the wide graph): every n-gram column is 0 or 1, so the classifier logit's and the novelty
 count's n-gram parts are sums of the present n-grams' weights. Serving sums them (the tables `to_narrow_model` returns: the
 classifier weight and the 0/1 rare weight of every n-gram column, kept in the manifest) over a request's
-n-gram positions (`screening.rows`), and the graph reads `dense` [N, 116] (`rows.DENSE_COLUMNS`, what
+n-grams (a vector times the tables), and the graph reads `dense` [N, 116] (`features.DENSE_COLUMNS`, what
 the forest reads already), `gram_logit` and `gram_rare` [N, 1]:
 
     dense ─┬─ MatMul(dense weights) + gram_logit + intercept ── clip ── logit ───────────┐
@@ -39,7 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
-from screening import features, rows
+from screening import features
 from screening.detectors import EPS, ScreeningModel
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -173,8 +173,8 @@ def to_narrow_model(wide: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, l
     gets its narrow export without being trained again): the classifier's `LinearClassifier` over `X`
     becomes `Sigmoid(dense . w_dense + gram_logit + b)` (its class-1 coefficients on the 116 dense
     columns), the forest reads `dense` instead of `Gather(X)`, `MatMul(X, rare_weights)` becomes
-    `gram_rare`; the logit, the forest, the novelty and the combiner are kept node for node. The
-    tables (`logit`, `rare`: per n-gram column of `rows.NGRAMS`, the class-1 coefficient and the rare
+    `gram_rare`; the forest and the novelty are kept node for node, the combiner's weights too. The
+    tables (`logit`, `rare`: per n-gram column of `features.NGRAMS`, the class-1 coefficient and the rare
     weight, float32 values) are what serving sums over a request's n-grams."""
     graph = wide.graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -187,10 +187,10 @@ def to_narrow_model(wide: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, l
     labels = list(attributes.get("classlabels_ints", []))
     if attributes.get("post_transform") != b"LOGISTIC" or labels != [0, 1] or coefficients.shape[0] != 2:
         raise ValueError("the wide graph's classifier is not a binary logistic LinearClassifier")
-    if not np.array_equal(init["dense_columns"], rows.DENSE_COLUMNS):
-        raise ValueError("the wide graph's dense columns are not rows.DENSE_COLUMNS")
+    if not np.array_equal(init["dense_columns"], features.DENSE_COLUMNS):
+        raise ValueError("the wide graph's dense columns are not features.DENSE_COLUMNS")
     rare = init["rare_weights"][:, 0]
-    if np.any(np.delete(rare, np.arange(rows.NGRAMS.start, rows.NGRAMS.stop))):
+    if np.any(np.delete(rare, np.arange(features.NGRAMS.start, features.NGRAMS.stop))):
         raise ValueError("rare weights outside the n-gram columns: novelty is not a sum over n-grams")
     coef = coefficients[1]
     replaced = {"Identity", "Gather", "LinearClassifier", "Slice", "MatMul"}  # the nodes that read X
@@ -200,28 +200,39 @@ def to_narrow_model(wide: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, l
     # The combiner's input is logit(clip(p)), which is clip(logit) for p = sigmoid(logit): taken straight
     # from the linear part, not back from a float32 probability, whose 1 - p or p near 0 keeps only a
     # few digits (the wide graph's logit of a p of 3e-5 is 0.2% off; this one agrees with float64).
+    # Every node is a kernel launch that costs more than these few floats of work, so the linear part
+    # is one Gemm and the combiner one Concat and Gemm instead of three Mul and three Add.
     head = [
         helper.make_node("Identity", ["dense"], ["iso_X"]),
-        helper.make_node("MatMul", ["dense", "dense_weights"], ["dense_logit"]),
-        helper.make_node("Add", ["dense_logit", "gram_logit"], ["linear"]),
+        helper.make_node("Gemm", ["dense", "dense_weights", "gram_logit"], ["linear"]),
         helper.make_node("Add", ["linear", "intercept"], ["clf_logit"]),
         helper.make_node("Sigmoid", ["clf_logit"], ["attack_probability"]),
         helper.make_node("Clip", ["clf_logit", "logit_min", "logit_max"], ["logit"]),
         helper.make_node("Identity", ["gram_rare"], ["rare_count"]),
     ]
-    from_probability = {"p_clipped", "q", "odds", "logit"}  # the wide graph's logit, replaced above
-    kept = [node for node in graph.node if node.op_type not in replaced and node.output[0] not in from_probability]
-    dropped = {"dense_columns", "slice_start", "slice_end", "rare_weights", "eps", "one_minus_eps"}
+    combiner = [
+        helper.make_node("Concat", ["logit", "anomaly", "novelty"], ["combined"], axis=1),
+        helper.make_node("Gemm", ["combined", "combiner_weights", "combiner_bias"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["score"]),
+    ]
+    # The wide graph's logit (replaced above) and its combiner (replaced by `combiner`).
+    rewritten = {"p_clipped", "q", "odds", "logit", "z1", "z2", "z3", "z12", "z123", "z", "score"}
+    kept = [node for node in graph.node if node.op_type not in replaced and node.output[0] not in rewritten]
+    dropped = {"dense_columns", "slice_start", "slice_end", "rare_weights", "eps", "one_minus_eps",
+               "w0", "w1", "w2", "w3"}
     bound = float(np.log(EPS / (1 - EPS)))
     constants = [
-        numpy_helper.from_array(coef[rows.DENSE_COLUMNS].reshape(-1, 1), "dense_weights"),
+        numpy_helper.from_array(coef[features.DENSE_COLUMNS].reshape(-1, 1), "dense_weights"),
         numpy_helper.from_array(np.asarray(intercepts[1], dtype=np.float32), "intercept"),
         numpy_helper.from_array(np.asarray(bound, dtype=np.float32), "logit_min"),
         numpy_helper.from_array(np.asarray(-bound, dtype=np.float32), "logit_max"),
+        numpy_helper.from_array(np.stack([init["w1"], init["w2"], init["w3"]]).astype(np.float32).reshape(3, 1),
+                                "combiner_weights"),
+        numpy_helper.from_array(np.asarray(init["w0"], dtype=np.float32).reshape(1), "combiner_bias"),
     ]
     narrow = helper.make_graph(
-        [*head, *kept], "portcullis_screening_narrow",
-        [helper.make_tensor_value_info("dense", TensorProto.FLOAT, [None, rows.N_DENSE]),
+        [*head, *kept, *combiner], "portcullis_screening_narrow",
+        [helper.make_tensor_value_info("dense", TensorProto.FLOAT, [None, len(features.DENSE_COLUMNS)]),
          helper.make_tensor_value_info("gram_logit", TensorProto.FLOAT, [None, 1]),
          helper.make_tensor_value_info("gram_rare", TensorProto.FLOAT, [None, 1])],
         list(graph.output),
@@ -230,7 +241,7 @@ def to_narrow_model(wide: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, l
     model = helper.make_model(narrow, opset_imports=list(wide.opset_import), producer_name="portcullis-screening")
     model.ir_version = wide.ir_version
     onnx.checker.check_model(model)
-    tables = {"logit": [float(w) for w in coef[rows.NGRAMS]], "rare": [float(w) for w in rare[rows.NGRAMS]]}
+    tables = {"logit": [float(w) for w in coef[features.NGRAMS]], "rare": [float(w) for w in rare[features.NGRAMS]]}
     return model, tables
 
 
@@ -253,15 +264,18 @@ def run_graph(onnx_bytes: bytes, X: np.ndarray, tables: dict[str, list[float]] |
     if tables is None:
         feeds = {"X": X}
     else:
-        feeds = narrow_inputs(rows.Rows.from_wide(X), np.asarray(tables["logit"]), np.asarray(tables["rare"]))
+        feeds = narrow_inputs(X, np.asarray(tables["logit"]), np.asarray(tables["rare"]))
     return np.concatenate(session.run(list(OUTPUTS), feeds), axis=1)
 
 
-def narrow_inputs(batch: rows.Rows, logit: np.ndarray, rare: np.ndarray) -> dict[str, np.ndarray]:
-    """The narrow graph's feeds for `batch`, the n-gram tables summed in numpy, in float64, over each
-    row's present n-grams, as `registry.LoadedModel` does."""
-    offset = rows.NGRAMS.start
-    sums = np.asarray([[logit[g - offset].sum(), rare[g - offset].sum()] for g in batch.grams],
-                      dtype=np.float64).reshape(-1, 2)
-    return {"dense": batch.dense, "gram_logit": sums[:, :1].astype(np.float32),
-            "gram_rare": sums[:, 1:].astype(np.float32)}
+def narrow_inputs(X: np.ndarray, logit: np.ndarray, rare: np.ndarray) -> dict[str, np.ndarray]:
+    """The narrow graph's feeds for [N, F] vectors, as `registry.LoadedModel` makes them: the dense
+    columns, and the n-gram tables summed in numpy over each row's present n-grams (0/1 columns), a
+    float32 product of the tables and the row."""
+    X = np.asarray(X, dtype=np.float32)
+    table = np.zeros((2, features.N_FEATURES), dtype=np.float32)
+    table[0, features.NGRAMS], table[1, features.NGRAMS] = logit, rare
+    sums = np.zeros((len(X), 2), dtype=np.float32)
+    for i, row in enumerate(X):
+        np.dot(table, row, out=sums[i])
+    return {"dense": X[:, features.DENSE_COLUMNS], "gram_logit": sums[:, :1], "gram_rare": sums[:, 1:]}

@@ -91,6 +91,10 @@ _MAX0 = _ROLE4_0 + ROLE_4GRAM_WIDTH
 _MIN0 = _MAX0 + len(STATS)
 _REQ0 = _MIN0 + len(STATS)
 _N_CLS = _BI0 - _CLS0
+# The 116 dense columns (class maxima, statistic maxima and minima, request counts: what the isolation
+# forest and a narrow graph read) and the n-gram columns (each 0 or 1), which split the vector.
+DENSE_COLUMNS = np.concatenate([np.arange(_CLS0, _BI0), np.arange(_MAX0, N_FEATURES)]).astype(np.intp)
+NGRAMS = slice(_BI0, _MAX0)
 
 
 def _schema() -> str:
@@ -415,13 +419,10 @@ def describe(raw_values: Sequence[str]) -> dict[int, str]:
     return names
 
 
-def top_contributions(vector: Any, weights: np.ndarray, k: int, raw_values: Sequence[str] | None = None,
+def top_contributions(vector: np.ndarray, weights: np.ndarray, k: int, raw_values: Sequence[str] | None = None,
                       baseline: np.ndarray | None = None) -> list[tuple[str, float]]:
     """The `k` features pushing the score up most: weight times (value minus the benign baseline),
-    named readably (hashed n-grams resolved against `raw_values`) when values are given. `vector` is a
-    feature vector or a one-row `rows.Rows`."""
-    if hasattr(vector, "wide"):  # one `rows.Rows` row (that module imports this one)
-        vector = vector.wide()[0]
+    named readably (hashed n-grams resolved against `raw_values`) when values are given."""
     if k <= 0 or len(weights) != len(vector):
         return []
     contribution = (vector - baseline) * weights if baseline is not None and len(baseline) else vector * weights

@@ -27,7 +27,6 @@ from typing import Literal, NamedTuple, Protocol
 import numpy as np
 
 from screening.registry import LoadedModel, ScoringError
-from screening.rows import Rows
 
 
 class Observer(Protocol):
@@ -54,7 +53,7 @@ class Scores(NamedTuple):
 
 @dataclass(slots=True)
 class _Pending:
-    rows: np.ndarray | Rows
+    rows: np.ndarray
     model: LoadedModel
     shadow: LoadedModel | None
     future: asyncio.Future[Scores]
@@ -120,10 +119,8 @@ class Scorer:
         self.shadow = model
 
     # --- scoring ---------------------------------------------------------------------------------
-    async def score(self, rows: np.ndarray | Rows, model: LoadedModel | None = None,
-                    timeout_s: float = 0.05) -> Scores:
-        """Scores of one request's feature rows ([k, F] float32 vectors, or `Rows`) by `model` (default: the
-        active one)."""
+    async def score(self, rows: np.ndarray, model: LoadedModel | None = None, timeout_s: float = 0.05) -> Scores:
+        """Scores of one request's feature rows ([k, F] float32) by `model` (default: the active one)."""
         model = model or self.active
         shadow = self.shadow
         if self.mode == "inline" or self._executor is None:
@@ -141,14 +138,14 @@ class Scorer:
         except TimeoutError:
             raise ScoringError(f"scoring took longer than {timeout_s * 1000:.0f} ms") from None
 
-    def score_now(self, rows: np.ndarray | Rows, model: LoadedModel) -> Scores | None:
+    def score_now(self, rows: np.ndarray, model: LoadedModel) -> Scores | None:
         """In `inline` mode, the scores right away (no coroutine, no task); None in `batch` mode,
         where the caller awaits `score` instead. Raises `ScoringError` as `score` does."""
         if self.mode == "inline" or self._executor is None:
             return self._run(rows, model, self.shadow)
         return None
 
-    def _run(self, rows: np.ndarray | Rows, model: LoadedModel, shadow: LoadedModel | None) -> Scores:
+    def _run(self, rows: np.ndarray, model: LoadedModel, shadow: LoadedModel | None) -> Scores:
         started = time.perf_counter()
         values = model.run(rows)
         shadow_values = shadow.run(rows) if shadow is not None else None
@@ -181,7 +178,7 @@ class Scorer:
             groups.setdefault((id(pending.model), id(pending.shadow)), []).append(i)
         for indexes in groups.values():
             first = batch[indexes[0]]
-            rows = _concat([batch[i].rows for i in indexes]) if len(indexes) > 1 else first.rows
+            rows = np.concatenate([batch[i].rows for i in indexes]) if len(indexes) > 1 else first.rows
             try:
                 scored = self._run(rows, first.model, first.shadow)
             except ScoringError as exc:
@@ -214,11 +211,3 @@ class Scorer:
                 self._dispatch()
 
         return done
-
-
-def _concat(parts: list[np.ndarray | Rows]) -> np.ndarray | Rows:
-    """Requests' rows as one batch: `Rows` joined as `Rows` (a wide model widens them itself), vectors
-    as one array; a batch mixing the two is widened."""
-    if all(isinstance(part, Rows) for part in parts):
-        return Rows.stack([part for part in parts if isinstance(part, Rows)])
-    return np.concatenate([part.wide() if isinstance(part, Rows) else part for part in parts])

@@ -9,16 +9,15 @@ with. Serving needs numpy and onnxruntime only.
 
 A model takes one of two input signatures (`Manifest.signature`): wide, the [N, F] feature vectors,
 or narrow, the 116 dense columns and the sums of its two n-gram weight tables over the request's
-n-grams (`export.to_narrow_model`). `run` and `top_features` accept either form of the features
-(vectors, or `rows.Rows`) with either signature, so a policy feeds `Rows` and a wide model (kept
-for rollback) still scores them; the loader checks that the graph's inputs are the manifest's.
+n-grams (`export.to_narrow_model`). Both are fed from the same feature vectors (`run`), so callers
+do not change and a wide model stays loadable for rollback; the loader checks that the graph's
+inputs are the manifest's.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,17 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from screening import features
+from screening.features import DENSE_COLUMNS, NGRAMS
 from screening.manifest import MANIFEST, MODEL, Manifest, file_sha256
 from screening.record import RequestRecord
-from screening.rows import DENSE_COLUMNS, N_DENSE, NGRAMS, Rows
 
 OUTPUTS = ("score", "attack_probability", "anomaly")
 _OUTPUT_NAMES = list(OUTPUTS)
+_dot = np.dot
+# DENSE_COLUMNS is two runs: the class counts, then everything after the n-grams.
+_CLASSES, _REST = features.NGRAMS.start, features.NGRAMS.stop
 SIGNATURES = {"wide": ("X",), "narrow": ("dense", "gram_logit", "gram_rare")}
+N_DENSE = len(DENSE_COLUMNS)
 GOLDEN_TOLERANCE = 1e-4
 # onnxruntime's own exception types (they derive from Exception directly), plus what numpy raises
 # for an input of the wrong shape or type: the only errors translated where inference enters.
@@ -66,33 +69,25 @@ class LoadedModel:
     path: Path
     key: str = field(init=False)
     narrow: bool = field(init=False)
-    # Narrow: per feature position, its classifier weight and rare weight ([F, 2] float64, zeros off
-    # the n-gram columns), the two tables a request's n-grams are summed over.
+    # Narrow: per feature, its classifier weight and its rare weight ([2, F] float32, zero off the n-gram
+    # columns): this times a vector is the two n-gram sums, each present n-gram counted once.
     gram_table: np.ndarray = field(init=False, repr=False)
-    _ranking: _Ranking | None = field(init=False, repr=False)
     _bindings: threading.local = field(init=False, repr=False)  # per thread: see `_run_one`
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", f"{self.manifest.name}/{self.manifest.version}")
         object.__setattr__(self, "narrow", self.manifest.signature == "narrow")
-        table = np.zeros((features.N_FEATURES, 2), dtype=np.float64)
+        table = np.zeros((2, features.N_FEATURES), dtype=np.float32)
         if self.narrow:
-            table[NGRAMS, 0] = np.asarray(self.manifest.grams["logit"], dtype=np.float32)
-            table[NGRAMS, 1] = np.asarray(self.manifest.grams["rare"], dtype=np.float32)
+            table[0, NGRAMS] = self.manifest.grams["logit"]
+            table[1, NGRAMS] = self.manifest.grams["rare"]
         object.__setattr__(self, "gram_table", table)
-        ranking = _Ranking(self.weights, self.baseline) if len(self.weights) == features.N_FEATURES else None
-        object.__setattr__(self, "_ranking", ranking)
         object.__setattr__(self, "_bindings", threading.local())
 
-    def top_features(self, vector: np.ndarray | Rows, k: int, row: int = 0) -> list[tuple[str, float]]:
+    def top_features(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """What `features.top_contributions(vector, weights, k, None, baseline)` returns (the `k`
         largest positive contributions, unresolved names), for a small `k` in a few array passes:
-        one subtract-multiply, then one argmax per feature instead of sorting every positive one.
-        `vector` is one feature vector, or `Rows` (then its row `row`), ranked without the vector."""
-        if isinstance(vector, Rows):
-            if self._ranking is not None and 0 < k <= 8:
-                return self._ranking.top(vector, row, k)
-            vector = vector.wide()[row]
+        one subtract-multiply, then one argmax per feature instead of sorting every positive one."""
         if k <= 0 or len(self.weights) != len(vector):
             return []
         if k > 8:
@@ -109,31 +104,25 @@ class LoadedModel:
             contribution[index] = -np.inf
         return out
 
-    def run(self, X: np.ndarray | Rows) -> np.ndarray:
-        """Scores of a batch, [N, F] feature vectors or `Rows`, as [N, 3]: score, attack probability, anomaly."""
+    def run(self, X: np.ndarray) -> np.ndarray:
+        """Scores of a [N, F] batch as [N, 3]: score, attack probability, anomaly."""
         try:
-            if self.narrow:
-                rows = X if isinstance(X, Rows) else Rows.from_wide(X)
-                if len(rows.grams) == 1:
-                    return self._run_narrow_one(rows)
-                outputs = self.session.run(_OUTPUT_NAMES, self.narrow_feeds(rows))
-            else:
-                if isinstance(X, Rows):
-                    X = X.wide()
-                if X.shape[0] == 1 and X.dtype == np.float32 and X.shape[1] == self.manifest.n_features:
-                    return self._run_one(X)
-                outputs = self.session.run(_OUTPUT_NAMES, {"X": X})
+            if X.shape[0] == 1 and X.dtype == np.float32 and X.shape[1] == self.manifest.n_features:
+                return self._run_narrow_one(X) if self.narrow else self._run_one(X)
+            feeds = self.narrow_feeds(X) if self.narrow else {"X": X}
+            outputs = self.session.run(_OUTPUT_NAMES, feeds)
         except ORT_ERRORS as exc:
             raise ScoringError(f"{self.key}: inference failed: {type(exc).__name__}: {exc}") from None
         return np.concatenate(outputs, axis=1)
 
-    def narrow_feeds(self, rows: Rows) -> dict[str, np.ndarray]:
-        """A narrow graph's inputs: the dense rows, and per row the two tables summed over its n-grams."""
-        sums = np.zeros((len(rows.grams), 2), dtype=np.float32)
-        for i, grams in enumerate(rows.grams):
-            sums[i] = np.add.reduce(self.gram_table.take(grams, axis=0))
-        return {"dense": np.ascontiguousarray(rows.dense, dtype=np.float32), "gram_logit": sums[:, :1],
-                "gram_rare": sums[:, 1:]}
+    def narrow_feeds(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """A narrow graph's inputs for [N, F] vectors: the dense columns, and the two n-gram sums (every
+        n-gram column is 0 or 1: `gram_table` times the vector, row by row as `_run_narrow_one` does)."""
+        X = np.asarray(X, dtype=np.float32)
+        sums = np.zeros((len(X), 2), dtype=np.float32)
+        for i, row in enumerate(X):
+            _dot(self.gram_table, row, out=sums[i])
+        return {"dense": X[:, DENSE_COLUMNS], "gram_logit": sums[:, :1], "gram_rare": sums[:, 1:]}
 
     def _run_one(self, X: np.ndarray) -> np.ndarray:
         """One row (what the gateway scores per request) through an I/O binding made once per thread:
@@ -148,15 +137,19 @@ class LoadedModel:
         self.session.run_with_iobinding(binding)
         return scores.copy()
 
-    def _run_narrow_one(self, rows: Rows) -> np.ndarray:
-        """`_run_one` for a narrow graph: the dense row and the two n-gram sums (a gather of [k, 2] and
-        one sum) are written into one bound [1, 118] buffer whose parts are the three inputs."""
+    def _run_narrow_one(self, X: np.ndarray) -> np.ndarray:
+        """`_run_one` for a narrow graph: the dense columns (two slice copies) and the two n-gram sums
+        (one float32 matrix-vector product with `gram_table`) are written into one bound [1, 118]
+        buffer whose parts are the three inputs. Fed from the vector: gathering a request's n-gram
+        positions and dropping repeats costs more in numpy calls than this product over the 4,007
+        columns (docs/screening.md, optimisation notes)."""
         bound = getattr(self._bindings, "narrow", None)
         if bound is None:
             bound = self._bindings.narrow = _bind_narrow(self.session)
-        binding, dense, sums, scores = bound
-        dense[...] = rows.dense
-        sums[...] = np.add.reduce(self.gram_table.take(rows.grams[0], axis=0))
+        binding, classes, rest, sums, scores = bound
+        classes[...] = X[:, :_CLASSES]
+        rest[...] = X[:, _REST:]
+        _dot(self.gram_table, X[0], out=sums)
         self.session.run_with_iobinding(binding)
         return scores.copy()
 
@@ -164,52 +157,6 @@ class LoadedModel:
         m = self.manifest
         return {"name": m.name, "version": m.version, "feature_schema": m.feature_schema, "sha256": m.sha256,
                 "threshold": m.threshold, "created": m.created, "metrics": m.metrics.get("summary", {})}
-
-
-class _Ranking:
-    """The top contributions of `Rows` without their vector: contribution = weight x (value - baseline).
-
-    Dense columns are computed (116 floats); a present n-gram contributes (1 - baseline) x weight and an
-    absent one -baseline x weight, both constants, precomputed in the same float32 operations as the
-    wide path, so the floats are the same. Absent n-grams are ranked once (descending, then by
-    position); a request takes the first `k` of them it does not have. Ties resolve to the lowest
-    position, as the wide path's argmax does."""
-
-    def __init__(self, weights: np.ndarray, baseline: np.ndarray) -> None:
-        self.dense_weights = weights[DENSE_COLUMNS]
-        self.dense_baseline = baseline[DENSE_COLUMNS]
-        self.present = (np.ones_like(baseline) - baseline) * weights
-        absent = (np.zeros_like(baseline) - baseline) * weights
-        positions = np.arange(NGRAMS.start, NGRAMS.stop)
-        positions = positions[absent[positions] > 0]
-        order = np.lexsort((positions, -absent[positions]))
-        self.absent_ranked: list[int] = positions[order].tolist()
-        self.absent = absent
-
-    def top(self, rows: Rows, row: int, k: int) -> list[tuple[str, float]]:
-        grams = rows.grams[row]
-        dense = rows.dense[row] - self.dense_baseline
-        dense *= self.dense_weights
-        present = grams.tolist()
-        count = len(present)
-        absent: list[int] = []
-        for position in self.absent_ranked:
-            at = bisect_left(present, position)
-            if at < count and present[at] == position:
-                continue
-            absent.append(position)
-            if len(absent) == k:
-                break
-        chosen = np.asarray(absent, dtype=np.intp)
-        index = np.concatenate((DENSE_COLUMNS, grams, chosen))
-        value = np.concatenate((dense, self.present.take(grams), self.absent.take(chosen)))
-        out = []
-        for i in np.lexsort((index, -value))[:k].tolist():
-            contribution = float(value[i])
-            if not contribution > 0:
-                break
-            out.append((features.NAMES[index[i]], round(contribution, 3)))
-        return out
 
 
 def _bind_one(session: ort.InferenceSession, width: int) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -222,8 +169,9 @@ def _bind_one(session: ort.InferenceSession, width: int) -> tuple[Any, np.ndarra
     return binding, row, scores
 
 
-def _bind_narrow(session: ort.InferenceSession) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
-    """A narrow graph's binding for one row: `dense`, `gram_logit`, `gram_rare` side by side in one buffer."""
+def _bind_narrow(session: ort.InferenceSession) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A narrow graph's binding for one row: `dense`, `gram_logit`, `gram_rare` side by side in one
+    buffer; returned as views: the dense row's class counts and its other columns, the two sums."""
     buffer = np.zeros((1, N_DENSE + 2), dtype=np.float32)
     scores = np.zeros((1, len(OUTPUTS)), dtype=np.float32)
     binding = session.io_binding()
@@ -232,7 +180,7 @@ def _bind_narrow(session: ort.InferenceSession) -> tuple[Any, np.ndarray, np.nda
     binding.bind_input("gram_logit", "cpu", 0, np.float32, [1, 1], buffer.ctypes.data + N_DENSE * size)
     binding.bind_input("gram_rare", "cpu", 0, np.float32, [1, 1], buffer.ctypes.data + (N_DENSE + 1) * size)
     _bind_outputs(binding, scores)
-    return binding, buffer[:, :N_DENSE], buffer[0, N_DENSE:], scores
+    return binding, buffer[:, :_CLASSES], buffer[:, _CLASSES:N_DENSE], buffer[0, N_DENSE:], scores
 
 
 def _bind_outputs(binding: Any, scores: np.ndarray) -> None:

@@ -57,3 +57,14 @@ def test_a_graph_that_is_not_the_wide_export_is_not_rewritten() -> None:
 
     with pytest.raises((ValueError, KeyError)):
         to_narrow_model(onnx.load_from_string(blob))
+
+
+def test_the_narrow_columns_are_the_forests_and_split_the_vector() -> None:
+    from screening.detectors import dense_columns, ngram_columns
+
+    assert features.DENSE_COLUMNS.tolist() == dense_columns().tolist()
+    assert list(range(features.N_FEATURES))[features.NGRAMS] == ngram_columns().tolist()
+    assert sorted([*features.DENSE_COLUMNS.tolist(), *ngram_columns().tolist()]) == list(range(features.N_FEATURES))
+    # two runs around the n-grams (`registry` copies them as two slices)
+    assert features.DENSE_COLUMNS.tolist() == [*range(features.NGRAMS.start),
+                                               *range(features.NGRAMS.stop, features.N_FEATURES)]

@@ -14,7 +14,6 @@ from screening import features
 from screening.inference import Scorer
 from screening.record import from_parts
 from screening.registry import ModelRefused, ModelRegistry, load_folder
-from screening.rows import Rows
 from tests.support.screening_model import NAME, build_registry
 
 
@@ -176,14 +175,13 @@ def test_one_row_runs_through_its_binding_with_the_sessions_floats(
     X = rows(12)
 
     def feeds(x: np.ndarray) -> dict[str, np.ndarray]:
-        return model.narrow_feeds(Rows.from_wide(x)) if model.narrow else {"X": x}
+        return model.narrow_feeds(x) if model.narrow else {"X": x}
 
     plain = [np.concatenate(model.session.run(["score", "attack_probability", "anomaly"], feeds(X[i : i + 1])),
                             axis=1) for i in range(len(X))]
     for i in range(len(X)):
         got = model.run(X[i : i + 1])
         assert got.shape == (1, 3) and got.tobytes() == plain[i].tobytes()
-        assert model.run(Rows.from_wide(X[i : i + 1])).tobytes() == plain[i].tobytes()
     first = model.run(X[:1])
     model.run(X[1:2])
     assert first.tobytes() == plain[0].tobytes()  # a result is a copy, not the bound buffer
@@ -194,21 +192,15 @@ def test_one_row_runs_through_its_binding_with_the_sessions_floats(
     assert [r.tobytes() for r in asyncio.run(in_threads())] == [p.tobytes() for p in plain]
 
 
-def test_both_signatures_score_vectors_and_rows_alike(root: Path, wide_root: Path) -> None:
-    """The same fitted model, exported wide and narrow: the same scores to float32 noise, whichever form
-    the features come in (vectors, `Rows`, one row or a batch), and the same top features."""
+def test_both_signatures_score_alike(root: Path, wide_root: Path) -> None:
+    """The same fitted model exported wide and narrow: the same scores to float32 noise, one row (the
+    bound path) or a batch, and the same explanations (they read the vector and the manifest)."""
     narrow, wide = load_folder(root / NAME / "v1"), load_folder(wide_root / NAME / "v1")
     X = rows(24)
-    batch = Rows.from_wide(X)
-    expected = wide.run(X)
-    for model in (narrow, wide):
-        for features_form in (X, batch):
-            assert np.abs(model.run(features_form) - expected).max() < 1e-4
+    assert np.abs(narrow.run(X) - wide.run(X)).max() < 1e-4
     for i in range(len(X)):
-        for k in (1, 3, 8):
-            assert narrow.top_features(batch[i], k) == wide.top_features(X[i], k)
-            assert wide.top_features(batch[i], k) == wide.top_features(X[i], k)
-        assert narrow.top_features(batch[i], 12) == wide.top_features(X[i], 12)
+        assert np.abs(narrow.run(X[i : i + 1]) - narrow.run(X)[i]).max() < 1e-6
+        assert narrow.top_features(X[i], 3) == wide.top_features(X[i], 3)
 
 
 def test_a_manifest_whose_signature_is_not_the_graphs_is_refused(root: Path, wide_root: Path, tmp_path: Path) -> None:
@@ -230,15 +222,14 @@ def test_a_manifest_whose_signature_is_not_the_graphs_is_refused(root: Path, wid
         load_folder(folder)
 
 
-async def test_batches_of_rows_and_vectors_score_as_one_by_one(root: Path, wide_root: Path) -> None:
-    for model in (load_folder(root / NAME / "v1"), load_folder(wide_root / NAME / "v1")):
-        scorer = Scorer(model, mode="batch", workers=1)
-        scorer.start()
-        try:
-            X = rows(6)
-            parts: list[np.ndarray | Rows] = [Rows.from_wide(X[i : i + 1]) if i % 2 else X[i : i + 1] for i in range(6)]
-            got = await asyncio.gather(*(scorer.score(part, model) for part in parts))
-            for i, scores in enumerate(got):
-                assert np.abs(scores.values - model.run(X[i : i + 1])).max() < 1e-6
-        finally:
-            scorer.close()
+async def test_narrow_batches_score_as_one_by_one(root: Path) -> None:
+    model = load_folder(root / NAME / "v1")
+    scorer = Scorer(model, mode="batch", workers=1)
+    scorer.start()
+    try:
+        X = rows(6)
+        got = await asyncio.gather(*(scorer.score(X[i : i + 1], model) for i in range(6)))
+        for i, scores in enumerate(got):
+            assert np.abs(scores.values - model.run(X[i : i + 1])).max() < 1e-6
+    finally:
+        scorer.close()
