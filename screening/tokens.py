@@ -17,6 +17,7 @@ operator). `NAMES` and the tables are part of the feature schema: change them an
 from __future__ import annotations
 
 import re
+from itertools import chain, compress
 
 NAMES: tuple[str, ...] = (
     "newline", "crlf_header", "xml_decl", "entity_ref", "jndi", "lookup_default", "tpl_open", "tpl_close",
@@ -251,51 +252,114 @@ def _context_free(token: str) -> int:
 _CONTEXT_BEFORE = frozenset(("<", "</", "/", ".", "$", "%", "\n"))
 _SCHEME_COLONS = frozenset((":", "://"))
 _SHELL = frozenset((_SHELL_WEAK, _SHELL_STRONG))
+# Every lexeme whose context-free class is negative (a shell word, a scheme colon: `_context_free` gives a
+# shell class only to a `WORDS` entry) or that sets the next one's context; a test holds it to that.
+_TRIGGERS = frozenset((*_CONTEXT_BEFORE, *_SCHEME_COLONS, *(w for w, c in WORDS.items() if c in _SHELL)))
 _KNOWN: dict[str, int] = {}  # lexeme -> context-free class, or -class when it needs its context
 _KNOWN_MAX = 65536
 _KNOWN_CHARS = 48  # longer lexemes (rare: hashes, base64 runs) are classified each time, not kept
+
+
+# The lexemes of text without a line break whose only non-ASCII character may be the typographic
+# apostrophe (most values): no lexeme spans a blank, so the text is split at blanks (`str.split` and the
+# pattern's `\s` use the same definition of a blank) and a chunk of letters is a word as it stands; only
+# the other chunks go through the pattern, compiled for ASCII (inside a chunk, where no blank is, its
+# classes match what the Unicode ones match). A property test holds the two ways equal.
+_CHUNK_LEXEME = re.compile(LEXEME.pattern.replace(r"[^\W\d_]\w*", r"[a-zA-Z][a-zA-Z0-9_]*", 1), re.ASCII)
+
+_CHUNKS: dict[str, tuple[str, ...]] = {}  # a blank-free chunk -> its lexemes (chunks repeat as words do)
+
+
+def lexemes(text: str) -> list[str]:
+    """`LEXEME.findall(text)`: the lexemes of `text`, blanks skipped."""
+    if "\n" in text or not (text.isascii() or text.replace("\u2019", "").isascii()):
+        return LEXEME.findall(text)
+    chunks = text.split()
+    found = list(map(_CHUNKS.get, chunks))
+    if not all(found):  # every chunk has a lexeme: only unseen chunks are missing
+        for i, lexed in enumerate(found):
+            if lexed is None:
+                chunk = chunks[i]
+                lexed = found[i] = (chunk,) if chunk.isalpha() else tuple(_CHUNK_LEXEME.findall(chunk))
+                if len(chunk) <= _KNOWN_CHARS:
+                    if len(_CHUNKS) >= _KNOWN_MAX:
+                        _CHUNKS.clear()
+                    _CHUNKS[chunk] = lexed
+    return list(chain.from_iterable(found))  # type: ignore[arg-type]  # filled: no None is left
 
 
 def classes(text: str) -> list[int]:
     """Token classes (1-based indexes into `NAMES`) of normalised text; blanks are skipped.
 
     Lexemes repeat (words of a language, punctuation), so each one's context-free class is looked up
-    in a bounded table; only a lexeme that follows a context-setting one, or that is itself
-    context-dependent, goes through the rules (`_in_context`)."""
-    out: list[int] = []
-    previous = ""
+    in a bounded table (all at once); only a lexeme that follows a context-setting one, or that is
+    itself context-dependent, goes through the rules (`_in_context`), in order: a rule reads the
+    classes before it and may re-class the one just before, never a later one."""
     if "'" in text:
         text = _APOSTROPHE.sub("\u2019", text)
+    tokens = lexemes(text)
     known = _KNOWN
-    for token in LEXEME.findall(text):
-        cls = known.get(token)
-        if cls is None:
-            cls = _context_free(token)
-            if cls in _SHELL or token in _SCHEME_COLONS:
-                cls = -cls
-            if len(token) <= _KNOWN_CHARS:
-                if len(known) >= _KNOWN_MAX:
-                    known.clear()
-                known[token] = cls
-        if cls < 0 or previous in _CONTEXT_BEFORE:
-            cls = _in_context(token, abs(cls), previous, out)
-        out.append(cls)
-        previous = token
+    out: list[int] = list(map(known.get, tokens))  # type: ignore[arg-type]  # its Nones are filled below
+    if not all(out):  # classes are never 0: only unseen lexemes are missing
+        for i, cls in enumerate(out):
+            if cls is None:
+                token = tokens[i]
+                cls = _context_free(token)
+                if cls in _SHELL or token in _SCHEME_COLONS:
+                    cls = -cls
+                if len(token) <= _KNOWN_CHARS:
+                    if len(known) >= _KNOWN_MAX:
+                        known.clear()
+                    known[token] = cls
+                out[i] = cls
+    # The lexemes that make a class depend on context (`_TRIGGERS`: one that sets the next lexeme's
+    # context, or one whose own class is negative) found in one C-level pass, then the positions they
+    # touch taken in order.
+    after: list[int] = []
+    for j in compress(range(len(tokens)), map(_TRIGGERS.__contains__, tokens)):
+        if out[j] < 0:
+            after.append(j)
+        if tokens[j] in _CONTEXT_BEFORE:
+            after.append(j + 1)
+    if after:
+        if len(after) > 1:
+            after = sorted(set(after))
+        for i in after:
+            if i < len(out):
+                out[i] = _in_context(tokens[i], abs(out[i]), tokens[i - 1] if i else "", out, i)
     return out
 
 
-def _in_context(token: str, cls: int, previous: str, out: list[int]) -> int:
-    """The class of `token` (context-free class `cls`) after `previous`; may re-class `out[-1]`."""
+def _in_context(token: str, cls: int, previous: str, out: list[int], i: int) -> int:
+    """The class of `token` (context-free class `cls`) at position `i`, after `previous`; may re-class
+    `out[i - 1]` (the classes before `i` are final, the ones after are not read)."""
     if token in PUNCT:
-        if token in _SCHEME_COLONS and out and previous:
+        if token in _SCHEME_COLONS and i > 0 and previous:
             # A scheme is only known once its colon is seen: re-class the word before it.
             if previous in JS_SCHEMES:
-                out[-1] = C["js_scheme"]
+                out[i - 1] = C["js_scheme"]
             elif previous in RARE_SCHEMES:
-                out[-1] = C["rare_scheme"]
+                out[i - 1] = C["rare_scheme"]
             elif previous in WEB_SCHEMES:
-                out[-1] = C["web_scheme"]
+                out[i - 1] = C["web_scheme"]
         return cls
+    first = token[0]
+    if not (first.isalpha() or first == "_"):
+        return cls
+    if (cls == _SHELL_WEAK or cls == _SHELL_STRONG) and previous not in _COMMAND_AFTER:
+        cls = _CMD_WORD if cls == _SHELL_STRONG and previous != "/" else (
+            _SHELL_STRONG if cls == _SHELL_STRONG else _WORD)
+    if previous in _TAG_OPENERS or previous == "/" and i > 1 and out[i - 2] == _LT:
+        cls = C["html_danger_tag"] if token in DANGER_TAGS else C["html_tag"]
+    elif previous == "." and token in EXTENSIONS:
+        cls = C["file_ext"]
+    elif previous == "$":
+        cls = C["nosql_op"] if token in NOSQL_OPS else C["shell_var"]
+    elif previous == "%" and token.isalnum():
+        cls = C["shell_var"]
+    elif previous == "\n" and token in HEADER_WORDS:
+        cls = C["crlf_header"]
+    return cls
     first = token[0]
     if not (first.isalpha() or first == "_"):
         return cls
