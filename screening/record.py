@@ -397,7 +397,9 @@ def pick_headers(
 # --- the policy's shortcut: the screened values alone ----------------------------------------------------
 _QUERY_KEYS: dict[str, bool] = {}  # query key -> whether it is plain (not screened on its own)
 # Per screened-header list: its lower-case names, and a header name as a request spells it -> its rank there.
-_HEADER_RANKS: dict[tuple[str, ...], tuple[tuple[str, ...], dict[str, int]]] = {}
+# And a request's header names, in order -> the positions of the screened ones in screened order.
+_HeaderPlan = tuple[tuple[str, ...], dict[str, int], dict[tuple[str, ...], tuple[int, ...]]]
+_HEADER_RANKS: dict[tuple[str, ...], _HeaderPlan] = {}
 
 
 def plain_query_key(key: str) -> bool:
@@ -493,20 +495,31 @@ def request_values(
     plan = _HEADER_RANKS.get(screened_headers)
     if plan is None:
         plan = _header_plan(screened_headers)
-    names, ranks = plan
-    found: list[tuple[int, str]] = []
-    items = getattr(headers, "items", None)  # a mapping or multidict; else an iterable of pairs
-    pairs: Iterable[tuple[str, str]] = items() if items is not None else headers  # type: ignore[assignment]
-    for name, value in pairs:
-        rank = ranks.get(name)
-        if rank is None:
-            rank = _header_rank(ranks, names, name)
-        if rank >= 0:
-            found.append((rank, value))
-    if found:
-        if len(found) > 1:
+    keys = getattr(headers, "keys", None)  # a mapping or multidict; else an iterable of pairs
+    spelled = tuple(keys()) if keys is not None else ()
+    if spelled and len(spelled) == len(headers):  # type: ignore[arg-type]
+        # No name given twice (a multidict's keys() lists each name once), so keys() and values() align.
+        # Requests from one kind of client send the same header names in the same order: which of them
+        # are screened, in screened order, is worked out once per such sequence.
+        positions = plan[2].get(spelled)
+        if positions is None:
+            positions = _header_positions(plan, spelled)
+        if positions:
+            given = list(headers.values())  # type: ignore[union-attr]
+            values += [given[i] if len(given[i]) <= MAX_VALUE_CHARS else clip(given[i]) for i in positions]
+    else:
+        names, ranks, _ = plan
+        found: list[tuple[int, str]] = []
+        pairs: Iterable[tuple[str, str]] = headers.items() if keys is not None else headers  # type: ignore[union-attr,assignment]
+        for name, value in pairs:
+            rank = ranks.get(name)
+            if rank is None:
+                rank = _header_rank(ranks, names, name)
+            if rank >= 0:
+                found.append((rank, value))
+        if found:
             found.sort(key=_first)  # stable: screened order, then request order
-        values += [value if len(value) <= MAX_VALUE_CHARS else clip(value) for _, value in found]
+            values += [value if len(value) <= MAX_VALUE_CHARS else clip(value) for _, value in found]
     if message is None:
         return values, 0
     if isinstance(message, Message):
@@ -523,11 +536,31 @@ def _first(pair: tuple[int, str]) -> int:
     return pair[0]
 
 
-def _header_plan(screened_headers: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, int]]:
+def _header_plan(screened_headers: tuple[str, ...]) -> _HeaderPlan:
     if len(_HEADER_RANKS) >= 64:
         _HEADER_RANKS.clear()
-    plan = _HEADER_RANKS[screened_headers] = (_wanted(tuple(screened_headers))[0], {})
+    plan = _HEADER_RANKS[screened_headers] = (_wanted(tuple(screened_headers))[0], {}, {})
     return plan
+
+
+def _header_positions(plan: _HeaderPlan, spelled: tuple[str, ...]) -> tuple[int, ...]:
+    """The positions in a request's header names of the screened ones, in screened order, then request
+    order; remembered per sequence of names."""
+    names, ranks, by_names = plan
+    found = []
+    for i, name in enumerate(spelled):
+        rank = ranks.get(name)
+        if rank is None:
+            rank = _header_rank(ranks, names, name)
+        if rank >= 0:
+            found.append((rank, i))
+    found.sort()  # (rank, position): screened order, then request order
+    positions = tuple(i for _, i in found)
+    if len(spelled) <= 64:
+        if len(by_names) >= 1024:
+            by_names.clear()
+        by_names[spelled] = positions
+    return positions
 
 
 def from_request(
