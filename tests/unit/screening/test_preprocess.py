@@ -93,3 +93,9 @@ NEEDS_WORK = re.compile(r"[%&\\\x00-\x1f\x7f]|/\*|\*/|<!--|-->")
 @given(st.lists(st.sampled_from([chr(c) for c in range(128)] + ["/*", "*/", "<!--", "-->"]), max_size=40).map("".join))
 def test_the_plain_ascii_check_is_the_patterns(text: str) -> None:
     assert preprocess._plain_ascii(text) == (NEEDS_WORK.search(text) is None)
+
+
+@pytest.mark.parametrize("text", ["", "plain text", "\x7f", "\t", "a\nb", "\x1f", "a-->b", "<!-", "<!--", "--", "-- x",
+                                  "*/", "/ *", "a*b", "/*", "50%", "AT&T", "a\\b", "~!@#$^*()_+=-`{}[]|:;'\"<>,.?/"])
+def test_the_plain_ascii_check_on_its_edges(text: str) -> None:
+    assert preprocess._plain_ascii(text) == (NEEDS_WORK.search(text) is None)
