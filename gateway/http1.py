@@ -7,8 +7,8 @@ body have arrived, HTTP/1.1, GET/POST/PUT/PATCH/DELETE/HEAD/OPTIONS, a `Content-
 none, matched to a unary REST route. It parses the head strictly (one regular expression over it),
 runs the transport-neutral edge (`edge.answer`: routing, phases, translation, upstream call, error
 rendering) and writes the response bytes itself, exactly as aiohttp would write that answer
-(`encode`: the same status line, header order, Content-Length, Content-Type, Date, Server and
-Connection rules). Pipelined requests are answered one at a time, in order, by one task per
+(`http1_response.encode`: the same status line, header order, Content-Length, Content-Type, Date,
+Server and Connection rules). Pipelined requests are answered one at a time, in order, by one task per
 connection (made at its first request; it waits for the next one between requests).
 
 Anything else is aiohttp's, unchanged: at the first request this protocol does not serve (an
@@ -33,10 +33,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import web
-from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.tcp_helpers import tcp_nodelay
-from aiohttp.web_response import REASON_PHRASES
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
@@ -44,6 +41,7 @@ from gateway import edge
 from gateway.config import ServerConfig
 from gateway.exchange import Answer, Head
 from gateway.handlers.grpc_web import media_type
+from gateway.http1_response import encode
 from gateway.lifecycle import GatewayState, Snapshot
 from gateway.listener import GuardedProtocol
 from gateway.metrics_registry import HTTP_CONNECTIONS_OPEN
@@ -61,9 +59,6 @@ _EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 log = logging.getLogger("portcullis.http1")
 
 _PAUSE_AT = 1 << 20  # buffered bytes of later requests before reading pauses
-_FIELD_LINE = "%s: %s\r\n".__mod__
-_SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
-_STATUS_LINES: dict[int, str] = {}  # status -> its status line, made on first use
 
 
 class Front:
@@ -414,63 +409,3 @@ def split_target(target: str) -> tuple[str, MultiDictProxy[str]] | None:
     raw, _, query_string = target.partition("?")
     url = URL.build(path=raw, query_string=query_string, encoded=True)
     return url.path, url.query
-
-
-def encode(answer: Answer, method: str, keep_alive: bool) -> bytes:
-    """The response bytes aiohttp writes for `web.Response(status, headers, body)` to an HTTP/1.1 request.
-
-    `StreamResponse._prepare_headers` and `Response._start` of aiohttp 3.14, in their order: the
-    answer's headers, then Content-Length unless the body is empty and the answer is to HEAD (or a
-    304) and never for 1xx and 204; a default Content-Type for a non-empty body that may have one;
-    Date, Server, and `Connection: close` when the connection ends. HEAD and bodiless statuses send
-    no body. An answer that already carries one of those headers (none of ours does) takes
-    `_encode_carrying`, the same rules applied to the headers themselves.
-    """
-    status, headers, body = answer.status, answer.headers, answer.body
-    fields = "".join(map(_FIELD_LINE, headers.items()))
-    lines = len(headers)
-    if fields.count("\n") != lines or fields.count("\r") != lines:
-        raise ValueError("a response header holds a line break")  # aiohttp refuses these too
-    names = "\n" + fields.lower()  # each field's name follows a newline; no value holds one
-    if "\ncontent-length:" in names or "\ndate:" in names or "\nserver:" in names or "\nconnection:" in names:
-        return _encode_carrying(answer, method, keep_alive)
-    empty = method == "HEAD" or status < 200 or status == 204 or status == 304
-    out = [_STATUS_LINES.get(status) or _status_line(status), fields]
-    if (body or (status != 304 and method != "HEAD")) and status >= 200 and status != 204:
-        out.append(f"Content-Length: {len(body)}\r\n")
-    if body and not empty and "\ncontent-type:" not in names:
-        out.append("Content-Type: application/octet-stream\r\n")
-    out.append(f"Date: {rfc822_formatted_time()}\r\n{_SERVER_LINE}")
-    if not keep_alive:
-        out.append("Connection: close\r\n")
-    out.append("\r\n")
-    head = "".join(out).encode()
-    return head if empty else head + body
-
-
-def _encode_carrying(answer: Answer, method: str, keep_alive: bool) -> bytes:
-    """`encode` for an answer whose headers already hold Content-Length, Date, Server or Connection."""
-    status, headers, body = answer.status, answer.headers, answer.body
-    empty = method == "HEAD" or status < 200 or status in (204, 304)
-    if "Content-Length" not in headers and (body or (status != 304 and method != "HEAD")):
-        headers["Content-Length"] = str(len(body))
-    if empty:
-        if (status < 200 or status == 204) and "Content-Length" in headers:
-            del headers["Content-Length"]
-    elif body:
-        headers.setdefault("Content-Type", "application/octet-stream")
-    if "Date" not in headers:
-        headers["Date"] = rfc822_formatted_time()
-    headers.setdefault("Server", SERVER_SOFTWARE)
-    if not keep_alive and "Connection" not in headers:
-        headers["Connection"] = "close"
-    fields = "".join(map(_FIELD_LINE, headers.items()))
-    head = f"{_status_line(status)}{fields}\r\n".encode()
-    return head if empty else head + body
-
-
-def _status_line(status: int) -> str:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {REASON_PHRASES.get(status, '')}\r\n"
-    return line

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from gateway.exchange import Answer
-from gateway.http1 import _encode_carrying, encode, read_fields, split_target
+from gateway.http1 import read_fields, split_target
+from gateway.http1_response import _encode_carrying, encode
 
 SEGMENT = st.text(alphabet="abcXYZ019-._~%2F:@!$&'()*+,;=/?+ []{}\"<>|^`\\", min_size=0, max_size=12)
 
@@ -90,3 +91,22 @@ def test_fields_that_are_aiohttps() -> None:
                   b"\r\nHost: h\x00"):
         assert read_fields(block, 100) is None, block
     assert read_fields(b"\r\nHost: h\r\nA: 1\r\nB: 2", 2) is None
+
+
+def test_encode_refuses_a_line_break_beside_a_header_aiohttp_adds() -> None:
+    """The general path (an answer already carrying Date) checks its fields as the fast path does."""
+    for value in ("a\r\nSet-Cookie: x", "a\nb"):
+        try:
+            encode(Answer(200, CIMultiDict([("Date", "then"), ("X", value)]), b""), "GET", True)
+        except ValueError:
+            continue
+        raise AssertionError(value)
+
+
+def test_encode_dates_the_response_as_aiohttp_does() -> None:
+    from aiohttp.helpers import rfc822_formatted_time
+
+    before = rfc822_formatted_time()
+    out = encode(Answer(200, CIMultiDict(), b""), "GET", True).decode()
+    after = rfc822_formatted_time()
+    assert f"\r\nDate: {before}\r\n" in out or f"\r\nDate: {after}\r\n" in out
