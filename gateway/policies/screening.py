@@ -57,10 +57,11 @@ from translators.errors import GatewayError
 
 log = logging.getLogger("portcullis.screening")
 PROBLEM_TYPE = "https://portcullis.dev/problems/request-blocked"
-# Feature rows kept for requests that repeat exactly (see `Screening._vector`): at most this many, of
+# Feature rows kept for requests that repeat exactly (see `Screening._keep`): at most this many, of
 # requests whose every value is at most this long (about 16 KiB each with the 4,007-wide vector).
 VECTORS_CACHED = 256
 VECTOR_CACHE_CHARS = 256
+SEEN_NOTED = 4096  # keys seen once (their hashes), so that only a repeat is kept
 MODEL_KEYS = ("models_dir", "model", "version", "inference", "workers", "max_batch", "max_pending", "shadow")
 
 
@@ -117,6 +118,7 @@ class Screening(BasePolicy):
         self._streams: set[int] = set()  # upgraded calls: head already screened, messages alone
         self._lock = asyncio.Lock()
         self._vectors: dict[tuple[Any, ...], np.ndarray] = {}  # a request's (*values, dropped) -> its row
+        self._seen: set[int] = set()  # hashes of the keys seen once
         # One worker: decisions, scores and durations add to plain tallies, pushed into
         # prometheus-client right before a scrape (as the metrics policy does); several workers
         # (multiprocess files): every observation writes through.
@@ -289,7 +291,8 @@ class Screening(BasePolicy):
                 key = (*rec, dropped)
                 X = self._vectors.get(key)
                 if X is None:
-                    X = self._vector(key, rec, dropped)
+                    X = features.combine(features.field_vectors(rec), dropped)[None, :]
+                    self._keep(key, X, rec)
                 thresholds, row_values = [threshold], [rec]
             elif cfg.fields and isinstance(rec, record.RequestRecord):
                 rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
@@ -316,17 +319,23 @@ class Screening(BasePolicy):
             if waiting is None:
                 self._took(call, time.perf_counter() - started)
 
-    def _vector(self, key: tuple[Any, ...], values: list[str], dropped: int) -> np.ndarray:
-        """The [1, F] feature row of a request's values, kept (read-only) when every value is short: the
-        features are a pure function of the values, and a request sent again (a polling client, a health
-        check, a retry) then costs one look-up instead of the per-value look-ups and `combine`."""
-        X = features.combine(features.field_vectors(values), dropped)[None, :]
-        X.flags.writeable = False  # shared by every request with these values
+    def _keep(self, key: tuple[Any, ...], X: np.ndarray, values: list[str]) -> None:
+        """Keep the [1, F] feature row of a request's values the second time they are seen, when every value
+        is short: the features are a pure function of the values, and a request sent again (a polling
+        client, a health check, a retry) then costs one look-up instead of the per-value look-ups and
+        `combine`. The first sighting only notes the key's hash, so a stream of new requests keeps no
+        rows (and does not churn the cache)."""
+        digest = hash(key)
+        if digest not in self._seen:
+            if len(self._seen) >= SEEN_NOTED:
+                self._seen.clear()
+            self._seen.add(digest)
+            return
         if max(map(len, values), default=0) <= VECTOR_CACHE_CHARS:
+            X.flags.writeable = False  # shared from now on by every request with these values
             if len(self._vectors) >= VECTORS_CACHED:
                 self._vectors.clear()
             self._vectors[key] = X
-        return X
 
     async def _wait(self, scorer: Scorer, call: Call, cfg: ScreeningConfig, route: str, model: LoadedModel,
                     X: np.ndarray, thresholds: list[float], row_values: list[list[str]], stream: bool,
