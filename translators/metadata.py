@@ -50,27 +50,64 @@ def to_metadata(
     headers: Iterable[tuple[str, str]], allow: frozenset[str] = frozenset(), hidden: AbstractSet[str] = frozenset()
 ) -> Metadata:
     """The gRPC metadata a request's headers carry upstream (keys lower-case); `hidden` names (lower
-    case: credentials a policy consumed) are never forwarded."""
+    case: credentials a policy consumed) are never forwarded.
+
+    What becomes of a header depends only on its name and `allow`, so it is worked out once per
+    name (`_fate`) and remembered: per header a request then pays one dict lookup, not a lower(),
+    two set lookups, a startswith and a table lookup (about 3k instructions a header before)."""
+    fates = _FATES.get(allow)
+    if fates is None:
+        fates = _fates_for(allow)
+    get = fates.get
     out: Metadata = []
     for name, value in headers:
-        key = name.lower()
-        if key in HOP_BY_HOP or key in hidden:
+        fate = get(name)
+        if fate is None:
+            fate = _fate(name, allow, fates)
+        key, target, kind = fate
+        if target is None or key in hidden:
             continue
-        if key == "authorization":
+        if kind == _AS_IS:
+            out.append((target, value))
+        elif kind == _AUTHORIZATION:
             out.append(("authorization", value))
-        if key.startswith(METADATA_PREFIX):
-            inner = key[len(METADATA_PREFIX) :]
-            if not inner or _RESERVED.match(inner):
-                continue
-            if inner.endswith("-bin"):
-                out.append((inner, _b64(value, name)))
-            else:
-                out.append((inner, value))
-        elif (permanent := _PERMANENT_KEYS.get(key)) is not None:
-            out.append((permanent, value))
-        elif key in allow:
-            out.append((key, value))
+            out.append((target, value))
+        else:
+            out.append((target, _b64(value, name)))
     return out
+
+
+# What a header name becomes: (its lower-case key, the metadata key or None to drop it, how).
+_Fate = tuple[str, str | None, int]
+_AS_IS, _AUTHORIZATION, _BASE64 = 0, 1, 2  # the value as it is; also as `authorization`; base64-decoded
+_FATES: dict[frozenset[str], dict[str, _Fate]] = {}  # per allow-list: header name as sent -> its fate
+_NAMES_KEPT = 1024  # names are the client's: a flood of new ones is worked out, not remembered
+
+
+def _fates_for(allow: frozenset[str]) -> dict[str, _Fate]:
+    if len(_FATES) >= 16:  # allow-lists change only with a reload
+        _FATES.clear()
+    fates = _FATES[allow] = {}
+    return fates
+
+
+def _fate(name: str, allow: frozenset[str], fates: dict[str, _Fate]) -> _Fate:
+    """grpc-gateway's rules for one header name (see the module docstring)."""
+    key = name.lower()
+    fate: _Fate = (key, None, _AS_IS)
+    if key in HOP_BY_HOP:
+        pass
+    elif key.startswith(METADATA_PREFIX):
+        inner = key[len(METADATA_PREFIX) :]
+        if inner and not _RESERVED.match(inner):
+            fate = (key, inner, _BASE64 if inner.endswith("-bin") else _AS_IS)
+    elif (permanent := _PERMANENT_KEYS.get(key)) is not None:
+        fate = (key, permanent, _AUTHORIZATION if key == "authorization" else _AS_IS)
+    elif key in allow:
+        fate = (key, key, _AS_IS)
+    if len(fates) < _NAMES_KEPT:
+        fates[name] = fate
+    return fate
 
 
 def _b64(value: str, name: str) -> bytes:

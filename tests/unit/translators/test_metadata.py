@@ -65,3 +65,42 @@ def test_grpc_timeout_never_crashes(value: str) -> None:
         assert parse_grpc_timeout(value) >= 0
     except BadRequest:
         pass
+
+
+def _reference(headers: list[tuple[str, str]], allow: frozenset[str], hidden: set[str]) -> list[tuple[str, object]]:
+    """grpc-gateway's inbound rules written straight, header by header (the rules before names were remembered)."""
+    from translators.metadata import _RESERVED, HOP_BY_HOP, METADATA_PREFIX, PERMANENT, PERMANENT_PREFIX, _b64
+
+    out: list[tuple[str, object]] = []
+    for name, value in headers:
+        key = name.lower()
+        if key in HOP_BY_HOP or key in hidden:
+            continue
+        if key == "authorization":
+            out.append(("authorization", value))
+        if key.startswith(METADATA_PREFIX):
+            inner = key[len(METADATA_PREFIX) :]
+            if inner and not _RESERVED.match(inner):
+                out.append((inner, _b64(value, name) if inner.endswith("-bin") else value))
+        elif key in PERMANENT:
+            out.append((PERMANENT_PREFIX + key, value))
+        elif key in allow:
+            out.append((key, value))
+    return out
+
+
+NAMES = st.sampled_from(
+    ["Authorization", "authorization", "Grpc-Metadata-X-Id", "grpc-metadata-trace-bin", "Grpc-Metadata-Grpc-X",
+     "Grpc-Metadata-", "Connection", "TE", "User-Agent", "X-Tenant", "x-tenant", "X-Api-Key", "Cookie", "X-Other"]
+)
+
+
+@given(
+    st.lists(st.tuples(NAMES, st.sampled_from(["AQID", "dg", ""])), max_size=8),
+    st.sampled_from([frozenset(), frozenset({"x-tenant"}), frozenset({"x-tenant", "x-other"})]),
+    st.sampled_from([set(), {"x-api-key"}, {"authorization", "x-tenant"}]),
+)
+def test_remembered_names_follow_the_rules(headers: list[tuple[str, str]], allow: frozenset[str], hidden: set[str]) -> None:
+    """A header's fate is worked out once per name and allow-list: the same metadata as the rules applied each time."""
+    for _ in range(2):  # the first pass works names out, the second reads them back
+        assert to_metadata(headers, allow, hidden) == _reference(headers, allow, hidden)
