@@ -11,7 +11,7 @@ from __future__ import annotations
 import grpc
 from aiohttp import web
 from google.protobuf.message import DecodeError
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from gateway.call import Call
 from gateway.upstream import UnaryResult
@@ -21,6 +21,7 @@ from translators.response import render
 from translators.routes import Binding
 
 JSON = "application/json"
+_REQUEST_ID = istr("X-Request-Id")  # folded once, not per response
 
 
 def finish_headers(response: web.StreamResponse, call: Call) -> None:
@@ -29,10 +30,14 @@ def finish_headers(response: web.StreamResponse, call: Call) -> None:
 
 
 def stamp_headers(headers: CIMultiDict[str], call: Call) -> None:
-    """`finish_headers` for a transport-neutral answer's headers."""
-    headers["X-Request-Id"] = call.request_id
-    for key, value in call.response_headers.items():
-        headers[key] = value
+    """`finish_headers` for a transport-neutral answer's headers.
+
+    Each added header replaces any of its name. One `update` (in C) does that for all of
+    `call.response_headers` at once, as a loop of assignments would, because each policy writes
+    its own headers under one spelling of their names, so no two keys there differ only in case."""
+    headers[_REQUEST_ID] = call.request_id
+    if call.response_headers:
+        headers.update(call.response_headers)
 
 
 def unary_reply(call: Call, binding: Binding, result: UnaryResult) -> tuple[bytes, CIMultiDict[str]]:

@@ -62,7 +62,7 @@ class LocalBackend:
         if elapsed > 0.0:  # a clock going back adds nothing
             tk += elapsed * rate
             if tk > burst:
-                tk = float(burst)
+                tk = burst + 0.0  # float(burst), without a type call
         if tk >= 1.0:
             left = tk - 1.0
             state[0] = left
