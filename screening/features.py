@@ -25,15 +25,14 @@ from __future__ import annotations
 import hashlib
 import math
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from itertools import pairwise
-from typing import Any
 
 import numpy as np
 
-from screening import preprocess, record, tokens
-from screening.record import RequestRecord
+from screening import preprocess, tokens
+from screening.record import RequestRecord, plain_query_key
 
 VERSION = "2"
 BIGRAM_WIDTH = 512
@@ -113,34 +112,9 @@ def field_values(record: RequestRecord) -> list[str]:
     values: list[str] = []
     for field in record.fields():
         values.append(field.value)
-        if field.location == "query" and not _plain(field.key):
+        if field.location == "query" and not plain_query_key(field.key):
             values.append(field.key)
     return values
-
-
-def request_values(
-    path: str,
-    query: Iterable[tuple[str, str]] = (),
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-    message: Any = None,
-    screened_headers: Iterable[str] = record.SCREENED_HEADERS,
-) -> tuple[list[str], int]:
-    """`field_values(record.from_request(...))` and the record's `dropped`, without making the record:
-    what the gateway scores for a route without field rules (the common case). The same helpers pick
-    the same values in the same order; a unit test holds the two equal."""
-    leaves, dropped = record.body_leaves(message)
-    values = [record.clip(path)]
-    for key, value in record.query_pairs(query):
-        values.append(value)
-        if not _plain(key):
-            values.append(key)
-    values += [value for _, value in record.pick_headers(headers, screened_headers)]
-    values += [value for _, value in leaves]
-    return values, dropped
-
-
-def _plain(key: str) -> bool:
-    return len(key) <= 64 and key.replace("_", "").replace("-", "").replace(".", "").isalnum()
 
 
 _MULT = 0x9E3779B97F4A7C15

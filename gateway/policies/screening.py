@@ -523,7 +523,7 @@ def _rows_by_field(rec: record.RequestRecord, cfg: ScreeningConfig, threshold: f
         rule = cfg.fields.get(field.name)
         if rule is None:
             main.append(field.value)
-            if field.location == "query" and not features._plain(field.key):
+            if field.location == "query" and not record.plain_query_key(field.key):
                 main.append(field.key)
         elif rule.skip:
             continue
