@@ -89,11 +89,19 @@ async def test_hot_swap_under_load_fails_no_request(demo_backends: Backends, sta
                 statuses.append(r.status)
 
     clients = [asyncio.create_task(client(i)) for i in range(32)]
-    for version in ("v2", "v1", "v2", "v3", "v1"):
-        await asyncio.sleep(0.1)
+    async def answered(count: int) -> None:
+        # Swap only once that many requests were answered: each swap then falls among requests in flight
+        # however slow the box is (a fixed 0.1 s sleep saw fewer than 100 answers at load average 8).
+        for _ in range(600):
+            if len(statuses) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+    for k, version in enumerate(("v2", "v1", "v2", "v3", "v1")):
+        await answered(25 * (k + 1))
         async with gw.http.post(f"{gw.admin}/admin/models/activate", json={"version": version}) as r:
             assert r.status == (409 if version == "v3" else 200)
-    await asyncio.sleep(0.1)
+    await answered(150)
     stop.set()
     await asyncio.gather(*clients)
     assert len(statuses) > 100
