@@ -45,7 +45,8 @@ from websockets.utils import accept_key
 
 from gateway.call import Call
 from gateway.config import WebSocketRoute
-from gateway.handlers.frame_relay import Closing, Relay
+from gateway.handlers.frame_relay import Relay
+from gateway.handlers.relay_peer import Closing
 from gateway.handlers.responses import finish_headers
 from gateway.handlers.sockets import CLOSE_TIMEOUT_S, SocketHub, race
 from gateway.runtime import Runtime
