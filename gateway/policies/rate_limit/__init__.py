@@ -278,7 +278,7 @@ LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = (
 
 
 def _text(n: int) -> str:
-    return _TEXTS[n] if 0 <= n < 1024 else str(n)
+    return _TEXTS[n] if 0 <= n < 1024 else f"{n}"  # an f-string: str() is a type call, ~800 instructions
 
 
 class RateLimit(BasePolicy):
