@@ -383,10 +383,15 @@ class RateLimit(BasePolicy):
         levels = verdict.levels
         lv = levels[0] if len(levels) == 1 else verdict.binding()
         if plan.headers:
+            # _text and _ceil_s written out (three calls and a max() per request with Redis): a level's
+            # burst, remaining and reset are never negative (bucket.level), so neither is n
             headers = call.response_headers
-            headers[LIMIT_HEADER] = _text(lv.burst)
-            headers[REMAINING_HEADER] = _text(lv.remaining)
-            headers[RESET_HEADER] = _text(_ceil_s(lv.reset_s))
+            n = lv.burst
+            headers[LIMIT_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
+            n = lv.remaining
+            headers[REMAINING_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
+            n = ceil(lv.reset_s - 1e-9)
+            headers[RESET_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
         if verdict.allowed:
             return
         retry = max(1, _ceil_s(lv.retry_after_s))
