@@ -270,15 +270,13 @@ def _ceil_s(seconds: float) -> int:
     return max(0, math.ceil(seconds - 1e-9))  # 2.0000000001 s of float noise is still 2
 
 
-_TEXTS = tuple(str(n) for n in range(1024))  # header values formatted once: most counts are small
+# Header values formatted once: most counts are small. A larger one is an f-string, never str(n)
+# (a type call, ~800 instructions); the three headers are written out where they are set.
+_TEXTS = tuple(str(n) for n in range(1024))
 # istr: the response's CIMultiDict takes them without folding the name's case again.
 LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = (
     istr("RateLimit-Limit"), istr("RateLimit-Remaining"), istr("RateLimit-Reset")
 )
-
-
-def _text(n: int) -> str:
-    return _TEXTS[n] if 0 <= n < 1024 else f"{n}"  # an f-string: str() is a type call, ~800 instructions
 
 
 class RateLimit(BasePolicy):
@@ -337,8 +335,7 @@ class RateLimit(BasePolicy):
             left = held - 1.0  # as take_one stored it
             headers = call.response_headers
             headers[LIMIT_HEADER] = one.burst_text
-            # _text, inlined: floor (C, one argument) rather than int() and an f-string rather than
-            # str(), whose type calls cost ~800 instructions each; left >= 0, so floor is int()
+            # floor (C, one argument) rather than int(), a type call; left >= 0, so floor is int()
             n = floor(left)
             headers[REMAINING_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
             # > 0: an admitted bucket holds at most burst - 1; the epsilon as in _ceil_s
@@ -383,8 +380,8 @@ class RateLimit(BasePolicy):
         levels = verdict.levels
         lv = levels[0] if len(levels) == 1 else verdict.binding()
         if plan.headers:
-            # _text and _ceil_s written out (three calls and a max() per request with Redis): a level's
-            # burst, remaining and reset are never negative (bucket.level), so neither is n
+            # _ceil_s written out (a call and a max() per request with Redis): a level's burst,
+            # remaining and reset are never negative (bucket.level), so neither is n
             headers = call.response_headers
             n = lv.burst
             headers[LIMIT_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
