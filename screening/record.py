@@ -10,7 +10,8 @@ request message it built (a protobuf message, or JSON bytes or text for a WebSoc
 `portcullis screening explain` calls it with the same message, so both score the same record. It
 walks a protobuf message directly (no intermediate dict) and names its leaves as the message's
 proto3 JSON would (`labels.user`, enums by name), so a message and the JSON object it was parsed
-from give the same leaves.
+from give the same leaves. The policy's fast path, the same values without a record, is
+`screening.values`.
 
 Work is bounded when a record is made: at most `MAX_FIELDS` leaves and `MAX_TOTAL_CHARS` of text,
 walked iteratively (no recursion limit to hit on a deeply nested body), and each value cut to
@@ -394,173 +395,9 @@ def pick_headers(
     return tuple((k, clip(v)) for k, v in found)
 
 
-# --- the policy's shortcut: the screened values alone ----------------------------------------------------
-_QUERY_KEYS: dict[str, bool] = {}  # query key -> whether it is plain (not screened on its own)
-# Per screened-header list: its lower-case names, and a header name as a request spells it -> its rank there.
-# And a request's header names, in order -> the positions of the screened ones in screened order.
-_HeaderPlan = tuple[tuple[str, ...], dict[str, int], dict[tuple[str, ...], tuple[int, ...]]]
-_HEADER_RANKS: dict[tuple[str, ...], _HeaderPlan] = {}
-
-
 def plain_query_key(key: str) -> bool:
     """Whether a query key is a plain name (`page`, `sort.by`), not input worth screening on its own."""
     return len(key) <= 64 and key.replace("_", "").replace("-", "").replace(".", "").isalnum()
-
-
-def _query_key_is_plain(key: str) -> bool:
-    found = _QUERY_KEYS.get(key)
-    if found is None:
-        found = plain_query_key(key)
-        if len(key) <= 64:
-            if len(_QUERY_KEYS) >= 4096:
-                _QUERY_KEYS.clear()
-            _QUERY_KEYS[key] = found
-    return found
-
-
-def _header_rank(ranks: dict[str, int], names: tuple[str, ...], name: str) -> int:
-    """Where header `name` (as the request spells it) comes in `names`, or -1; remembered per spelling."""
-    lowered = name.lower()
-    rank = names.index(lowered) if lowered in names else -1
-    if len(name) <= 64:
-        if len(ranks) >= 1024:
-            ranks.clear()
-        ranks[name] = rank
-    return rank
-
-
-def _flat_message_values(message: Message) -> list[str] | None:
-    """The leaf values of a message whose set fields are all singular scalars or maps of scalars with plain
-    keys, within `MAX_FIELDS` and `MAX_TOTAL_CHARS`: `message_leaves`' values, without their key paths.
-    None for any other message (it then goes through `message_leaves`)."""
-    out: list[str] = []
-    budget = MAX_TOTAL_CHARS
-    for field, value in message.ListFields():
-        plan = _DIRECT.get(field)
-        if plan is None:
-            plan = _direct_plan(field)
-        if not plan:
-            return None
-        if plan[0] == _SCALAR:
-            text = value if type(value) is str and len(value) <= MAX_VALUE_CHARS else clip(_text(value))
-            if len(text) >= budget or len(out) >= MAX_FIELDS:
-                return None  # the walk would cut or drop it
-            budget -= len(text)
-            out.append(text)
-            continue
-        keys = list(value)  # a map's keys, in its iteration order (its `items()` is a Python view over them)
-        if not all(map(_PLAIN_KEYS.get, keys)) and not all(_plain_key_cached(str(key)) for key in keys):
-            return None  # an odd key is a leaf of its own
-        items = list(map(value.__getitem__, keys))
-        if plan[2] and items:  # strings: taken whole when none is clipped and all fit (the usual labels)
-            lengths = list(map(len, items))
-            size = sum(lengths)
-            if size < budget and max(lengths) <= MAX_VALUE_CHARS and len(out) + len(items) <= MAX_FIELDS:
-                budget -= size
-                out += items
-                continue
-        for item in items:
-            if type(item) is not str or len(item) > MAX_VALUE_CHARS:
-                item = clip(_text(item))
-            if len(item) >= budget or len(out) >= MAX_FIELDS:
-                return None
-            budget -= len(item)
-            out.append(item)
-    return out
-
-
-def request_values(
-    path: str,
-    query: Iterable[tuple[str, str]] = (),
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-    message: Any = None,
-    screened_headers: tuple[str, ...] = SCREENED_HEADERS,
-) -> tuple[list[str], int]:
-    """The values screened for a request and how many leaves were left out: what
-    `features.field_values(from_request(...))` and the record's `dropped` give, without the record, the
-    key paths or the pairs (the gateway's common case: a route without field rules). Tests hold the two
-    equal; the work is one pass over the query and the headers and, for a flat message (the usual
-    request: scalars and maps of scalars), one over its fields."""
-    if type(screened_headers) is not tuple:
-        screened_headers = tuple(screened_headers)
-    values = [path if len(path) <= MAX_VALUE_CHARS else clip(path)]
-    for taken, (key, value) in enumerate(query):
-        if taken == MAX_FIELDS:
-            break
-        values.append(value if len(value) <= MAX_VALUE_CHARS else clip(value))
-        if len(key) > MAX_VALUE_CHARS:
-            key = clip(key)
-        if not _query_key_is_plain(key):
-            values.append(key)
-    plan = _HEADER_RANKS.get(screened_headers)
-    if plan is None:
-        plan = _header_plan(screened_headers)
-    keys = getattr(headers, "keys", None)  # a mapping or multidict; else an iterable of pairs
-    spelled = tuple(keys()) if keys is not None else ()
-    if spelled and len(spelled) == len(headers):  # type: ignore[arg-type]
-        # No name given twice (a multidict's keys() lists each name once), so keys() and values() align.
-        # Requests from one kind of client send the same header names in the same order: which of them
-        # are screened, in screened order, is worked out once per such sequence.
-        positions = plan[2].get(spelled)
-        if positions is None:
-            positions = _header_positions(plan, spelled)
-        if positions:
-            given = list(headers.values())  # type: ignore[union-attr]
-            values += [given[i] if len(given[i]) <= MAX_VALUE_CHARS else clip(given[i]) for i in positions]
-    else:
-        names, ranks, _ = plan
-        found: list[tuple[int, str]] = []
-        pairs: Iterable[tuple[str, str]] = headers.items() if keys is not None else headers  # type: ignore[union-attr,assignment]
-        for name, value in pairs:
-            rank = ranks.get(name)
-            if rank is None:
-                rank = _header_rank(ranks, names, name)
-            if rank >= 0:
-                found.append((rank, value))
-        if found:
-            found.sort(key=_first)  # stable: screened order, then request order
-            values += [value if len(value) <= MAX_VALUE_CHARS else clip(value) for _, value in found]
-    if message is None:
-        return values, 0
-    if isinstance(message, Message):
-        flat = _flat_message_values(message)
-        if flat is not None:
-            values += flat
-            return values, 0
-    leaves_, dropped = body_leaves(message)
-    values += [value for _, value in leaves_]
-    return values, dropped
-
-
-def _first(pair: tuple[int, str]) -> int:
-    return pair[0]
-
-
-def _header_plan(screened_headers: tuple[str, ...]) -> _HeaderPlan:
-    if len(_HEADER_RANKS) >= 64:
-        _HEADER_RANKS.clear()
-    plan = _HEADER_RANKS[screened_headers] = (_wanted(tuple(screened_headers))[0], {}, {})
-    return plan
-
-
-def _header_positions(plan: _HeaderPlan, spelled: tuple[str, ...]) -> tuple[int, ...]:
-    """The positions in a request's header names of the screened ones, in screened order, then request
-    order; remembered per sequence of names."""
-    names, ranks, by_names = plan
-    found = []
-    for i, name in enumerate(spelled):
-        rank = ranks.get(name)
-        if rank is None:
-            rank = _header_rank(ranks, names, name)
-        if rank >= 0:
-            found.append((rank, i))
-    found.sort()  # (rank, position): screened order, then request order
-    positions = tuple(i for _, i in found)
-    if len(spelled) <= 64:
-        if len(by_names) >= 1024:
-            by_names.clear()
-        by_names[spelled] = positions
-    return positions
 
 
 def from_request(

@@ -53,6 +53,7 @@ from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
 from screening import features, record
 from screening.inference import Scorer, Scores
 from screening.registry import LoadedModel, ModelRefused, ModelRegistry, ScoringError
+from screening.values import request_values
 from translators.errors import GatewayError
 
 log = logging.getLogger("portcullis.screening")
@@ -253,8 +254,8 @@ class Screening(BasePolicy):
         if cfg is not None:  # the request's first message: screened with its head, once
             started = time.perf_counter()
             if not cfg.fields:  # the common case: the values alone, no record (the same values, in order)
-                values, dropped = record.request_values(call.path, call.query.items(), call.headers, message,
-                                                        cfg.headers)
+                values, dropped = request_values(call.path, call.query.items(), call.headers, message,
+                                                 cfg.headers)
                 return self._screen(call, cfg, values, dropped, False, started)
             rec = record.from_request(call.method, call.path, call.query.items(), call.headers, message, cfg.headers)
             return self._screen(call, cfg, rec, rec.dropped, False, started)

@@ -15,7 +15,8 @@ from gateway.call import Call
 from gateway.pipeline import Reply
 from gateway.policies.base import RouteConfigs
 from gateway.policies.screening import ScreeningConfig, build
-from screening import features, record
+from screening import features
+from screening.values import request_values
 
 protos.add_generated_path()
 from echo.v1 import echo_pb2
@@ -55,7 +56,7 @@ def test_a_repeated_request_is_screened_alike_from_its_kept_row(policy: object) 
     assert _screen(policy, ATTACK)[0] == "blocked" and _screen(policy, BODY)[0] == "allowed"
     kept = policy._vectors  # type: ignore[attr-defined]
     assert kept and all(not row.flags.writeable for row in kept.values())
-    values, dropped = record.request_values("/v1/echo", [], {"User-Agent": "curl/8.5.0"},
+    values, dropped = request_values("/v1/echo", [], {"User-Agent": "curl/8.5.0"},
                                             json_format.Parse(json.dumps(BODY), echo_pb2.EchoRequest()))
     assert np.array_equal(kept[(*values, dropped)][0], features.combine(features.field_vectors(values), dropped))
 

@@ -13,6 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 import protos
 from screening import features, record
+from screening.values import request_values
 
 protos.add_generated_path()
 from echo.v1 import echo_pb2
@@ -109,7 +110,7 @@ def test_request_values_are_the_records_field_values() -> None:
     for message in messages:
         for q in (query, []):
             rec = record.from_request("POST", "/v1/echo", q, headers, message, record.SCREENED_HEADERS)
-            got = record.request_values("/v1/echo", q, headers, message, record.SCREENED_HEADERS)
+            got = request_values("/v1/echo", q, headers, message, record.SCREENED_HEADERS)
             assert got == (features.field_values(rec), rec.dropped)
 
 
@@ -121,7 +122,7 @@ def test_a_message_walk_keeps_field_order_and_odd_keys_first() -> None:
     assert [path for path, _ in record.message_leaves(book)[0]] == ["name", "title", "author.name"]
 
 
-# --- the policy's shortcut, `record.request_values`, against its definition --------------------------------
+# --- the policy's shortcut, `values.request_values`, against its definition --------------------------------
 _NAMES = st.sampled_from(["User-Agent", "user-agent", "USER-AGENT", "Cookie", "cookie", "COO\u212aIE", "Referer",
                           "Content-Type", "X-Forwarded-For", "x-api-version", "Host", "Accept", "X-Other"])
 _TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["", "a", "x" * 5000, "' or 1=1--", "<svg onload=1>"]))
@@ -146,7 +147,7 @@ def test_request_values_equal_the_records_values(path: str, query: list[tuple[st
     message = echo_pb2.EchoRequest(message=text, repeat=repeat, labels=labels)
     for given_headers in (headers, CIMultiDict(headers), CIMultiDictProxy(CIMultiDict(headers)), dict(headers)):
         for q in (query, CIMultiDict(query).items()):
-            assert record.request_values(path, q, given_headers, message, screened) == _definition(
+            assert request_values(path, q, given_headers, message, screened) == _definition(
                 path, q, given_headers, message, screened)
 
 
@@ -169,5 +170,5 @@ def test_request_values_fall_back_to_the_walk_beyond_its_bounds() -> None:
     ]
     for message in messages:
         for screened in (record.SCREENED_HEADERS, ["user-agent"]):
-            got = record.request_values("/v1/echo", [("q", "1"), ("we ird", "v")], headers, message, screened)
+            got = request_values("/v1/echo", [("q", "1"), ("we ird", "v")], headers, message, screened)
             assert got == _definition("/v1/echo", [("q", "1"), ("we ird", "v")], headers, message, tuple(screened))
