@@ -1,23 +1,12 @@
-"""Screening: score each request with the ONNX model and allow, flag or block it, per route.
+"""`Screening`: the screening policy itself, its phases, scoring and model lifecycle.
 
-The gateway side of `screening/` (the library does the work; this module is transport glue). The
-request head (path, query, selected headers) and its message are screened together, once:
-`on_request` only notes the call, and `on_message` (which the REST handler calls with the request
-message it built, and the stream and WebSocket handlers call per message) builds one
-`RequestRecord`, extracts features and scores them through the `Scorer`. A WebSocket upgrade is
-screened in `on_request` (its head), then each message on its own.
-
-Per route: `mode` (`off`, `monitor`: score and log, never block; `block`), `threshold` (default:
-the model manifest's), and `fields`: a field (`body.comment`, `query.q`, `header.user-agent`) can
-be skipped, or scored on its own against its own threshold. A block is a 403
-`application/problem+json` with `type`, `title`, `status`, `request_id` and a reason `category`;
-never the score or the model's internals. A model failure (error, timeout, full queue) lets the
-request through when `fail_open`, else answers 503; both are counted.
-
-The access log gets `screening` (verdict, score, threshold, model version, top contributing
-features, category) in `call.attributes`; metrics are declared in `gateway.metrics_registry`.
-The model lifecycle (activate, rollback, shadow) is driven by the admin API through `activate`,
-`rollback` and `set_shadow`; a load happens in a thread and is verified before the swap.
+Sits in the pipeline's `on_request` / `on_message` / `on_complete` phases (see the package docstring
+for what it decides). Per call it keeps only which calls wait for their first message and which are
+upgraded streams; per process, a cache of feature rows for requests that repeat exactly, and the
+tallies of decisions, scores and durations pushed into prometheus-client before a scrape. It owns the
+`Scorer` (started in `start`, closed in `stop`) and swaps its model for the admin API. Config lives in
+`config`, the feature rows of routes with field rules in `field_rows`, the block's body and reason in
+`verdict`, batch observations in `observer`.
 """
 
 from __future__ import annotations
@@ -26,21 +15,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import grpc
 import numpy as np
-import orjson
-from pydantic import Field, model_validator
 
 from gateway.call import Call
 from gateway.metrics_registry import (
-    SCREENING_BATCH_SIZE,
     SCREENING_DECISIONS,
     SCREENING_DURATION,
     SCREENING_FALLBACKS,
-    SCREENING_INFERENCE_DURATION,
     SCREENING_MODEL_SWAPS,
     SCREENING_SCORE,
     SCREENING_SHADOW_DISAGREEMENTS,
@@ -49,7 +33,11 @@ from gateway.metrics_registry import (
     multiprocess_dir,
 )
 from gateway.pipeline import Reply
-from gateway.policies.base import BasePolicy, PolicyConfig, RouteConfigs
+from gateway.policies.base import BasePolicy, RouteConfigs
+from gateway.policies.screening.config import ScreeningConfig
+from gateway.policies.screening.field_rows import _rows_by_field
+from gateway.policies.screening.observer import _Observer
+from gateway.policies.screening.verdict import _round4, category, problem
 from screening import features, record
 from screening.inference import Scorer, Scores
 from screening.registry import LoadedModel, ModelRefused, ModelRegistry, ScoringError
@@ -57,52 +45,11 @@ from screening.values import request_values
 from translators.errors import GatewayError
 
 log = logging.getLogger("portcullis.screening")
-PROBLEM_TYPE = "https://portcullis.dev/problems/request-blocked"
 # Feature rows kept for requests that repeat exactly (see `Screening._keep`): at most this many, of
 # requests whose every value is at most this long (about 16 KiB each with the 4,007-wide vector).
 VECTORS_CACHED = 256
 VECTOR_CACHE_CHARS = 256
 SEEN_NOTED = 4096  # keys seen once (their hashes), so that only a repeat is kept
-MODEL_KEYS = ("models_dir", "model", "version", "inference", "workers", "max_batch", "max_pending", "shadow")
-
-
-class FieldRule(PolicyConfig):
-    skip: bool = Field(False, description="Do not screen this field (a known free-text field).")
-    threshold: float | None = Field(
-        None, gt=0, le=1, description="Screen this field on its own, blocking at this score."
-    )
-
-
-class ScreeningConfig(PolicyConfig):
-    mode: Literal["off", "monitor", "block"] = Field("monitor", description="off, monitor (log only) or block.")
-    threshold: float | None = Field(None, gt=0, le=1, description="Block at this score; default: the manifest's.")
-    fields: dict[str, FieldRule] = Field(
-        default_factory=dict, description="Per-field rules by name: body.<json path>, query.<key>, header.<name>."
-    )
-    headers: tuple[str, ...] = Field(record.SCREENED_HEADERS, description="Request headers screened (lower case).")
-    fail_open: bool = Field(True, description="When the model fails or times out: allow (true) or answer 503.")
-    timeout_ms: float = Field(50.0, gt=0, le=10_000, description="Longest wait for a score.")
-    top_features: int = Field(3, ge=0, le=20, description="Top contributing features written to the access log.")
-    # Model settings: global only (one Scorer serves every route).
-    models_dir: Path = Field(Path("models"), description="Model registry root (relative to the working directory).")
-    model: str = Field("request-screening", description="Model name in the registry.")
-    version: str | None = Field(None, description="Version to serve at start-up; default: the latest.")
-    shadow: str | None = Field(None, description="A candidate version scored beside the active one, never blocking.")
-    inference: Literal["batch", "inline"] = Field(
-        "inline",
-        description="inline: on the event loop (a run costs ~11 us: cheaper than a thread hop); "
-        "batch: micro-batched in worker threads, for heavier models (see docs/screening.md).",
-    )
-    workers: int = Field(1, ge=1, le=16, description="Inference threads (batches running at once).")
-    max_batch: int = Field(256, ge=1, le=4096, description="Most feature rows in one onnxruntime run.")
-    max_pending: int = Field(4096, ge=1, description="Requests waiting for a score; beyond, the fallback applies.")
-
-    @model_validator(mode="after")
-    def _field_names(self) -> ScreeningConfig:
-        for name in self.fields:
-            if name != "path" and name.split(".", 1)[0] not in ("body", "query", "header", "ws"):
-                raise ValueError(f"fields.{name}: expected path, body.<path>, query.<key>, header.<name> or ws.<path>")
-        return self
 
 
 class Screening(BasePolicy):
@@ -443,111 +390,3 @@ class Screening(BasePolicy):
             tally.child.observe(value)
         else:
             tally.observe(value)
-
-
-class _Observer:
-    """Batch sizes and inference times; tallied when every run is on the event loop (`inline`, one
-    worker), written through otherwise (batch runs report from executor threads)."""
-
-    def __init__(self, deferred: bool) -> None:
-        self.deferred = deferred
-        self.sizes = Tally(SCREENING_BATCH_SIZE)
-        self.seconds = Tally(SCREENING_INFERENCE_DURATION)
-
-    def batch(self, size: int, seconds: float) -> None:
-        if self.deferred:
-            self.sizes.observe(size)
-            self.seconds.observe(seconds)
-        else:
-            SCREENING_BATCH_SIZE.observe(size)
-            SCREENING_INFERENCE_DURATION.observe(seconds)
-
-    def push(self) -> None:
-        self.sizes.push()
-        self.seconds.push()
-
-
-_CATEGORIES = (
-    ("sql_", "sql-injection"), ("html", "cross-site-scripting"), ("event_handler", "cross-site-scripting"),
-    ("js_", "cross-site-scripting"), ("shell", "command-injection"), ("path_", "path-traversal"),
-    ("internal_host", "server-side-request-forgery"), ("rare_scheme", "server-side-request-forgery"),
-    ("xml", "xml-external-entity"), ("entity_ref", "xml-external-entity"), ("tpl_", "template-injection"),
-    ("py_dunder", "template-injection"), ("jndi", "jndi-injection"), ("lookup_default", "jndi-injection"),
-    ("ldap", "ldap-injection"), ("xpath", "xpath-injection"), ("nosql", "nosql-injection"),
-    ("crlf", "header-injection"), ("deser", "deserialization"), ("scanner", "scanner"), ("scan_path", "scanner"),
-    ("dollar_brace", "template-injection"),
-)
-
-
-_ROUNDED: dict[float, float] = {}  # score or threshold -> round(x, 4): a float round costs a decimal conversion
-
-
-def _round4(x: float) -> float:
-    """`round(x, 4)`, remembered (thresholds repeat on every request, scores of repeated requests too)."""
-    found = _ROUNDED.get(x)
-    if found is None:
-        found = round(x, 4)
-        if x and type(x) is float:  # 0.0 and -0.0 are one key but round apart; numpy floats round apart
-            if len(_ROUNDED) >= 4096:
-                _ROUNDED.clear()
-            _ROUNDED[x] = found
-    return found
-
-
-def category(feature_names: list[str]) -> str:
-    """A reason category for a block, from the names of its top features (never the score itself)."""
-    for name in feature_names:
-        for marker, label in _CATEGORIES:
-            if marker in name:
-                return label
-    return "anomalous-request"
-
-
-def problem(request_id: str, reason: str) -> bytes:
-    return orjson.dumps({
-        "type": PROBLEM_TYPE,
-        "title": "Request blocked",
-        "status": 403,
-        "detail": "The request was refused by the gateway's request screening.",
-        "request_id": request_id,
-        "category": reason,
-    })
-
-
-def _rows_by_field(rec: record.RequestRecord, cfg: ScreeningConfig, threshold: float,
-                   ) -> tuple[list[np.ndarray], list[float], list[list[str]]]:
-    """Feature rows when the route has field rules: the request without its special fields, then one
-    row per field scored on its own against its own threshold."""
-    main: list[str] = []
-    own: list[tuple[str, float]] = []
-    for field in rec.fields():
-        rule = cfg.fields.get(field.name)
-        if rule is None:
-            main.append(field.value)
-            if field.location == "query" and not record.plain_query_key(field.key):
-                main.append(field.key)
-        elif rule.skip:
-            continue
-        elif rule.threshold is not None:
-            own.append((field.value, rule.threshold))
-        else:
-            main.append(field.value)
-    rows, thresholds, row_values = [], [], []
-    if main:
-        rows.append(features.combine(features.field_vectors(main), rec.dropped))
-        thresholds.append(threshold)
-        row_values.append(main)
-    for value, field_threshold in own:
-        rows.append(features.combine(features.field_vectors([value])))
-        thresholds.append(field_threshold)
-        row_values.append([value])
-    return rows, thresholds, row_values
-
-
-def build(configs: RouteConfigs[ScreeningConfig]) -> Screening:
-    default = configs.default
-    for route, cfg in configs.by_route.items():
-        for key in MODEL_KEYS:
-            if getattr(cfg, key) != getattr(default, key):
-                raise ValueError(f"services.{route}.policies.screening.{key}: model settings are global only")
-    return Screening(configs)
