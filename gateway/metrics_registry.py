@@ -214,7 +214,7 @@ TRACING_SPANS_FAILED = Counter(
     "Spans the OTLP exporter failed to deliver, after its own retries; they are dropped.",
     registry=REGISTRY,
 )
-# Screening (gateway/policies/screening.py). verdict: allow, flag (monitor mode, over the threshold),
+# Screening (gateway/policies/screening/). verdict: allow, flag (monitor mode, over the threshold),
 # block, skip (mode off or nothing to screen), error (the model failed; see fallbacks).
 SCREENING_DECISIONS = Counter(
     "portcullis_screening_decisions_total",
