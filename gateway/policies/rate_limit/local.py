@@ -26,6 +26,10 @@ class LocalBackend:
         self.clock = clock
         # key -> [tokens, ts, full_at]; order is least recently used first
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        # The key most recently used, or None: when a request's key is it (the same object, as a
+        # key remembered per consumer is), it is already at the hot end and is not moved again.
+        # Invariant: every insert and move below sets it; clear() resets it.
+        self._recent: str | None = None
         self.evicted_early = 0  # buckets dropped before they were full (the bound cost an answer)
 
     def __len__(self) -> int:
@@ -36,6 +40,7 @@ class LocalBackend:
 
     async def stop(self) -> None:
         self._buckets.clear()
+        self._recent = None
 
     async def take(self, buckets: Sequence[Bucket]) -> Verdict:
         return self.take_now(buckets)
@@ -47,16 +52,20 @@ class LocalBackend:
         The tokens before the take, not after: a refusal reports them as they are, where adding the
         one back (`(t - 1) + 1`) could be an ulp off bucket.py's rule. `refill` and `full_after`
         written out: this runs once per request. Only a new key sweeps (the store grows only then),
-        so a key already held costs no sweep."""
+        so a key already held costs no sweep. A held key is found by subscript (an OrderedDict's
+        get() costs twice as much) and moved to the hot end only when it is not already there."""
         now = self.clock()
         store = self._buckets
-        state = store.get(key)
-        if state is None:
+        if key not in store:
             # burst >= 1 (config): a missing bucket is a full one, and admits
             store[key] = [burst - 1.0, now, now + 1.0 / rate]  # full_at: (burst - left) / rate
+            self._recent = key
             self._sweep(now)
             return float(burst)
-        store.move_to_end(key)
+        state = store[key]
+        if key is not self._recent:
+            store.move_to_end(key)
+            self._recent = key
         tk = state[0]
         elapsed = now - state[1]
         if elapsed > 0.0:  # a clock going back adds nothing
@@ -87,6 +96,7 @@ class LocalBackend:
             else:
                 store.move_to_end(b.key)
                 tokens.append(refill(state[0], state[1], now, b.burst, b.rate))
+        self._recent = None  # several keys moved, some perhaps inserted below: no one key is sure
         allowed = all(t >= 1.0 for t in tokens)
         if allowed:
             added = False

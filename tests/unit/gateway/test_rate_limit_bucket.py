@@ -182,3 +182,40 @@ async def test_async_take_matches_sync(burst: int) -> None:
     backend = LocalBackend(clock=clock)
     results = [(await backend.take([bucket(burst, 1.0)])).allowed for _ in range(burst + 1)]
     assert results == [True] * burst + [False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("one"), st.sampled_from("abcde")),
+            st.tuples(st.just("many"), st.lists(st.sampled_from("abcde"), min_size=1, max_size=3, unique=True)),
+            st.tuples(st.just("stop"), st.just("")),
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 4),
+)
+async def test_held_keys_are_in_least_recently_used_order(steps: list[tuple[str, object]], max_keys: int) -> None:
+    """Skipping the move of a key already at the hot end keeps the store in exact LRU order, so the
+    bound drops the least recently used key; checked against a list kept by the plain rule."""
+    clock = FakeClock()
+    backend = LocalBackend(max_keys=max_keys, clock=clock)
+    interned = {k: f"l:{k}" for k in "abcde"}  # one object per key, as the consumer's remembered key
+    for kind, arg in steps:
+        clock.advance(1e-4)  # buckets of burst 3 at 1/s stay below full: only the bound evicts
+        if kind == "stop":
+            await backend.stop()
+            continue
+        keys = [interned[arg]] if kind == "one" else [interned[k] for k in arg]  # type: ignore[union-attr]
+        held = list(backend._buckets)
+        if kind == "one":
+            backend.take_one(keys[0], 3, 1.0)  # a missing key is full: always admitted
+            allowed = True
+        else:
+            allowed = backend.take_now([Bucket("l", k, 3, 1.0) for k in keys]).allowed
+        expected = [k for k in held if k not in keys] + [k for k in keys if k in held]
+        if allowed:  # a refusal inserts nothing
+            expected += [k for k in keys if k not in held]
+        expected = expected[max(0, len(expected) - max_keys):]
+        assert list(backend._buckets) == expected
