@@ -360,20 +360,3 @@ def _in_context(token: str, cls: int, previous: str, out: list[int], i: int) -> 
     elif previous == "\n" and token in HEADER_WORDS:
         cls = C["crlf_header"]
     return cls
-    first = token[0]
-    if not (first.isalpha() or first == "_"):
-        return cls
-    if (cls == _SHELL_WEAK or cls == _SHELL_STRONG) and previous not in _COMMAND_AFTER:
-        cls = _CMD_WORD if cls == _SHELL_STRONG and previous != "/" else (
-            _SHELL_STRONG if cls == _SHELL_STRONG else _WORD)
-    if previous in _TAG_OPENERS or previous == "/" and len(out) > 1 and out[-2] == _LT:
-        cls = C["html_danger_tag"] if token in DANGER_TAGS else C["html_tag"]
-    elif previous == "." and token in EXTENSIONS:
-        cls = C["file_ext"]
-    elif previous == "$":
-        cls = C["nosql_op"] if token in NOSQL_OPS else C["shell_var"]
-    elif previous == "%" and token.isalnum():
-        cls = C["shell_var"]
-    elif previous == "\n" and token in HEADER_WORDS:
-        cls = C["crlf_header"]
-    return cls
