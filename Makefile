@@ -7,7 +7,7 @@ GEN     := protos/_gen
 PROTOS  := $(shell find protos -name '*.proto' -not -path 'protos/third_party/*' -not -path '$(GEN)/*')
 STAMP   := $(VENV)/.installed
 
-.PHONY: all setup proto run test test-fast lint typecheck bench bench-core bench-inference bench-screening bench-websocket screening-data clean
+.PHONY: all setup proto redis run test test-fast lint typecheck bench bench-core bench-inference bench-screening bench-websocket screening-data clean
 
 all: setup
 
@@ -40,10 +40,14 @@ screening-data: setup
 run: setup
 	$(BIN)/python -m tests.support.demo -c config/demo.yaml
 
-test: setup
+# The Redis tests start redis-server on 127.0.0.1 when none answers: the binary must be there.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server)
+
+test: setup redis
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: setup redis
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 lint: setup
