@@ -11,7 +11,8 @@ STAMP   := $(VENV)/.installed
 
 all: setup
 
-$(STAMP): pyproject.toml
+# The compiled modules (setup.py) are built by the editable install: an edit to one rebuilds it.
+$(STAMP): pyproject.toml setup.py $(wildcard screening/*.pyx screening/*.pxd)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -288,8 +288,10 @@ def lexemes(text: str) -> list[str]:
     return list(chain.from_iterable(found))  # type: ignore[arg-type]  # filled: no None is left
 
 
-def classes(text: str) -> list[int]:
+def python_classes(text: str) -> list[int]:
     """Token classes (1-based indexes into `NAMES`) of normalised text; blanks are skipped.
+
+    The definition of `classes`, which is the compiled scanner's (`scanner.pyx`) when it is built.
 
     Lexemes repeat (words of a language, punctuation), so each one's context-free class is looked up
     in a bounded table (all at once); only a lexeme that follows a context-setting one, or that is
@@ -360,3 +362,20 @@ def _in_context(token: str, cls: int, previous: str, out: list[int], i: int) -> 
     elif previous == "\n" and token in HEADER_WORDS:
         cls = C["crlf_header"]
     return cls
+
+
+# The compiled scanner, when built (`make setup` builds it): the same classes for every string, held to
+# `python_classes` by property tests, for a tenth of the instructions. It implements `LEXEME` and
+# `_APOSTROPHE` as written here and refuses others; the tables it reads from this module.
+try:
+    from screening.scanner import Scanner
+except ImportError:  # a checkout that was not built; the tests fail on it (test_scanner.py)
+    classes = python_classes
+else:
+    classes = Scanner(
+        lexeme=LEXEME.pattern, apostrophe=_APOSTROPHE.pattern, classes=C, words=WORDS, punct=PUNCT,
+        events=EVENTS, danger_tags=DANGER_TAGS, js_schemes=JS_SCHEMES, rare_schemes=RARE_SCHEMES,
+        web_schemes=WEB_SCHEMES, extensions=EXTENSIONS, header_words=HEADER_WORDS, nosql_ops=NOSQL_OPS,
+        command_after=_COMMAND_AFTER, context_before=_CONTEXT_BEFORE, scheme_colons=_SCHEME_COLONS,
+        tag_openers=_TAG_OPENERS, internal_prefixes=_INTERNAL_PREFIXES,
+    ).classes

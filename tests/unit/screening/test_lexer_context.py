@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
+import pytest
 
 from screening import features, tokens
 from screening.preprocess import normalize
 
+_classes: Callable[[str], list[int]] = tokens.classes
+
+
+@pytest.fixture(autouse=True, params=["python", "compiled"])
+def lexer(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every rule below holds for the definition and for the compiled scanner."""
+    global _classes
+    _classes = tokens.python_classes if request.param == "python" else tokens.classes
+    yield
+    _classes = tokens.classes
+
 
 def names(text: str) -> list[str]:
-    return [tokens.NAMES[c - 1] for c in tokens.classes(normalize(text))]
+    return [tokens.NAMES[c - 1] for c in _classes(normalize(text))]
 
 
 def test_an_apostrophe_inside_a_word_is_not_a_string_delimiter() -> None:

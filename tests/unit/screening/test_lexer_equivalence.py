@@ -100,16 +100,18 @@ _TEXT = st.lists(st.one_of(_ALPHABET, _WORDS), max_size=40).map("".join)
 @example("<img src=x onerror=alert(1)> javascript:alert(1) http://a.php?id=1' or '1'='1")
 def test_lexemes_and_classes_are_their_definitions(text: str) -> None:
     assert tokens.lexemes(text) == LEXEME.findall(text)
-    assert tokens.classes(text) == reference_classes(text)
-    assert tokens.classes(text) == reference_classes(text)  # again, from the caches
-    normalised = preprocess.normalize(text)
-    assert tokens.classes(normalised) == reference_classes(normalised)
+    for classes in (tokens.python_classes, tokens.classes):  # the definition, and the compiled scanner
+        assert classes(text) == reference_classes(text)
+        assert classes(text) == reference_classes(text)  # again, from the caches
+        normalised = preprocess.normalize(text)
+        assert classes(normalised) == reference_classes(normalised)
 
 
 def test_every_generated_payload_lexes_as_defined() -> None:
     rng = random.Random(3)
     for sample in generators.generated(rng, 150):
         for text in (sample.text, preprocess.normalize(sample.text)):
+            assert tokens.python_classes(text) == reference_classes(text), text
             assert tokens.classes(text) == reference_classes(text), text
 
 

@@ -1,0 +1,16 @@
+"""The compiled part of the package: the screening lexer's scanner (`screening/scanner.pyx`).
+
+Everything else about the package is declared in pyproject.toml; setuptools reads both. An editable
+install (`make setup`) builds the extension into the source tree, next to the `.pyx`, where
+`import screening.scanner` finds it.
+"""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=cythonize(
+        [Extension("screening.scanner", ["screening/scanner.pyx"])],
+        compiler_directives={"language_level": "3"},
+    ),
+)
