@@ -1,124 +1,49 @@
-"""Every Prometheus metric of the gateway, declared here, and how they are exposed at `/metrics`.
+"""Every Prometheus metric of the gateway, declared here, at import, in the order `/metrics` lists them.
 
 Policies import the metric they write and increment it; nothing else declares one (Envoy's
 `stats.h`). Names are `portcullis_<area>_<what>`. Label values must come from bounded sets (route
-names, backend names, status codes, reason words), never from client input as such.
-
-Several workers (`serve --workers N`) share one port; the supervisor gives them one fresh directory
-in `PROMETHEUS_MULTIPROC_DIR` before spawning them (`worker_metrics_dir`), so prometheus-client
-writes every value to per-process files there and worker 0, which alone serves the admin listener,
-adds them up at scrape time (`MultiProcessCollector`). prometheus-client picks its mode once, when
-it is first imported, from that variable: a worker process is spawned with it already set. With one
-worker there is no directory and the process's own registry is exposed.
-
-Upstream health is not stored: `portcullis_upstream_healthy` is read from the upstreams'
-`health_report()` at scrape time, so it is the view of the worker that serves the scrape.
+names, backend names, status codes, reason words), never from client input as such. The registry
+they are declared in and the `Tally` that hot code observes into are `metrics_collection`; the
+`/metrics` page, the multiprocess mode and `portcullis_upstream_healthy` (read at scrape time,
+never stored) are `metrics_exposition`. Both are re-exported here, so a writer or the server
+imports everything metric from this one module.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Protocol
-
 from aiohttp import web
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-    multiprocess,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.registry import Collector
+from prometheus_client import Counter, Gauge, Histogram
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from gateway.metrics_collection import REGISTRY, Tally, before_collect
+from gateway.metrics_exposition import (
+    MULTIPROC_ENV,
+    UPSTREAM_HEALTHY,
+    HealthReporter,
+    UpstreamHealth,
+    metrics_handler,
+    multiprocess_dir,
+    render,
+    worker_exited,
+    worker_metrics_dir,
+)
+
+# What this module declares and what it re-exports, so that no importer needs the two modules beside it.
+__all__ = (
+    "AUTH_FAILURES", "CAPTURE_RECORDS", "FLEET_MESSAGES", "HTTP_CONNECTIONS_OPEN", "HTTP_REQUESTS",
+    "HTTP_REQUESTS_IN_FLIGHT", "HTTP_REQUEST_DURATION", "INFERENCE_BATCH_SIZE",
+    "INFERENCE_COMPUTE_DURATION", "INFERENCE_COUNT", "INFERENCE_EXEC_COUNT", "INFERENCE_PENDING",
+    "INFERENCE_QUEUE_DURATION", "INFERENCE_REQUEST_DURATION", "INFERENCE_REQUEST_FAILURE",
+    "INFERENCE_REQUEST_SUCCESS", "LATENCY_BUCKETS", "MULTIPROC_ENV", "RATELIMIT_REJECTIONS", "REGISTRY",
+    "SCREENING_BATCH_SIZE", "SCREENING_DECISIONS", "SCREENING_DURATION", "SCREENING_FALLBACKS",
+    "SCREENING_INFERENCE_DURATION", "SCREENING_MODEL_SWAPS", "SCREENING_SCORE",
+    "SCREENING_SHADOW_DISAGREEMENTS", "STREAM_MESSAGES", "STREAM_MESSAGE_BYTES", "TRACING_SPANS_FAILED",
+    "UPSTREAM_DURATION", "UPSTREAM_HEALTHY", "WS_CONNECTIONS_OPEN", "WS_MESSAGES", "WS_MESSAGE_BYTES",
+    "HealthReporter", "Tally", "UpstreamHealth", "before_collect", "count_connections",
+    "metrics_handler", "multiprocess_dir", "render", "worker_exited", "worker_metrics_dir",
+)
+
 # Seconds; finer than the client's default at the low end, where a gateway hop lives.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-# No `*_created` series: multiprocess mode has none, so one worker and N workers expose the same names.
-disable_created_metrics()
-REGISTRY = CollectorRegistry(auto_describe=True)  # what one worker exposes when it is alone
-# Read once, as prometheus-client itself does on import: the mode cannot change in a running process.
-_SHARED_DIR = os.environ.get(MULTIPROC_ENV) or None
-
-
-class _BeforeCollect(Collector):
-    """Runs the hooks that push tallies kept as plain numbers into the metrics, before any read.
-
-    Registered first, so that every collection of REGISTRY (a scrape, a test's `get_sample_value`)
-    runs the hooks before it reads a metric: the hot path adds to an int, the scrape does the rest.
-    """
-
-    def __init__(self) -> None:
-        self.hooks: list[Callable[[], None]] = []
-
-    def describe(self) -> Iterable[Metric]:
-        return ()
-
-    def collect(self) -> Iterable[Metric]:
-        for hook in tuple(self.hooks):
-            hook()
-        return ()
-
-
-_BEFORE_COLLECT = _BeforeCollect()
-REGISTRY.register(_BEFORE_COLLECT)
-
-
-def before_collect(hook: Callable[[], None]) -> Callable[[], None]:
-    """Run `hook` before every collection of REGISTRY, until the returned function is called."""
-    _BEFORE_COLLECT.hooks.append(hook)
-
-    def remove() -> None:
-        if hook in _BEFORE_COLLECT.hooks:
-            _BEFORE_COLLECT.hooks.remove(hook)
-
-    return remove
-
-
-class Tally:
-    """Observations of one histogram child not yet pushed: per-bucket counts (non-cumulative) and sum.
-
-    For one worker and the event-loop thread only (no lock); `push` from a `before_collect` hook.
-
-    `bisect_left` puts a value equal to a bound in that bound's bucket (`le` is inclusive), as
-    prometheus-client's own `observe` does; the last slot is `+Inf`.
-    """
-
-    __slots__ = ("bounds", "child", "counts", "total")
-
-    def __init__(self, child: Histogram) -> None:
-        self.child = child
-        self.bounds: tuple[float, ...] = tuple(child._upper_bounds)  # type: ignore[attr-defined]  # +Inf last
-        self.counts = [0] * len(self.bounds)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def push(self) -> None:
-        # prometheus-client has no public "add n observations"; its child keeps one value per bucket
-        # (`_buckets`, non-cumulative, +Inf last) and `_sum`. The unit and integration tests compare
-        # scraped counts, sums and buckets with what was observed, so a change there fails them.
-        if self.total or any(self.counts):
-            buckets = self.child._buckets  # type: ignore[attr-defined]
-            for i, n in enumerate(self.counts):
-                if n:
-                    buckets[i].inc(n)
-                    self.counts[i] = 0
-            self.child._sum.inc(self.total)  # type: ignore[attr-defined]
-            self.total = 0.0
-
 
 # --- metrics: the policies and the server write these ---------------------------------------------
 HTTP_REQUESTS = Counter(
@@ -348,58 +273,6 @@ INFERENCE_PENDING = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livesum",
 )
-# Collected at scrape time from each upstream's health_report(); never stored.
-UPSTREAM_HEALTHY = "portcullis_upstream_healthy"
-
-
-class HealthReporter(Protocol):
-    def health_report(self) -> Mapping[str, bool]: ...
-
-
-class UpstreamHealth(Collector):
-    """`portcullis_upstream_healthy{upstream,address}`: 1 while the address passes its health check."""
-
-    def __init__(self, upstreams: Mapping[str, HealthReporter]) -> None:
-        self.upstreams = upstreams
-
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            UPSTREAM_HEALTHY,
-            "1 when the backend address passes its health check, else 0.",
-            labels=("upstream", "address"),
-        )
-        for name, upstream in sorted(self.upstreams.items()):
-            for address, ok in sorted(upstream.health_report().items()):
-                family.add_metric((name, address), 1.0 if ok else 0.0)
-        yield family
-
-
-def multiprocess_dir() -> str | None:
-    """The shared directory when prometheus-client runs in multiprocess mode, else None."""
-    return _SHARED_DIR
-
-
-def render(upstreams: Mapping[str, HealthReporter]) -> bytes:
-    """The Prometheus text exposition of every metric, all workers added up when there are several."""
-    registry = CollectorRegistry()  # per scrape: it holds no state and costs nothing to make
-    shared = multiprocess_dir()
-    if shared is not None:
-        multiprocess.MultiProcessCollector(registry, path=shared)
-    else:
-        registry.register(REGISTRY)
-    registry.register(UpstreamHealth(upstreams))
-    return generate_latest(registry)
-
-
-def metrics_handler(
-    upstreams: Callable[[], Mapping[str, HealthReporter]],
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """`GET /metrics` for the admin app; `upstreams` gives the ones serving now (a reload swaps them)."""
-
-    async def serve_metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=render(upstreams()), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
-
-    return serve_metrics
 
 
 def count_connections(runner: web.AppRunner) -> None:
@@ -423,28 +296,3 @@ def count_connections(runner: web.AppRunner) -> None:
 
     server.connection_made = connection_made  # type: ignore[method-assign]
     server.connection_lost = connection_lost  # type: ignore[method-assign]
-
-
-@contextmanager
-def worker_metrics_dir() -> Iterator[Path]:
-    """A fresh multiprocess directory in the environment of the workers spawned inside; removed after.
-
-    Always a new one: values left by an earlier run would be added to this run's.
-    """
-    path = Path(tempfile.mkdtemp(prefix="portcullis-metrics-"))
-    previous = os.environ.get(MULTIPROC_ENV)
-    os.environ[MULTIPROC_ENV] = str(path)
-    try:
-        yield path
-    finally:
-        if previous is None:
-            os.environ.pop(MULTIPROC_ENV, None)
-        else:
-            os.environ[MULTIPROC_ENV] = previous
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def worker_exited(pid: int | None, path: Path) -> None:
-    """Drop a dead worker's live gauges (in flight, connections); its counters stay in the totals."""
-    if pid is not None:
-        multiprocess.mark_process_dead(pid, str(path))
