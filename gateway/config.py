@@ -3,7 +3,10 @@
 Every model is a frozen pydantic v2 model with `extra="forbid"` and a description on each field.
 `load_config` reads the file and turns any validation error into a `ConfigError` that names the
 file, the key path and what was expected; the CLI prints it and exits non-zero. Relative paths in
-the file are resolved against the file's own directory.
+the file are resolved against the file's own directory. The backend and WebSocket blocks are
+declared in `backend_config` and `websocket_config` and re-exported here, as are the other blocks
+declared beside this module (`inference_config`, `tls`, `resilience`); this module holds the root,
+the listeners and server limits, descriptor sources, services and methods, policies and the loader.
 """
 
 from __future__ import annotations
@@ -14,10 +17,21 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.backend_config import BackendConfig, BackendTLS, HealthCheck, OutlierConfig
 from gateway.inference_config import InferenceConfig
 from gateway.resilience import RetryBudgetConfig, RetryConfig
 from gateway.tls import ListenerTLS
+from gateway.websocket_config import WebSocketConfig, WebSocketMuxConfig, WebSocketRoute
 from translators.options import TranscodeOptions
+
+# What this module declares and the blocks it re-exports, so that no importer needs the modules beside it.
+__all__ = (
+    "BackendConfig", "BackendTLS", "ConfigError", "DescriptorSetSource", "DescriptorSource", "FleetConfig",
+    "GatewayConfig", "HealthCheck", "HttpRuleConfig", "Listener", "MetadataConfig", "MethodConfig",
+    "OutlierConfig", "PolicyEntry", "ReflectionSource", "RetryBudgetConfig", "ServerConfig", "ServiceConfig",
+    "StubsSource", "TranscodingConfig", "WebSocketConfig", "WebSocketMuxConfig", "WebSocketRoute",
+    "load_config",
+)
 
 
 class ConfigError(ValueError):
@@ -74,53 +88,6 @@ DescriptorSource = Annotated[
 ]
 
 
-class BackendTLS(_Model):
-    ca_file: Path | None = Field(None, description="CA bundle to verify the backend; None uses the system roots.")
-    cert_file: Path | None = Field(None, description="Client certificate for mTLS towards the backend.")
-    key_file: Path | None = Field(None, description="Client key for mTLS towards the backend.")
-    server_name: str | None = Field(None, description="Name to verify instead of the address host.")
-
-
-class HealthCheck(_Model):
-    enabled: bool = Field(True, description="Poll grpc.health.v1 to feed /readyz.")
-    interval_s: float = Field(5.0, gt=0, description="Seconds between checks.")
-    timeout_s: float = Field(1.0, gt=0, description="Deadline of one check.")
-    service: str = Field("", description="Service name to ask about; empty asks about the server.")
-
-
-class OutlierConfig(_Model):
-    enabled: bool = Field(True, description="Eject addresses that keep failing.")
-    consecutive_failures: int = Field(5, ge=1, description="UNAVAILABLE failures in a row before ejection.")
-    base_ejection_s: float = Field(10.0, gt=0, description="Ejection time; multiplied by the ejection count.")
-    max_ejection_multiplier: int = Field(10, ge=1, description="Cap on that multiplier.")
-    max_ejection_percent: float = Field(
-        100.0, gt=0, le=100, description="Most addresses ejected at once (at least one can always be)."
-    )
-
-
-class BackendConfig(_Model):
-    addresses: tuple[str, ...] = Field(min_length=1, description="host:port list, used round robin.")
-    tls: BackendTLS | None = Field(None, description="TLS towards the backend; None is plaintext.")
-    health: HealthCheck = Field(default_factory=HealthCheck, description="Health checking.")
-    outlier: OutlierConfig = Field(default_factory=OutlierConfig, description="Outlier ejection per address.")
-    retry_budget: RetryBudgetConfig = Field(
-        default_factory=RetryBudgetConfig, description="Retry throttling shared by all calls to this backend."
-    )
-    channels_per_address: int = Field(1, ge=1, le=16, description="HTTP/2 connections per address.")
-    client: Literal["h2", "grpcio"] = Field(
-        "h2",
-        description="gRPC client: 'h2' is the gateway's lean asyncio HTTP/2 client (gateway/upstreams/), "
-        "'grpcio' is grpc.aio channels.",
-    )
-
-    @field_validator("addresses")
-    @classmethod
-    def _host_port(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for address in value:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"{address!r} is not host:port")
-        return value
 
 
 class TranscodingConfig(_Model):
@@ -147,116 +114,6 @@ def _options_dict(options: TranscodeOptions) -> dict[str, object]:
     return {name: getattr(options, name) for name in TranscodeOptions.__slots__}
 
 
-def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
-    for origin in value:
-        scheme, sep, host = origin.partition("://")
-        if not sep or scheme not in ("http", "https") or not host or "/" in host or "*" in host:
-            raise ValueError(f"{origin!r} is not an origin like https://app.example.com (no wildcards, no path)")
-    return tuple(o.lower() for o in value)
-
-
-class WebSocketConfig(_Model):
-    """gRPC streams over WebSocket. Set globally; a service's or method's block overrides the keys it sets."""
-
-    enabled: bool = Field(True, description="Serve this route's streaming methods to WebSocket upgrades.")
-    allowed_origins: tuple[str, ...] = Field(
-        (),
-        description="Browser origins (scheme://host[:port]) that may open the WebSocket; an upgrade with "
-        "any other Origin is a 403. An upgrade without Origin (not a browser) is allowed. No wildcard.",
-    )
-    max_message_bytes: int = Field(
-        1024 * 1024, ge=1, le=64 * 1024 * 1024, description="Largest inbound frame; larger closes with 1009."
-    )
-    idle_timeout_s: float = Field(300.0, gt=0, description="No frame either way for this long closes with 1001.")
-    heartbeat_s: float = Field(
-        20.0, gt=0, description="Ping the client this often; no pong within half of it closes the socket."
-    )
-    max_duration_s: float = Field(
-        3600.0, gt=0, description="gRPC deadline of a stream opened over WebSocket (instead of the route timeout)."
-    )
-    inbound_queue: int = Field(
-        16, ge=1, le=4096,
-        description="Client messages read ahead of the backend; when full the gateway stops reading the socket.",
-    )
-    auth_cookie: str | None = Field(
-        None,
-        description="Cookie whose value is the bearer token when the upgrade carries no Authorization header "
-        "(browsers cannot set headers on a WebSocket).",
-    )
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _origins(value)
-
-    def over(self, override: WebSocketConfig | None) -> WebSocketConfig:
-        if override is None:
-            return self
-        return self.model_copy(update=override.model_dump(exclude_unset=True))
-
-
-class WebSocketRoute(_Model):
-    """A WebSocket route proxied as is to a WebSocket backend (no transcoding)."""
-
-    path: str = Field(description="Exact request path, e.g. /chat.")
-    upstream: str = Field(description="ws:// or wss:// URL of the backend.")
-    allowed_origins: tuple[str, ...] = Field(
-        (), description="Browser origins allowed to connect; other Origins get a 403; no wildcard."
-    )
-    subprotocols: tuple[str, ...] = Field(
-        (), description="Subprotocols a client may ask for; those it offers are offered to the backend, "
-        "and the backend's choice is the client's."
-    )
-    max_message_bytes: int = Field(1024 * 1024, ge=1, description="Largest message either way; larger: 1009.")
-    idle_timeout_s: float = Field(300.0, gt=0, description="No message either way for this long closes both.")
-    heartbeat_s: float = Field(20.0, gt=0, description="Ping both sides this often; a missing pong closes both.")
-    connect_timeout_s: float = Field(5.0, gt=0, description="Opening the backend connection; then 502.")
-    max_connections_per_client: int = Field(
-        100, ge=1, description="Open connections to this route per client IP; more are refused with 429."
-    )
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return _origins(value)
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
-
-    @field_validator("upstream")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("ws://", "wss://")):
-            raise ValueError(f"{value!r} is not a ws:// or wss:// URL")
-        return value
-
-
-class WebSocketMuxConfig(_Model):
-    """Several gRPC streams over one WebSocket, on one path: subprotocol `grpc-ws.mux.json` (JSON
-    frames) or `grpc-ws.mux.proto` (binary frames: stream id, kind, protobuf); docs/websocket.md.
-
-    The socket takes Origin, credentials, heartbeat, idle timeout and message size from the global
-    `websocket` block; each stream takes the rest (enabled, allowed_origins, inbound_queue,
-    max_duration_s) from its method's.
-    """
-
-    enabled: bool = Field(False, description="Serve the multiplexed mode on `path`.")
-    path: str = Field("/ws", description="Exact path of the multiplexed WebSocket upgrade.")
-    max_streams: int = Field(
-        100, ge=1, le=10_000,
-        description="Streams open at once on one socket; an open beyond them is refused (RESOURCE_EXHAUSTED).",
-    )
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
 
 
 class MethodConfig(_Model):

@@ -47,6 +47,25 @@ def test_valid_config_and_precedence(tmp_path: Path) -> None:
         (VALID.replace("backend: echo", "backend: nope"), "unknown backend 'nope'"),
         (VALID.replace('"127.0.0.1:50061"', '"no-port"'), "backends.echo.addresses"),
         (VALID.replace("kind: stubs", "kind: magic"), "descriptors.0"),
+        # The backend and WebSocket blocks, declared in their own modules, report the same way.
+        (
+            VALID.replace("{addresses: [", "{outlier: {max_ejection_percent: 101}, addresses: ["),
+            "backends.echo.outlier.max_ejection_percent: Input should be less than or equal to 100",
+        ),
+        (VALID.replace("{addresses: [", "{tls: {ca: x}, addresses: ["), "backends.echo.tls.ca: Extra inputs"),
+        (
+            VALID + "websocket: {allowed_origins: ['https://*.example.com']}\n",
+            "websocket.allowed_origins: Value error, 'https://*.example.com' is not an origin",
+        ),
+        (
+            VALID + "websocket_routes: [{path: /chat, upstream: 'http://x'}]\n",
+            "websocket_routes.0.upstream: Value error, 'http://x' is not a ws:// or wss:// URL",
+        ),
+        (VALID + "websocket_mux: {path: ws}\n", "websocket_mux.path: Value error, must start with '/'"),
+        (
+            VALID.replace("timeout_ms: 50}", "timeout_ms: 50, websocket: {heartbeat_s: 0}}"),
+            "services.echo.v1.EchoService.methods.Echo.websocket.heartbeat_s: Input should be greater than 0",
+        ),
         ("listen: [\n", "not valid YAML"),
         ("- a list\n", "expected a mapping"),
     ],
