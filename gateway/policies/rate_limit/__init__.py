@@ -193,6 +193,10 @@ class _One:
     rate: float
     burst_text: str
     by_consumer: dict[str, str] | None  # key.by_value when the part is the consumer: found without a call
+    # A full bucket (what a client below its rate finds) always leaves the same headers: burst - 1
+    # remaining, full again in ceil(1 / rate) s. Made once; `held == full` picks them.
+    full: float
+    full_headers: dict[str, str]
 
     def key_of(self, call: Call, plan: _Plan) -> str:
         """The bucket key of `call`: a consumer seen before has it remembered, anything else asks `key`."""
@@ -237,7 +241,10 @@ class _Plan:
             lim = limits[0]
             key = OneKey(lim.name, lim.parts[0])
             by_consumer = key.by_value if lim.parts[0].kind == "consumer" else None
-            one = _One(lim.name, key, lim.burst, lim.rate, str(lim.burst), by_consumer)
+            one = _One(
+                lim.name, key, lim.burst, lim.rate, str(lim.burst), by_consumer, float(lim.burst),
+                _full_headers(lim.burst, lim.rate),
+            )
         return _Plan(cfg.enabled, limits, trusted, cfg.fail_open, cfg.headers, one)
 
     def client_ip(self, call: Call) -> str:
@@ -277,6 +284,13 @@ _TEXTS = tuple(str(n) for n in range(1024))
 LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = (
     istr("RateLimit-Limit"), istr("RateLimit-Remaining"), istr("RateLimit-Reset")
 )
+
+
+def _full_headers(burst: int, rate: float) -> dict[str, str]:
+    """The headers of a request admitted from a full bucket, by the usual path's rule (on_request)."""
+    left = burst - 1.0
+    reset = ceil((burst - left) / rate - 1e-9)
+    return {LIMIT_HEADER: str(burst), REMAINING_HEADER: str(floor(left)), RESET_HEADER: str(reset)}
 
 
 class RateLimit(BasePolicy):
@@ -329,6 +343,10 @@ class RateLimit(BasePolicy):
             key = one.key_of(call, plan)
         burst, rate = one.burst, one.rate
         held = self._take_one(key, burst, rate)  # type: ignore[misc]
+        if held == one.full:  # the usual case: a client below its rate
+            if plan.headers:
+                call.response_headers.update(one.full_headers)  # one C call, in the same order
+            return None
         if held < 1.0:
             self._apply(call, plan, Verdict(False, (level(one.name, held, burst, rate),)))
         elif plan.headers:

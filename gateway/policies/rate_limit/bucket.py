@@ -88,6 +88,6 @@ def level(limit: str, tokens: float, burst: int, rate: float) -> Level:
     )
 
 
-def full_after(tokens: float, burst: int, rate: float) -> float:
+def full_after(tokens: float, burst: float, rate: float) -> float:
     """Seconds until a bucket holding `tokens` is full, i.e. indistinguishable from a missing one."""
     return max(0.0, (burst - tokens) / rate)

@@ -24,7 +24,9 @@ class LocalBackend:
     def __init__(self, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_keys = max_keys
         self.clock = clock
-        # key -> [tokens, ts, full_at]; order is least recently used first
+        # key -> [tokens, ts, burst, rate]; order is least recently used first. When a bucket is full
+        # again (ts + (burst - tokens) / rate) is worked out by the sweep, for the few buckets it
+        # looks at, rather than by every take.
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
         # The key most recently used, or None: when a request's key is it (the same object, as a
         # key remembered per consumer is), it is already at the hot end and is not moved again.
@@ -50,15 +52,16 @@ class LocalBackend:
         request. At least one: admitted, and one taken. Less: refused, nothing taken.
 
         The tokens before the take, not after: a refusal reports them as they are, where adding the
-        one back (`(t - 1) + 1`) could be an ulp off bucket.py's rule. `refill` and `full_after`
-        written out: this runs once per request. Only a new key sweeps (the store grows only then),
-        so a key already held costs no sweep. A held key is found by subscript (an OrderedDict's
-        get() costs twice as much) and moved to the hot end only when it is not already there."""
+        one back (`(t - 1) + 1`) could be an ulp off bucket.py's rule. `refill` written out: this
+        runs once per request; when the bucket is full again is left to the sweep. Only a new key
+        sweeps (the store grows only then), so a key already held costs no sweep. A held key is
+        found by subscript (an OrderedDict's get() costs twice as much) and moved to the hot end
+        only when it is not already there."""
         now = self.clock()
         store = self._buckets
         if key not in store:
             # burst >= 1 (config): a missing bucket is a full one, and admits
-            store[key] = [burst - 1.0, now, now + 1.0 / rate]  # full_at: (burst - left) / rate
+            store[key] = [burst - 1.0, now, burst, rate]
             self._recent = key
             self._sweep(now)
             return float(burst)
@@ -73,10 +76,10 @@ class LocalBackend:
             if tk > burst:
                 tk = burst + 0.0  # float(burst), without a type call
         if tk >= 1.0:
-            left = tk - 1.0
-            state[0] = left
+            state[0] = tk - 1.0
             state[1] = now
-            state[2] = now + (burst - left) / rate
+            state[2] = burst  # the bucket's own, for the sweep: a tier may change them
+            state[3] = rate
         return tk
 
     def take_now(self, buckets: Sequence[Bucket]) -> Verdict:
@@ -104,12 +107,11 @@ class LocalBackend:
                 left = tokens[i] - 1.0
                 tokens[i] = left
                 state = store.get(b.key)
-                full_at = now + full_after(left, b.burst, b.rate)
                 if state is None:
-                    store[b.key] = [left, now, full_at]
+                    store[b.key] = [left, now, b.burst, b.rate]
                     added = True
                 else:
-                    state[0], state[1], state[2] = left, now, full_at
+                    state[0], state[1], state[2], state[3] = left, now, b.burst, b.rate
             if added:
                 self._sweep(now)
         return Verdict(
@@ -121,8 +123,8 @@ class LocalBackend:
         for _ in range(_SWEEP_PER_CALL):
             if not store:
                 return
-            oldest = next(iter(store.values()))
-            if oldest[2] > now:
+            tokens, ts, burst, rate = next(iter(store.values()))
+            if ts + full_after(tokens, burst, rate) > now:  # not full yet
                 break
             store.popitem(last=False)
         while len(store) > self.max_keys:

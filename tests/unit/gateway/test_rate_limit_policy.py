@@ -9,6 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.call import Call
 from gateway.config import GatewayConfig
@@ -90,6 +92,27 @@ async def test_headers_and_429() -> None:
     with pytest.raises(GatewayError) as info:
         await settle(Pipeline((p,)).on_request(call()))
     assert info.value.headers["Retry-After"] == "1"  # 0.5 s left, rounded up
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    burst=st.integers(1, 2_000),
+    rate=st.sampled_from([0.01, 0.5, 1.0, 3.0, 1000.0, 1_000_000.0]),
+    steps=st.lists(st.floats(0.0, 5.0, allow_nan=False), min_size=1, max_size=12),
+)
+async def test_usual_path_headers_as_the_general_rule(burst: int, rate: float, steps: list[float]) -> None:
+    # One untiered limit decides on the usual path (full buckets with headers made once); the same
+    # limit with a tier nobody has takes the general path (take_now, a Level, _apply). Same answers.
+    limit = {"name": "per_consumer", "key": "consumer", "burst": burst, "per_second": rate}
+    usual, usual_clock = policy({"limits": [limit]})
+    general, general_clock = policy({"limits": [{**limit, "tiers": {"nobody": {"burst": 1}}}]})
+    assert usual._usual_one is not None and general._default_plan.one is None
+    for advance in steps:
+        usual_clock.now += advance
+        general_clock.now += advance
+        a, b = call(consumer="c"), call(consumer="c")
+        assert await admitted(usual, a) == await admitted(general, b)
+        assert a.response_headers == b.response_headers
 
 
 async def test_several_limits_report_the_most_restrictive() -> None:
