@@ -1,8 +1,9 @@
-"""The compiled part of the package: the screening lexer's scanner (`screening/scanner.pyx`).
+"""The compiled part of the package: the screening lexer's scanner (`screening/scanner.pyx`) and a
+value's feature contribution (`screening/contribution.pyx`), accelerators of their Python definitions.
 
 Everything else about the package is declared in pyproject.toml; setuptools reads both. An editable
 install (`make setup`) builds the extension into the source tree, next to the `.pyx`, where
-`import screening.scanner` finds it.
+`import screening.scanner` finds them.
 """
 
 from Cython.Build import cythonize
@@ -10,7 +11,10 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=cythonize(
-        [Extension("screening.scanner", ["screening/scanner.pyx"])],
+        [
+            Extension("screening.scanner", ["screening/scanner.pyx"]),
+            Extension("screening.contribution", ["screening/contribution.pyx"]),
+        ],
         compiler_directives={"language_level": "3"},
     ),
 )

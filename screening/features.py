@@ -17,7 +17,8 @@ lexed into token classes (`tokens.py`); the request's vector is then
 
 The work is numpy over the concatenated fields, so a request costs a handful of array operations
 whatever its number of fields; normalisation and lexing of short values are cached (headers and
-paths repeat).
+paths repeat). A value's own contribution is defined by `python_contribution` and computed by the
+compiled `contribution.pyx` when it is built (byte for byte the same).
 """
 
 from __future__ import annotations
@@ -212,10 +213,15 @@ def field_vector(raw: str, base64: bool = False) -> FieldVector:
 
 
 def _field(raw: str, base64: bool) -> FieldVector:
+    text, rounds = preprocess.normalize_with_rounds(raw)
+    return FieldVector(*_contribution(text, raw, rounds, base64, tokens.classes(text)))
+
+
+def python_contribution(text: str, raw: str, rounds: int, base64: bool, classes: list[int]) -> tuple[bytes, bytes]:
+    """A value's `FieldVector` bytes (dense, grams) from its normalised text and token classes: the
+    definition of `_contribution`, which is the compiled one (`contribution.pyx`) when it is built."""
     # The n-grams are computed as arrays over the token sequence (a fixed number of numpy calls, not a
     # Python step per token): a new value's features are most of what a request with a new message costs.
-    text, rounds = preprocess.normalize_with_rounds(raw)
-    classes = tokens.classes(text)
     counts = [0] * N  # per class; a list and one loop cost less than a Counter and its items
     for cls in classes:
         counts[cls] += 1
@@ -232,7 +238,7 @@ def _field(raw: str, base64: bool) -> FieldVector:
     else:
         dense = array("f", map(math.log1p, counts[1:])).tobytes()
     stats = array("f", _stats(text, raw, len(classes), rounds, base64, counts)).tobytes()
-    return FieldVector(dense + stats, grams.tobytes())
+    return dense + stats, grams.tobytes()
 
 
 def _stats(text: str, raw: str, n_tokens: int, rounds: int, base64: bool, counts: list[int]) -> tuple[float, ...]:
@@ -367,6 +373,20 @@ def _tables() -> tuple[bytes, bytes]:
 
 
 _KIND_TABLE, _CASE_TABLE = _tables()
+
+# The compiled contribution, when built (`make setup` builds it): the same bytes for every value, held
+# to `python_contribution` by property tests, for a fraction of the instructions.
+try:
+    from screening.contribution import Contributor
+except ImportError:  # a checkout that was not built; the tests fail on it (test_contribution.py)
+    _contribution = python_contribution
+else:
+    _contribution = Contributor(
+        n_classes=N, bigram_at=_BI_AT, trigram_at=_TRI_AT, role3_of_trigram=_ROLE3_OF_TRI,
+        role3r_of_trigram=_ROLE3R_OF_TRI, role=_ROLE, role4_at=_ROLE4_AT, log1p_bytes=b"".join(_LOG1P_BYTES),
+        xlogx=_XLOGX, kind_table=_KIND_TABLE, case_table=_CASE_TABLE, special_bytes=_SPECIAL_BYTES,
+        max_rounds=preprocess.MAX_ROUNDS, word_class=_WORD_CLASS, quote_classes=_QUOTES, n_stats=len(STATS),
+    ).contribution
 
 
 def describe(raw_values: Sequence[str]) -> dict[int, str]:

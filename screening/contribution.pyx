@@ -1,0 +1,227 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""The compiled contribution of one value: `features.python_contribution` in C, the same bytes for
+every value.
+
+`features.py` is the definition (class counts, hashed n-grams through its precomputed position tables,
+per-field statistics); this module is an accelerator it uses when it is built. It reads the token
+classes and the text once each, where the definition makes a dozen numpy arrays and a dozen byte
+strings per value. It is exact, not close: the n-gram positions come from the definition's own tables,
+class counts from its float32 `log1p` table, and every statistic is the same double computed the same
+way (the same libm `log1p` and `log2` the `math` module calls, integer ratios as Python divides small
+ints, the entropy's terms added by the builtin `sum`, in byte order) before the same cast to float32.
+"""
+
+import builtins
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.math cimport log1p, log2
+from libc.string cimport memset
+
+cdef extern from "Python.h":
+    int PyUnicode_READY(object) except -1
+    int PyUnicode_KIND(object)
+    void* PyUnicode_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    unsigned int PyUnicode_READ(int kind, void* data, Py_ssize_t index) nogil
+
+cdef object _sum = builtins.sum  # the builtin, as the definition calls it (its float summation varies by version)
+
+cdef enum:
+    CASE_CHARS = 1024  # `_case_switches` reads this many characters
+
+
+cdef bytes _table(object array, str dtype, Py_ssize_t size, str name):
+    if str(array.dtype) != dtype or array.ndim != 1 or array.shape[0] != size:
+        raise ValueError(f"{name}: expected {size} values of {dtype}, got {array.shape} of {array.dtype}")
+    return array.tobytes()
+
+
+cdef class Contributor:
+    """`contribution(text, raw, rounds, base64, classes)`, built from `features`' tables."""
+
+    cdef int n, n_stats, word_class, quote0, quote1, quote2, max_rounds
+    cdef Py_ssize_t n_bigrams, n_trigrams, n_role4, n_log1p
+    cdef bytes keep_bigram, keep_trigram, keep_role3, keep_role3r, keep_role, keep_role4, keep_log1p
+    cdef bytes keep_kind, keep_case
+    cdef const unsigned short* bigram_at
+    cdef const unsigned short* trigram_at
+    cdef const unsigned short* role3_of_trigram
+    cdef const unsigned short* role3r_of_trigram
+    cdef const long long* role
+    cdef const unsigned short* role4_at
+    cdef const float* log1p_table
+    cdef const unsigned char* kind
+    cdef const unsigned char* case
+    cdef unsigned char special[256]
+    cdef list xlogx
+
+    def __init__(self, *, n_classes: int, bigram_at, trigram_at, role3_of_trigram, role3r_of_trigram, role,
+                 role4_at, log1p_bytes: bytes, xlogx: list, kind_table: bytes, case_table: bytes,
+                 special_bytes: bytes, max_rounds: int, word_class: int, quote_classes: tuple,
+                 n_stats: int) -> None:
+        cdef Py_ssize_t n = n_classes
+        if not 0 < n <= 256:
+            raise ValueError("token classes must fit in a byte")
+        self.n = <int>n
+        self.keep_bigram = _table(bigram_at, "uint16", n * n, "bigram_at")
+        self.keep_trigram = _table(trigram_at, "uint16", n * n * n, "trigram_at")
+        self.keep_role3 = _table(role3_of_trigram, "uint16", n * n * n, "role3_of_trigram")
+        self.keep_role3r = _table(role3r_of_trigram, "uint16", n * n * n, "role3r_of_trigram")
+        self.keep_role = _table(role, "int64", n, "role")
+        self.n_role4 = role4_at.shape[0]
+        self.keep_role4 = _table(role4_at, "uint16", self.n_role4, "role4_at")
+        self.bigram_at = <const unsigned short*>PyBytes_AS_STRING(self.keep_bigram)
+        self.trigram_at = <const unsigned short*>PyBytes_AS_STRING(self.keep_trigram)
+        self.role3_of_trigram = <const unsigned short*>PyBytes_AS_STRING(self.keep_role3)
+        self.role3r_of_trigram = <const unsigned short*>PyBytes_AS_STRING(self.keep_role3r)
+        self.role = <const long long*>PyBytes_AS_STRING(self.keep_role)
+        self.role4_at = <const unsigned short*>PyBytes_AS_STRING(self.keep_role4)
+        if len(log1p_bytes) % 4:
+            raise ValueError("log1p_bytes: float32 values expected")
+        self.keep_log1p = log1p_bytes
+        self.n_log1p = len(log1p_bytes) // 4
+        self.log1p_table = <const float*>PyBytes_AS_STRING(self.keep_log1p)
+        if len(kind_table) != 256 or len(case_table) != 256:
+            raise ValueError("byte tables of 256 entries expected")
+        self.keep_kind, self.keep_case = kind_table, case_table
+        self.kind = <const unsigned char*>PyBytes_AS_STRING(self.keep_kind)
+        self.case = <const unsigned char*>PyBytes_AS_STRING(self.keep_case)
+        if len(xlogx) != 4097 or not all(type(x) is float for x in xlogx):
+            raise ValueError("xlogx: the 4,097 floats c * log2(c) expected")
+        self.xlogx = list(xlogx)
+        memset(self.special, 0, 256)
+        for byte in special_bytes:
+            self.special[byte] = 1
+        if n_stats != 15 or max_rounds <= 0:
+            raise ValueError("screening/contribution.pyx computes another set of statistics than features.STATS")
+        self.n_stats, self.max_rounds, self.word_class = n_stats, max_rounds, word_class
+        self.quote0, self.quote1, self.quote2 = quote_classes
+
+    def contribution(self, str text not None, str raw not None, int rounds, bint base64, list classes not None
+                     ) -> tuple:
+        """A value's (dense bytes, gram bytes): `features.python_contribution`."""
+        cdef Py_ssize_t n_tokens = len(classes), length = n_tokens + 2, i, k, value
+        cdef Py_ssize_t counts[256]
+        cdef unsigned char stack[1026]
+        cdef bytes sequence_bytes = None
+        cdef unsigned char* sequence = stack
+        if length > 1026:
+            sequence_bytes = PyBytes_FromStringAndSize(NULL, length)
+            sequence = <unsigned char*>PyBytes_AS_STRING(sequence_bytes)
+        memset(counts, 0, sizeof(counts))
+        sequence[0] = sequence[length - 1] = 0
+        for i in range(n_tokens):
+            value = classes[i]
+            if value < 0 or value >= self.n:
+                raise ValueError(f"token class {value} out of range")
+            counts[value] += 1
+            sequence[i + 1] = <unsigned char>value
+        return self._dense(text, raw, rounds, base64, counts, n_tokens), self._grams(sequence, length)
+
+    cdef bytes _grams(self, const unsigned char* sequence, Py_ssize_t length):
+        cdef Py_ssize_t n_bi = length - 1, n_tri = length - 2, n_r4 = length - 3 if length > 3 else 0, k
+        cdef Py_ssize_t n = self.n, code, trigram, role4
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, (n_bi + 2 * n_tri + n_r4) * sizeof(Py_ssize_t))
+        cdef Py_ssize_t* grams = <Py_ssize_t*>PyBytes_AS_STRING(out)
+        cdef Py_ssize_t* tri = grams + n_bi
+        cdef Py_ssize_t* role3 = tri + n_tri
+        cdef Py_ssize_t* r4 = role3 + n_tri
+        for k in range(n_bi):
+            code = sequence[k] * n + sequence[k + 1]
+            grams[k] = self.bigram_at[code]
+            if k < n_tri:
+                trigram = code * n + sequence[k + 2]
+                tri[k] = self.trigram_at[trigram]
+                role3[k] = self.role3_of_trigram[trigram]
+                if k < n_r4:
+                    role4 = self.role3r_of_trigram[trigram] + self.role[sequence[k + 3]]
+                    if role4 < 0 or role4 >= self.n_role4:
+                        raise ValueError("a role 4-gram outside role4_at")
+                    r4[k] = self.role4_at[role4]
+        return out
+
+    cdef bytes _dense(self, str text, str raw, int rounds, bint base64, Py_ssize_t* counts, Py_ssize_t n_tokens):
+        cdef Py_ssize_t i, c, n_dense = self.n - 1
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, (n_dense + self.n_stats) * sizeof(float))
+        cdef float* dense = <float*>PyBytes_AS_STRING(out)
+        for i in range(1, self.n):
+            c = counts[i]
+            dense[i - 1] = self.log1p_table[c] if c < self.n_log1p else <float>log1p(<double>c)
+        cdef float* stats = dense + n_dense
+        # The text's UTF-8 bytes (lone surrogates as '?'): kinds, specials and the byte histogram.
+        cdef bytes data = text.encode("utf-8", "replace")
+        cdef const unsigned char* raw_bytes = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t size = len(data), specials = 0, n_bytes = size
+        cdef Py_ssize_t kinds[6]
+        cdef Py_ssize_t histogram[256]
+        memset(kinds, 0, sizeof(kinds))
+        memset(histogram, 0, sizeof(histogram))
+        for i in range(size):
+            kinds[self.kind[raw_bytes[i]]] += 1
+            specials += self.special[raw_bytes[i]]
+            histogram[raw_bytes[i]] += 1
+        cdef double entropy = 0.0, total
+        cdef list terms
+        if size:
+            terms = []
+            for i in range(256):
+                c = histogram[i]
+                if c:
+                    terms.append(self.xlogx[c] if size <= 4096 else <double>c * log2(<double>c))
+            total = _sum(terms)
+            entropy = log2(<double>size) - total / <double>size
+        else:
+            size = 1
+        cdef Py_ssize_t token_total = n_tokens if n_tokens else 1
+        cdef Py_ssize_t quotes = counts[self.quote0] + counts[self.quote1] + counts[self.quote2]
+        cdef Py_ssize_t raw_length = PyUnicode_GET_LENGTH(raw)
+        stats[0] = <float>log1p(<double>PyUnicode_GET_LENGTH(text))
+        stats[1] = <float>log1p(<double>n_tokens)
+        stats[2] = <float>(<double>rounds / <double>self.max_rounds)
+        stats[3] = 1.0 if base64 else 0.0
+        for i in range(5):
+            stats[4 + i] = <float>(<double>kinds[i + 1] / <double>size)
+        # size - len(data without specials), as the definition writes it: 1.0 for an empty text
+        stats[9] = <float>(<double>(size - (n_bytes - specials)) / <double>size)
+        stats[10] = <float>(entropy / 8.0)
+        stats[11] = <float>self._case_switches(raw, raw_length)
+        stats[12] = <float>_at_most_one(<double>_escapes(raw, raw_length) / <double>(raw_length or 1) * 4.0)
+        stats[13] = <float>(<double>counts[self.word_class] / <double>token_total)
+        stats[14] = <float>(<double>quotes / <double>token_total)
+        return out
+
+    cdef double _case_switches(self, str raw, Py_ssize_t length) except? -1.0:
+        """`features._case_switches`: case changes between ASCII letters in the first 1,024 characters."""
+        if raw.islower() or raw.isupper() or not length:
+            return 0.0
+        PyUnicode_READY(raw)
+        cdef int kind = PyUnicode_KIND(raw)
+        cdef void* data = PyUnicode_DATA(raw)
+        cdef Py_ssize_t i, switches = 0, end = length if length < CASE_CHARS else CASE_CHARS
+        cdef unsigned char shape, before = 0
+        cdef unsigned int c
+        for i in range(end):
+            c = PyUnicode_READ(kind, data, i)
+            shape = self.case[c if c < 128 else 63]  # encode("ascii", "replace"): '?' for the rest
+            if (before == 65 and shape == 97) or (before == 97 and shape == 65):  # "Aa", "aA"
+                switches += 1
+            before = shape
+        return _at_most_one(<double>switches / <double>length * 4.0)
+
+
+cdef inline double _at_most_one(double x) noexcept:
+    return 1.0 if 1.0 < x else x  # min(x, 1.0)
+
+
+cdef Py_ssize_t _escapes(str raw, Py_ssize_t length) except -1:
+    """raw.count("%") + raw.count("&") + raw.count("\\\\")."""
+    PyUnicode_READY(raw)
+    cdef int kind = PyUnicode_KIND(raw)
+    cdef void* data = PyUnicode_DATA(raw)
+    cdef Py_ssize_t i, found = 0
+    cdef unsigned int c
+    for i in range(length):
+        c = PyUnicode_READ(kind, data, i)
+        if c == 37 or c == 38 or c == 92:
+            found += 1
+    return found
