@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.call import Call
 from gateway.config import GatewayConfig
-from gateway.metrics_registry import REGISTRY, UPSTREAM_DURATION, render
+from gateway.metrics_registry import HTTP_REQUEST_DURATION, REGISTRY, UPSTREAM_DURATION, render
 from gateway.policies import PolicyConfigError, build_pipeline
 from gateway.policies.base import RouteConfigs
 from gateway.policies.metrics import Metrics, MetricsConfig
@@ -109,6 +112,46 @@ def test_tallied_observations_land_in_the_buckets_observe_would_use() -> None:
         0.001 + 0.0010001 + 0.25 + 31.0 + 7.5
     )
     assert value("portcullis_upstream_duration_seconds_bucket", route=route, upstream="unit", le="+Inf") == 5
+
+
+_FOLDED = itertools.count()
+_BOUNDS = (0.0, 0.001, 0.0025, 0.005, 0.25, 5.0, 10.0, 30.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seconds=st.lists(
+        st.one_of(st.sampled_from(_BOUNDS), st.floats(0.0, 60.0, allow_nan=False)), min_size=1, max_size=40
+    ),
+    repeat=st.sampled_from([1, 7, 130]),
+)
+def test_folded_observations_land_where_observe_puts_them(seconds: list[float], repeat: int) -> None:
+    # Calls are folded a few at a time (a bisect each), many at a time (sorted, a bisect per bound),
+    # when a cell's list is full and at the scrape: every way must give observe's buckets and count.
+    route = f"unit.v1.Folded.Get{next(_FOLDED)}"
+    policy = Metrics(RouteConfigs(MetricsConfig()))
+    ref_duration = HTTP_REQUEST_DURATION.labels(route + "-reference")
+    ref_upstream = UPSTREAM_DURATION.labels(route, "reference")
+    for taken in seconds * repeat:
+        call = make_call(route=route, service="unit.v1.Folded", upstream="unit", status=200, upstream_s=taken)
+        policy.on_request(call)
+        call.finished = call.started + taken
+        policy.on_complete(call)
+        ref_duration.observe(call.finished - call.started)
+        if taken > 0.0:
+            ref_upstream.observe(taken)
+    n = len(seconds) * repeat
+    assert value("portcullis_http_requests_total", route=route, method="GET", status="200") == n
+    for le in ("0.001", "0.0025", "0.005", "0.25", "5.0", "10.0", "30.0", "+Inf"):
+        mine = value("portcullis_upstream_duration_seconds_bucket", route=route, upstream="unit", le=le)
+        ref = value("portcullis_upstream_duration_seconds_bucket", route=route, upstream="reference", le=le)
+        assert mine == ref, le
+        mine = value("portcullis_http_request_duration_seconds_bucket", route=route, le=le)
+        ref = value("portcullis_http_request_duration_seconds_bucket", route=route + "-reference", le=le)
+        assert mine == ref, le
+    assert value("portcullis_http_request_duration_seconds_sum", route=route) == pytest.approx(
+        value("portcullis_http_request_duration_seconds_sum", route=route + "-reference")
+    )
 
 
 async def test_a_stopped_policy_pushes_what_it_holds_and_then_writes_through() -> None:
