@@ -2,8 +2,10 @@
 
 The contract: a batch whose requests share buckets (read once and written once by the script),
 or repeat the same buckets (sent and decided as one run), answers, and leaves Redis, exactly as
-the same requests sent one by one, and both answer as `bucket.py` does. Then the connection the batches use: a flushed script, a killed connection, a
-database from the URL and a refused handshake. Each test keeps to its own key prefix.
+the same requests sent one by one, and both answer as `bucket.py` does; a bucket asked for by its
+parts (`take_one`) shares calls and buckets with named ones. Then the connection the batches use: a
+flushed script, a killed connection, a hung server, a database from the URL and a refused
+handshake. Each test keeps to its own key prefix.
 """
 
 from __future__ import annotations
@@ -127,6 +129,33 @@ async def test_requests_of_one_loop_iteration_on_one_bucket_share_a_call(
         await backend.stop()
 
 
+async def test_one_bucket_by_its_parts_shares_the_call_and_the_bucket_with_named_buckets(
+    redis_url: str, prefixes: list[str]
+) -> None:
+    """`take_one` (the policy's usual case) and `take` of the same bucket, interleaved in one call:
+    each request finds one token fewer than the one before, in arrival order, the same bucket."""
+    backend = await started(redis_url, prefixes)
+    try:
+        bucket = Bucket("s", "s:one", 12, 0.001)
+        asks = [
+            backend.take_one(bucket.key, bucket.burst, bucket.rate) if i % 3 else backend.take([bucket])
+            for i in range(15)
+        ]
+        answers = await asyncio.gather(*asks)
+        assert backend.round_trips == 1
+        found = [a if isinstance(a, float) else None for a in answers]
+        # Named requests (every third) report the level after their take; the others the tokens found.
+        for i, answer in enumerate(answers):
+            before = max(12.0 - i, 0.0)
+            if isinstance(answer, float):
+                assert answer == before
+            else:
+                assert answer == Verdict(before >= 1, (level("s", max(before - 1, 0.0), 12, 0.001),))
+        assert found[1:3] == [11.0, 10.0]
+    finally:
+        await backend.stop()
+
+
 async def our_connections(client: aioredis.Redis) -> list[dict[str, str]]:
     return [c for c in await client.client_list() if c.get("name") == CLIENT_NAME]
 
@@ -162,6 +191,48 @@ async def test_scripts_flushed_under_the_connection_are_loaded_again(
         assert backend.round_trips == 2  # the reload rode along with the resent call
     finally:
         await backend.stop()
+
+
+async def test_one_bucket_by_its_parts_survives_a_flush_and_a_killed_connection(
+    redis_url: str, client: aioredis.Redis, prefixes: list[str]
+) -> None:
+    backend = await started(redis_url, prefixes)
+    try:
+        assert await backend.take_one("o:k", 5, 0.001) == 5.0
+        await client.script_flush()
+        assert 4.0 <= await backend.take_one("o:k", 5, 0.001) < 4.1  # NOSCRIPT: loaded and sent again
+        assert backend.round_trips == 2
+        for conn in await our_connections(client):
+            await client.execute_command("CLIENT", "KILL", "ID", conn["id"])
+        await asyncio.sleep(0.05)  # the close reaches the gateway
+        assert 3.0 <= await backend.take_one("o:k", 5, 0.001) < 3.1  # a new connection
+    finally:
+        await backend.stop()
+
+
+async def test_one_bucket_by_its_parts_from_a_hung_redis_fails_within_the_timeout() -> None:
+    """A server that accepts and never answers: the request is unavailable after timeout_s, no later."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = RedisBackend(f"redis://127.0.0.1:{port}/0", "portcullis:test:hung:", timeout_s=0.2)
+    await backend.start()  # the handshake times out: left to the first request
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(LimiterUnavailable, match="within 200 ms"):
+            await backend.take_one("h:k", 5, 1.0)
+        assert 0.15 < loop.time() - began < 1.0
+    finally:
+        await backend.stop()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_the_database_of_the_url_holds_the_buckets(redis_url: str) -> None:

@@ -7,7 +7,7 @@ spend the last token (no read-then-write race) and a refused request spends noth
 bucket is a hash `{tk, ts}` with a PEXPIRE of its time-to-full, so idle keys vanish exactly when
 forgetting them changes nothing.
 
-Requests share script calls: `take` queues the request; the queue is sent in the next event-loop
+Requests share script calls: `take` (or `take_one`, one bucket by its parts) queues the request; the queue is sent in the next event-loop
 iteration, or, while a call is out (one at a time), as soon as it returns. The script
 (`redis_script.py`, with its wire format) decides the requests of a batch one after the other, in
 arrival order, so a batch answers, and leaves Redis, exactly as the same requests sent one by one,
@@ -52,7 +52,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.policies.rate_limit.bucket import Bucket, LimiterUnavailable, Verdict
-from gateway.policies.rate_limit.redis_script import MAX_BATCH, SCRIPT_LOAD, Batch, Packer, resolve
+from gateway.policies.rate_limit.redis_script import MAX_BATCH, SCRIPT_LOAD, Batch, One, Packer, resolve
 
 CLIENT_NAME = "portcullis-ratelimit"
 
@@ -188,12 +188,21 @@ class RedisBackend:
 
     def take(self, buckets: Sequence[Bucket]) -> asyncio.Future[Verdict]:
         """Queue the request; the future it returns (awaitable, not a coroutine: one hop less) answers."""
+        return self._queue(buckets)
+
+    def take_one(self, key: str, burst: int, rate: float) -> asyncio.Future[float]:
+        """One bucket by its parts (the policy's usual case): the future answers the tokens the bucket
+        held before this request, as `LocalBackend.take_one` returns them (at least one: admitted,
+        and one taken; less: refused), and no Bucket, Level or Verdict is made for it."""
+        return self._queue((key, burst, rate))
+
+    def _queue(self, asked: Sequence[Bucket] | One) -> asyncio.Future[Any]:
         loop = self._loop
         if loop is None:
             raise LimiterUnavailable("redis limiter used before start()")
-        future: asyncio.Future[Verdict] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         pending = self._pending
-        pending.append((buckets, future))
+        pending.append((asked, future))
         if len(pending) == 1:
             self._pending_since = loop.time()
             if self._out is None:

@@ -1,6 +1,9 @@
 """The Redis limiter's Lua script and its wire format: a batch of requests packed into one EVALSHA,
-and the script's reply turned back into one `Verdict` per request. Pure (no I/O); `redis.py` sends
-what `Packer.pack` makes and hands the reply to `resolve`.
+and the script's reply turned back into one answer per request: a `Verdict` for a request that
+named its `Bucket`s, the tokens it found for one that asked for one bucket by its parts (`One`,
+the policy's usual case: no Bucket, Level or Verdict made per request, as the local backend's
+`take_one`). Pure (no I/O); `redis.py` sends what `Packer.pack` makes and hands the reply to
+`resolve`.
 
 The script decides the requests of a batch one after the other, in arrival order, each with the
 all-or-nothing rule of `bucket.py`, so a batch answers exactly as the same requests sent one by one.
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from gateway.policies.rate_limit.bucket import Bucket, Level, Verdict, level
 
@@ -114,8 +117,12 @@ return out
 
 TAKE_SHA = hashlib.sha1(TAKE_LUA.encode()).hexdigest()  # what EVALSHA names, as SCRIPT LOAD answers
 
-# Per request: its buckets and the future its verdict goes to.
-Batch = list[tuple[Sequence[Bucket], "asyncio.Future[Verdict]"]]
+# One bucket by its parts, (key, burst, rate): its future answers the tokens the bucket held before
+# the request (at least one: admitted, and one taken), as `LocalBackend.take_one` returns them. Its
+# first item is a str, a Bucket's is a Bucket: that tells the two apart, once per run.
+One = tuple[str, int, float]
+# Per request: what it asks (its buckets, or One) and the future its answer goes to.
+Batch = list[tuple[Sequence[Bucket] | One, "asyncio.Future[Any]"]]
 MAX_BATCH = 256  # requests per script call
 FRAMES_CACHED = 4096  # RESP-framed keys and parameters kept; past it the table starts over
 
@@ -158,30 +165,36 @@ class Packer:
         pairs: list[bytes] = []
         args: list[bytes] = []
         runs: list[int] = []
-        previous: Sequence[Bucket] | None = None
+        previous: object = None
         at_m = 0  # where the current run's m goes in `args`
-        for buckets, _ in batch:
-            if buckets == previous:
+        for asked, _ in batch:
+            if asked == previous:  # One: the same key object, burst and rate; or equal Bucket lists
                 runs[-1] += 1
                 continue
-            n = len(buckets)
-            # A request naming one key twice is a run of its own: its buckets are not independent.
-            previous = buckets if n == 1 or len({b.key for b in buckets}) == n else None
+            parts: Sequence[One]
+            if type(asked[0]) is str:
+                parts = (cast(One, asked),)
+                previous = asked
+            else:
+                parts = [(b.key, b.burst, b.rate) for b in cast(Sequence[Bucket], asked)]
+                n = len(parts)
+                # A request naming one key twice is a run of its own: its buckets are not independent.
+                previous = asked if n == 1 or len({key for key, _, _ in parts}) == n else None
             if runs:
                 args[at_m] = _int(runs[-1])
             runs.append(1)
             at_m = len(args)
             args.append(b"")
-            args.append(_int(n))
-            for b in buckets:
-                k = key_at.get(b.key)
+            args.append(_int(len(parts)))
+            for key, burst, rate in parts:
+                k = key_at.get(key)
                 if k is None:
-                    k = key_at[b.key] = len(keys) + 1
-                    keys.append(self._key(b.key))
-                p = pair_at.get((b.burst, b.rate))
+                    k = key_at[key] = len(keys) + 1
+                    keys.append(self._key(key))
+                p = pair_at.get((burst, rate))
                 if p is None:
-                    p = pair_at[(b.burst, b.rate)] = len(pairs) + 1
-                    pairs.append(self._pair(b.burst, b.rate))
+                    p = pair_at[(burst, rate)] = len(pairs) + 1
+                    pairs.append(self._pair(burst, rate))
                 args.append(_int(k))
                 args.append(_int(p))
         if runs:
@@ -215,8 +228,21 @@ def resolve(batch: Batch, runs: list[int], reply: list[Any]) -> None:
     i = 0
     for m in runs:
         admitted = reply[at]
-        buckets = batch[i][0]
-        if len(buckets) == 1:  # the common case, without tuples of levels built in a generator
+        asked = batch[i][0]
+        if type(asked[0]) is str:  # One: each request is told the tokens it found
+            held = float(reply[at + 1])
+            at += 2
+            for j in range(i, i + m):
+                future = batch[j][1]
+                if not future.done():
+                    future.set_result(held)
+                if admitted:  # the same subtractions, in the same order, as the script's
+                    admitted -= 1
+                    held -= 1
+            i += m
+            continue
+        buckets = cast(Sequence[Bucket], asked)
+        if len(buckets) == 1:  # without tuples of levels built in a generator
             b = buckets[0]
             limit, burst, rate = b.limit, b.burst, b.rate
             tokens = float(reply[at + 1])
