@@ -225,3 +225,72 @@ cdef Py_ssize_t _escapes(str raw, Py_ssize_t length) except -1:
         if c == 37 or c == 38 or c == 92:
             found += 1
     return found
+
+
+cdef class Combiner:
+    """`combine(fields, dropped)`: `features.python_combine`, the request vector from its fields'
+    contributions (n-gram positions set to 1, classes maxed, statistics maxed and minned over fields)."""
+
+    cdef Py_ssize_t n_features, n_cls, n_dense, cls0, max0, min0, req0, n_log1p
+    cdef float log1p_fields[1025]
+    cdef object zeros, float32, log1p
+
+    def __init__(self, *, n_features: int, n_cls: int, n_stats: int, cls0: int, max0: int, min0: int, req0: int,
+                 log1p_fields: list, zeros, float32, log1p) -> None:
+        if not (0 <= cls0 and cls0 + n_cls <= n_features and max0 + n_stats <= min0 and min0 + n_stats <= req0
+                and req0 + 2 == n_features):
+            raise ValueError("screening/contribution.pyx lays the vector out otherwise than features.NAMES")
+        if len(log1p_fields) > 1025:
+            raise ValueError("log1p_fields: at most 1,025 values")
+        self.n_features, self.n_cls, self.n_dense = n_features, n_cls, n_cls + n_stats
+        self.cls0, self.max0, self.min0, self.req0 = cls0, max0, min0, req0
+        self.n_log1p = len(log1p_fields)
+        for i, value in enumerate(log1p_fields):
+            self.log1p_fields[i] = value
+        self.zeros, self.float32, self.log1p = zeros, float32, log1p
+
+    def combine(self, fields, dropped=0):
+        """The request vector, float32 of length `features.N_FEATURES`."""
+        vector = self.zeros(self.n_features, dtype=self.float32)
+        cdef Py_ssize_t n = len(fields)
+        if not n:
+            return vector
+        cdef float[::1] out = vector
+        cdef Py_ssize_t i, j, count, position, n_cls = self.n_cls, n_stats = self.n_dense - self.n_cls
+        cdef bytes grams, dense
+        cdef const Py_ssize_t* positions
+        cdef const float* values
+        cdef float value
+        for i in range(n):
+            field = fields[i]
+            grams = field.grams_bytes
+            dense = field.dense_bytes
+            if len(dense) != self.n_dense * <Py_ssize_t>sizeof(float) or len(grams) % sizeof(Py_ssize_t):
+                raise ValueError("a field's contribution is not the size of features.FieldVector's")
+            positions = <const Py_ssize_t*>PyBytes_AS_STRING(grams)
+            count = len(grams) // <Py_ssize_t>sizeof(Py_ssize_t)
+            for j in range(count):
+                position = positions[j]
+                if position < 0 or position >= self.n_features:
+                    raise IndexError(f"n-gram position {position} outside the vector")
+                out[position] = 1.0
+            values = <const float*>PyBytes_AS_STRING(dense)
+            if i == 0:
+                for j in range(n_cls):
+                    out[self.cls0 + j] = values[j]
+                for j in range(n_stats):
+                    out[self.max0 + j] = out[self.min0 + j] = values[n_cls + j]
+            else:  # no value is NaN or -0.0 (counts' log1p, ratios, entropy), so max and min are numpy's
+                for j in range(n_cls):
+                    value = values[j]
+                    if value > out[self.cls0 + j]:
+                        out[self.cls0 + j] = value
+                for j in range(n_stats):
+                    value = values[n_cls + j]
+                    if value > out[self.max0 + j]:
+                        out[self.max0 + j] = value
+                    if value < out[self.min0 + j]:
+                        out[self.min0 + j] = value
+        out[self.req0] = self.log1p_fields[n] if n < self.n_log1p else <float>(<double>self.log1p(n))
+        out[self.req0 + 1] = 1.0 if dropped else 0.0
+        return vector

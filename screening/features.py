@@ -320,10 +320,11 @@ _maximum, _minimum = np.maximum.reduce, np.minimum.reduce  # what ndarray.max/mi
 _LOG1P_FIELDS = [np.float32(np.log1p(n)) for n in range(1025)]  # what `np.log1p(n)` stores, looked up
 
 
-def combine(fields: Sequence[FieldVector], dropped: int = 0) -> np.ndarray:
+def python_combine(fields: Sequence[FieldVector], dropped: int = 0) -> np.ndarray:
     """The request vector from its fields' contributions: max of classes, n-grams, and max/min of stats.
 
-    A handful of numpy calls whatever the number of fields: the fields' n-gram positions and dense
+    The definition of `combine`, which is the compiled one (`contribution.pyx`) when it is built. A
+    handful of numpy calls whatever the number of fields: the fields' n-gram positions and dense
     parts are joined as bytes and read back as one array each."""
     vector = np.zeros(N_FEATURES, dtype=np.float32)
     n = len(fields)
@@ -377,9 +378,10 @@ _KIND_TABLE, _CASE_TABLE = _tables()
 # The compiled contribution, when built (`make setup` builds it): the same bytes for every value, held
 # to `python_contribution` by property tests, for a fraction of the instructions.
 try:
-    from screening.contribution import Contributor
+    from screening.contribution import Combiner, Contributor
 except ImportError:  # a checkout that was not built; the tests fail on it (test_contribution.py)
     _contribution = python_contribution
+    combine = python_combine
 else:
     _contribution = Contributor(
         n_classes=N, bigram_at=_BI_AT, trigram_at=_TRI_AT, role3_of_trigram=_ROLE3_OF_TRI,
@@ -387,6 +389,10 @@ else:
         xlogx=_XLOGX, kind_table=_KIND_TABLE, case_table=_CASE_TABLE, special_bytes=_SPECIAL_BYTES,
         max_rounds=preprocess.MAX_ROUNDS, word_class=_WORD_CLASS, quote_classes=_QUOTES, n_stats=len(STATS),
     ).contribution
+    combine = Combiner(
+        n_features=N_FEATURES, n_cls=_N_CLS, n_stats=len(STATS), cls0=_CLS0, max0=_MAX0, min0=_MIN0, req0=_REQ0,
+        log1p_fields=_LOG1P_FIELDS, zeros=np.zeros, float32=np.float32, log1p=np.log1p,
+    ).combine
 
 
 def describe(raw_values: Sequence[str]) -> dict[int, str]:

@@ -19,6 +19,7 @@ def test_the_contribution_is_built_and_serves_the_features() -> None:
     from screening import contribution
 
     assert isinstance(getattr(features._contribution, "__self__", None), contribution.Contributor)
+    assert isinstance(getattr(features.combine, "__self__", None), contribution.Combiner)
 
 
 def same(raw: str, base64: bool = False) -> None:
@@ -76,3 +77,25 @@ def test_field_vectors_are_the_definitions() -> None:
         vector = features.field_vector(raw)
         dense, grams = features.python_contribution(text, raw, rounds, False, tokens.python_classes(text))
         assert (vector.dense_bytes, vector.grams_bytes) == (dense, grams)
+
+
+_VALUES = [s.text for s in generators.generated(random.Random(9), 60)] + [
+    "", "a", "/v1/echo", "alice.martin", "SeLeCt ' oR 1=1", "x" * 5000, "é\ud800%&\\ Ab", "aGVsbG8gd29ybGQgaGVsbG8=",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_VALUES), max_size=12), st.integers(0, 3))
+def test_the_request_vector_is_the_definitions(values: list[str], dropped: int) -> None:
+    fields = features.field_vectors(values)
+    compiled, python = features.combine(fields, dropped), features.python_combine(fields, dropped)
+    assert compiled.dtype == python.dtype and compiled.shape == python.shape
+    assert compiled.tobytes() == python.tobytes()
+    assert compiled.flags.writeable and compiled.flags.c_contiguous
+
+
+def test_the_request_vector_of_many_fields_is_the_definitions() -> None:
+    for n in (1024, 1025, 1500):  # the table of log1p(fields) ends at 1,024
+        fields = features.field_vectors([_VALUES[i % len(_VALUES)] for i in range(n)])
+        assert features.combine(fields, 0).tobytes() == features.python_combine(fields, 0).tobytes()
+    assert features.combine([]).tobytes() == features.python_combine([]).tobytes()
