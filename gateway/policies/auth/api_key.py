@@ -90,6 +90,10 @@ class ApiKeyPolicy(BasePolicy):
         self._plans = {id(cfg): _Plan.of(cfg, self.stores[cfg.key_file]) for cfg in configs.all()}
         self._default = self._plans[id(configs.default)]
         self._one_config = not configs.by_route  # no per-route override: no lookup per request
+        # One config, on, the key in a header only: the plan, taken with no lookup or test.
+        default = self._default
+        usual = self._one_config and default.enabled and default.header is not None and default.query_param is None
+        self._header_only = default if usual else None
 
     async def start(self) -> None:
         interval = min(c.reload_interval_s for c in self.configs.all())
@@ -106,18 +110,23 @@ class ApiKeyPolicy(BasePolicy):
         self._watchers.clear()
 
     def on_request(self, call: Call) -> None:
-        plan = self._default if self._one_config else self._plans[id(self.configs.for_call(call))]
-        if not plan.enabled:
-            return
-        call.hidden_headers |= plan.hidden  # an operator, not a method call
-        presented = None
-        if plan.header is not None:
-            presented = call.headers.get(plan.header)
-        if plan.query_param is not None:
-            if presented is None:
-                presented = call.query.get(plan.query_param)
-            if plan.hide_query:
-                call.hidden_query.add(plan.query_param)
+        plan = self._header_only
+        if plan is not None:  # the usual case, with nothing to look up or test first
+            call.hidden_headers |= plan.hidden  # an operator, not a method call
+            presented = call.headers.get(plan.header)  # type: ignore[arg-type]  # not None: header_only
+        else:
+            plan = self._default if self._one_config else self._plans[id(self.configs.for_call(call))]
+            if not plan.enabled:
+                return
+            call.hidden_headers |= plan.hidden
+            presented = None
+            if plan.header is not None:
+                presented = call.headers.get(plan.header)
+            if plan.query_param is not None:
+                if presented is None:
+                    presented = call.query.get(plan.query_param)
+                if plan.hide_query:
+                    call.hidden_query.add(plan.query_param)
         if not presented:
             if plan.anonymous:
                 return
