@@ -341,12 +341,14 @@ class RateLimit(BasePolicy):
         key = by_consumer.get(call.consumer) if by_consumer is not None else None  # type: ignore[arg-type]
         if key is None:
             key = one.key_of(call, plan)
-        burst, rate = one.burst, one.rate
-        held = self._take_one(key, burst, rate)  # type: ignore[misc]
-        if held == one.full:  # the usual case: a client below its rate
+        # The burst as a float (one.full): the backend compares it with floats only
+        full, rate = one.full, one.rate
+        held = self._take_one(key, full, rate)  # type: ignore[misc]
+        if held == full:  # the usual case: a client below its rate
             if plan.headers:
                 call.response_headers.update(one.full_headers)  # one C call, in the same order
             return None
+        burst = one.burst
         if held < 1.0:
             self._apply(call, plan, Verdict(False, (level(one.name, held, burst, rate),)))
         elif plan.headers:

@@ -47,7 +47,7 @@ class LocalBackend:
     async def take(self, buckets: Sequence[Bucket]) -> Verdict:
         return self.take_now(buckets)
 
-    def take_one(self, key: str, burst: int, rate: float) -> float:
+    def take_one(self, key: str, burst: float, rate: float) -> float:
         """One bucket, the common case without the objects: the tokens it holds now, before this
         request. At least one: admitted, and one taken. Less: refused, nothing taken.
 
@@ -56,7 +56,8 @@ class LocalBackend:
         runs once per request; when the bucket is full again is left to the sweep. Only a new key
         sweeps (the store grows only then), so a key already held costs no sweep. A held key is
         found by subscript (an OrderedDict's get() costs twice as much) and moved to the hot end
-        only when it is not already there."""
+        only when it is not already there. `burst` may come as a float (the policy's usual path):
+        the same tokens, compared float with float."""
         now = self.clock()
         store = self._buckets
         if key not in store:
@@ -64,7 +65,7 @@ class LocalBackend:
             store[key] = [burst - 1.0, now, burst, rate]
             self._recent = key
             self._sweep(now)
-            return float(burst)
+            return burst + 0.0  # float(burst), without a type call
         state = store[key]
         if key is not self._recent:
             store.move_to_end(key)
