@@ -107,7 +107,7 @@ class AccessLog(BasePolicy):
 
 
 _dumps, _NEWLINE = orjson.dumps, orjson.OPT_APPEND_NEWLINE  # positional: no keyword parsing per line
-_second: list[object] = [-1, ""]  # the last whole second formatted, reused by every line within it
+_second: list[object] = [-2.0, ""]  # the last whole second formatted (as a float), reused within it
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # the fraction, formatted once
 
 
@@ -141,12 +141,16 @@ def line(call: Call) -> dict[str, object]:
     # Written out (this runs once per request): the timestamp to the millisecond, formatted once per
     # second; milliseconds to the microsecond, rounded half up (`round(x, 3)` formats and parses a
     # string). `floor` is `int` for these positive numbers, at half the cost of calling the type.
+    # Within the second formatted last, its fraction is found without flooring `unix` (the same
+    # difference: the whole second as a float is exact, and so is the subtraction).
     unix = call.started_unix
-    whole = floor(unix)
-    if whole != _second[0]:
-        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    fraction = unix - _second[0]  # type: ignore[operator]
+    if not 0.0 <= fraction < 1.0:
+        whole = floor(unix)
+        _second[0], _second[1] = whole + 0.0, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        fraction = unix - whole
     fields = _Fields()
-    fields.ts = _second[1] + _MILLIS[floor((unix - whole) * 1000)]  # type: ignore[operator]
+    fields.ts = _second[1] + _MILLIS[floor(fraction * 1000)]  # type: ignore[operator]
     fields.request_id = call.request_id
     fields.route = call.route
     fields.method = call.method

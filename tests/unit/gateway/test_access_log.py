@@ -76,6 +76,25 @@ def test_a_line_has_the_fields_order_and_values_of_the_reference(
     assert orjson.dumps(line(call)) == expected  # a second line in the same second: its cached form
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    second=st.integers(0, 4_102_444_700),
+    offsets=st.lists(
+        st.floats(-1.5, 2.5) | st.sampled_from([0.0, 1e-9, 0.0005, 0.9995, 0.9999999, 1.0, -1e-9]), max_size=12
+    ),
+)
+def test_timestamps_within_and_across_the_second_formatted_last(second: int, offsets: list[float]) -> None:
+    # A line's second is formatted once and reused while the next lines fall in it: every line,
+    # in any order around second boundaries, must still read what the reference formats.
+    for offset in offsets:
+        unix = second + offset
+        if unix < 0:
+            continue
+        call = Call("r", "GET", "/x", "127.0.0.1", started=1.0, started_unix=unix)
+        call.finished = 2.0
+        assert line(call)["ts"] == reference(call, 2.0)["ts"], unix
+
+
 async def test_the_pipeline_times_completion_once_for_every_observer(tmp_path: Any) -> None:
     log = AccessLog(RouteConfigs(AccessLogConfig(sink="file", path=tmp_path / "access.log")))
     pipeline = Pipeline((log,))
