@@ -8,10 +8,12 @@ classes and the text once each, where the definition makes a dozen numpy arrays 
 strings per value. It is exact, not close: the n-gram positions come from the definition's own tables,
 class counts from its float32 `log1p` table, and every statistic is the same double computed the same
 way (the same libm `log1p` and `log2` the `math` module calls, integer ratios as Python divides small
-ints, the entropy's terms added by the builtin `sum`, in byte order) before the same cast to float32.
+ints, the entropy's terms added in byte order as the builtin `sum` adds them) before the same cast to
+float32.
 """
 
 import builtins
+import sys
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.math cimport log1p, log2
@@ -22,9 +24,13 @@ cdef extern from "Python.h":
     int PyUnicode_KIND(object)
     void* PyUnicode_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
+    bint PyUnicode_IS_ASCII(object)
     unsigned int PyUnicode_READ(int kind, void* data, Py_ssize_t index) nogil
 
-cdef object _sum = builtins.sum  # the builtin, as the definition calls it (its float summation varies by version)
+cdef object _sum = builtins.sum
+# Python 3.11's `sum` of floats adds them in order, in a double (3.12 compensates the rounding, so from
+# there the builtin itself is called: same result, more instructions).
+cdef bint _PLAIN_SUM = sys.version_info < (3, 12)
 
 cdef enum:
     CASE_CHARS = 1024  # `_case_switches` reads this many characters
@@ -148,10 +154,20 @@ cdef class Contributor:
             c = counts[i]
             dense[i - 1] = self.log1p_table[c] if c < self.n_log1p else <float>log1p(<double>c)
         cdef float* stats = dense + n_dense
-        # The text's UTF-8 bytes (lone surrogates as '?'): kinds, specials and the byte histogram.
-        cdef bytes data = text.encode("utf-8", "replace")
-        cdef const unsigned char* raw_bytes = <const unsigned char*>PyBytes_AS_STRING(data)
-        cdef Py_ssize_t size = len(data), specials = 0, n_bytes = size
+        # The text's UTF-8 bytes (lone surrogates as '?'): kinds, specials and the byte histogram. An
+        # ASCII string's characters are its UTF-8 bytes.
+        cdef bytes data
+        cdef const unsigned char* raw_bytes
+        cdef Py_ssize_t size
+        PyUnicode_READY(text)
+        if PyUnicode_IS_ASCII(text):
+            raw_bytes = <const unsigned char*>PyUnicode_DATA(text)
+            size = PyUnicode_GET_LENGTH(text)
+        else:
+            data = text.encode("utf-8", "replace")
+            raw_bytes = <const unsigned char*>PyBytes_AS_STRING(data)
+            size = len(data)
+        cdef Py_ssize_t specials = 0, n_bytes = size
         cdef Py_ssize_t kinds[6]
         cdef Py_ssize_t histogram[256]
         memset(kinds, 0, sizeof(kinds))
@@ -160,15 +176,21 @@ cdef class Contributor:
             kinds[self.kind[raw_bytes[i]]] += 1
             specials += self.special[raw_bytes[i]]
             histogram[raw_bytes[i]] += 1
-        cdef double entropy = 0.0, total
+        cdef double entropy = 0.0, total = 0.0
         cdef list terms
         if size:
-            terms = []
-            for i in range(256):
-                c = histogram[i]
-                if c:
-                    terms.append(self.xlogx[c] if size <= 4096 else <double>c * log2(<double>c))
-            total = _sum(terms)
+            if _PLAIN_SUM:
+                for i in range(256):
+                    c = histogram[i]
+                    if c:
+                        total += <double>self.xlogx[c] if size <= 4096 else <double>c * log2(<double>c)
+            else:
+                terms = []
+                for i in range(256):
+                    c = histogram[i]
+                    if c:
+                        terms.append(self.xlogx[c] if size <= 4096 else <double>c * log2(<double>c))
+                total = _sum(terms)
             entropy = log2(<double>size) - total / <double>size
         else:
             size = 1
@@ -191,8 +213,10 @@ cdef class Contributor:
         return out
 
     cdef double _case_switches(self, str raw, Py_ssize_t length) except? -1.0:
-        """`features._case_switches`: case changes between ASCII letters in the first 1,024 characters."""
-        if raw.islower() or raw.isupper() or not length:
+        """`features._case_switches`: case changes between ASCII letters in the first 1,024 characters.
+        The definition's early 0.0 for a lower- or upper-case value is what the count gives there too
+        (no "Aa" or "aA" without both cases), so it is not tested here."""
+        if not length:
             return 0.0
         PyUnicode_READY(raw)
         cdef int kind = PyUnicode_KIND(raw)

@@ -283,12 +283,43 @@ cdef class Scanner:
             if c >= 128:
                 return NULL
             key[i] = <unsigned char>c
-        cdef unsigned int slot = fnv(key, n) & (TABLE_SIZE - 1)
+        return self.find_key(key, n, fnv(key, n))
+
+    cdef inline Entry* find_key(self, const unsigned char* key, Py_ssize_t n, unsigned int h) noexcept nogil:
+        cdef unsigned int slot = h & (TABLE_SIZE - 1)
         while self.table[slot].length:
             if self.table[slot].length == n and memcmp(self.table[slot].key, key, n) == 0:
                 return &self.table[slot]
             slot = (slot + 1) & (TABLE_SIZE - 1)
         return NULL
+
+    cdef Py_ssize_t _word(self, Text* t, Py_ssize_t p, bint* alnum, Entry** entry) noexcept nogil:
+        """The end of the word that starts at p (`\\w*` after its first character), whether it is
+        `str.isalnum` (no `_`), and its entry in the table, looked up as the word is read."""
+        cdef unsigned char key[KEY_CHARS]
+        cdef unsigned int h = 2166136261u, d
+        cdef Py_ssize_t q = p, n = t.length
+        cdef bint keyed = True  # ASCII and short enough for the table, so far
+        alnum[0] = True
+        while q < n:
+            d = PyUnicode_READ(t.kind, t.data, q)
+            if d < 128:
+                if not ASCII[d] & WORD:
+                    break
+                if d == 95:
+                    alnum[0] = False
+                if keyed and q - p < KEY_CHARS:
+                    key[q - p] = <unsigned char>d
+                    h = (h ^ d) * 16777619u
+                else:
+                    keyed = False
+            elif Py_UNICODE_ISALNUM(d):
+                keyed = False
+            else:
+                break
+            q += 1
+        entry[0] = self.find_key(key, q - p, h) if keyed else NULL
+        return q
 
     cdef bint _sql_follows(self, Text* t, Py_ssize_t start) noexcept:
         """Whether one of `_APOSTROPHE`'s SQL words starts at `start`, followed by a word boundary."""
@@ -300,22 +331,29 @@ cdef class Scanner:
                 return True
         return False
 
-    cdef int _word_class(self, Text* t, Py_ssize_t start, Py_ssize_t end, Entry* entry):
-        """`tokens._word` of text[start:end]."""
+    cdef int _word_class(self, Text* t, Py_ssize_t start, Py_ssize_t end, Entry* entry) noexcept nogil:
+        """`tokens._word` of text[start:end] (its first character is a letter or `_`)."""
         cdef Entry* rest
+        cdef unsigned int first = PyUnicode_READ(t.kind, t.data, start)
         if entry is not NULL and entry.word_class:
             return entry.word_class
-        if end - start > 4 and starts(t, start, end, b"__") and at(t, end - 2) == 95 and at(t, end - 1) == 95:
-            return self.c_py_dunder
-        if starts(t, start, end, b"on"):
-            rest = self.find(t, start + 2, end)
-            if rest is not NULL and rest.flags & F_EVENT:
-                return self.c_event_handler
-        if starts(t, start, end, b"ro0ab") or starts(t, start, end, b"aced000"):
-            return self.c_deser
-        if (starts(t, start, end, b"pg_") or starts(t, start, end, b"dbms_") or starts(t, start, end, b"utl_")
-                or starts(t, start, end, b"sys_") or starts(t, start, end, b"xp_") or starts(t, start, end, b"sp_")):
-            return self.c_sql_func
+        # The prefixes `_word` tests, each only for the first letter it starts with.
+        if first == 95:  # _
+            if end - start > 4 and starts(t, start, end, b"__") and at(t, end - 2) == 95 and at(t, end - 1) == 95:
+                return self.c_py_dunder
+        elif first == 111:  # o
+            if starts(t, start, end, b"on"):
+                rest = self.find(t, start + 2, end)
+                if rest is not NULL and rest.flags & F_EVENT:
+                    return self.c_event_handler
+        elif first == 114 or first == 97:  # r, a
+            if starts(t, start, end, b"ro0ab") or starts(t, start, end, b"aced000"):
+                return self.c_deser
+        elif first == 112 or first == 100 or first == 117 or first == 115 or first == 120:  # p d u s x
+            if (starts(t, start, end, b"pg_") or starts(t, start, end, b"dbms_") or starts(t, start, end, b"utl_")
+                    or starts(t, start, end, b"sys_") or starts(t, start, end, b"xp_")
+                    or starts(t, start, end, b"sp_")):
+                return self.c_sql_func
         return self.c_long_word if end - start > 24 else self.c_word
 
     def classes(self, str text not None) -> list:
@@ -358,17 +396,9 @@ cdef class Scanner:
             punct = wordlike = False
             alnum = True
             if is_letter(c):
-                q = p + 1
-                while q < n:
-                    d = PyUnicode_READ(t.kind, t.data, q)
-                    if not is_word(d):
-                        break
-                    if d == 95:
-                        alnum = False
-                    q += 1
+                q = self._word(t, p, &alnum, &entry)
                 if is_alpha(c):
                     wordlike = True
-                    entry = self.find(t, p, q)
                     cls = self._word_class(t, p, q, entry)
                 else:  # a letter of `\w` that is no `str.isalpha` (`²`, `½`): `_context_free`'s digit test
                     cls = self.c_number if is_digit(c) else self.c_other
@@ -406,12 +436,8 @@ cdef class Scanner:
                 if dots == 3:
                     cls = self.c_internal_host if text[p:q].startswith(self.internal_prefixes) else self.c_ipv4
             elif c == 95:  # _
-                q = p + 1
-                alnum = False
-                while q < n and is_word(PyUnicode_READ(t.kind, t.data, q)):
-                    q += 1
+                q = self._word(t, p, &alnum, &entry)
                 wordlike = True
-                entry = self.find(t, p, q)
                 cls = self._word_class(t, p, q, entry)
             elif not is_word(c):  # neither a word character nor a blank: an operator or one character
                 q = self._operator(t, p)
