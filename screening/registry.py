@@ -34,8 +34,6 @@ from screening.record import RequestRecord
 OUTPUTS = ("score", "attack_probability", "anomaly")
 _OUTPUT_NAMES = list(OUTPUTS)
 _dot = np.dot
-# DENSE_COLUMNS is two runs: the class counts, then everything after the n-grams.
-_CLASSES, _REST = features.NGRAMS.start, features.NGRAMS.stop
 SIGNATURES = {"wide": ("X",), "narrow": ("dense", "gram_logit", "gram_rare")}
 N_DENSE = len(DENSE_COLUMNS)
 GOLDEN_TOLERANCE = 1e-4
@@ -132,25 +130,25 @@ class LoadedModel:
         bound = getattr(self._bindings, "bound", None)
         if bound is None:
             bound = self._bindings.bound = _bind_one(self.session, X.shape[1])
-        binding, row, scores = bound
+        run, binding, options, row, scores = bound
         row[...] = X
-        self.session.run_with_iobinding(binding)
+        run(binding, options)
         return scores.copy()
 
     def _run_narrow_one(self, X: np.ndarray) -> np.ndarray:
-        """`_run_one` for a narrow graph: the dense columns (two slice copies) and the two n-gram sums
-        (one float32 matrix-vector product with `gram_table`) are written into one bound [1, 118]
-        buffer whose parts are the three inputs. Fed from the vector: gathering a request's n-gram
-        positions and dropping repeats costs more in numpy calls than this product over the 4,007
-        columns (docs/screening.md, optimisation notes)."""
+        """`_run_one` for a narrow graph: the dense columns (one `take` into the buffer) and the two
+        n-gram sums (one float32 matrix-vector product with `gram_table`) are written into one bound
+        [1, 118] buffer whose parts are the three inputs. Fed from the vector: gathering a request's
+        n-gram positions and dropping repeats costs more in numpy calls than this product over the
+        4,007 columns (docs/screening.md, optimisation notes)."""
         bound = getattr(self._bindings, "narrow", None)
         if bound is None:
             bound = self._bindings.narrow = _bind_narrow(self.session)
-        binding, classes, rest, sums, scores = bound
-        classes[...] = X[:, :_CLASSES]
-        rest[...] = X[:, _REST:]
-        _dot(self.gram_table, X[0], out=sums)
-        self.session.run_with_iobinding(binding)
+        run, binding, options, dense, sums, scores = bound
+        row = X[0]
+        row.take(DENSE_COLUMNS, 0, dense, "clip")  # positional, into `dense`: no temporary, no keywords
+        self.gram_table.dot(row, sums)  # what `np.dot(table, row, out=sums)` computes, minus its dispatch
+        run(binding, options)
         return scores.copy()
 
     def describe(self) -> dict[str, Any]:
@@ -159,19 +157,21 @@ class LoadedModel:
                 "threshold": m.threshold, "created": m.created, "metrics": m.metrics.get("summary", {})}
 
 
-def _bind_one(session: ort.InferenceSession, width: int) -> tuple[Any, np.ndarray, np.ndarray]:
+def _bind_one(session: ort.InferenceSession, width: int) -> tuple[Any, Any, Any, np.ndarray, np.ndarray]:
     """An I/O binding of `session` for one row: input buffer [1, width], outputs into one [1, 3] buffer."""
     row = np.zeros((1, width), dtype=np.float32)
     scores = np.zeros((1, len(OUTPUTS)), dtype=np.float32)
     binding = session.io_binding()
     binding.bind_input("X", "cpu", 0, np.float32, [1, width], row.ctypes.data)
     _bind_outputs(binding, scores)
-    return binding, row, scores
+    return (*_runner(session, binding), row, scores)
 
 
-def _bind_narrow(session: ort.InferenceSession) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _bind_narrow(
+    session: ort.InferenceSession, native: bool = True
+) -> tuple[Any, Any, Any, np.ndarray, np.ndarray, np.ndarray]:
     """A narrow graph's binding for one row: `dense`, `gram_logit`, `gram_rare` side by side in one
-    buffer; returned as views: the dense row's class counts and its other columns, the two sums."""
+    buffer; returned as views: the dense row ([116], what `take` writes) and the two sums."""
     buffer = np.zeros((1, N_DENSE + 2), dtype=np.float32)
     scores = np.zeros((1, len(OUTPUTS)), dtype=np.float32)
     binding = session.io_binding()
@@ -180,12 +180,34 @@ def _bind_narrow(session: ort.InferenceSession) -> tuple[Any, np.ndarray, np.nda
     binding.bind_input("gram_logit", "cpu", 0, np.float32, [1, 1], buffer.ctypes.data + N_DENSE * size)
     binding.bind_input("gram_rare", "cpu", 0, np.float32, [1, 1], buffer.ctypes.data + (N_DENSE + 1) * size)
     _bind_outputs(binding, scores)
-    return binding, buffer[:, :_CLASSES], buffer[:, _CLASSES:N_DENSE], buffer[0, N_DENSE:], scores
+    return (*_runner(session, binding, native), buffer[0, :N_DENSE], buffer[0, N_DENSE:], scores)
 
 
 def _bind_outputs(binding: Any, scores: np.ndarray) -> None:
     for i, name in enumerate(OUTPUTS):
         binding.bind_output(name, "cpu", 0, np.float32, [1, 1], scores.ctypes.data + i * scores.itemsize)
+
+
+def _runner(session: ort.InferenceSession, binding: Any, native: bool = True) -> tuple[Any, Any, Any]:
+    """How to run a binding: `(run, binding, options)`, called as `run(binding, options)`.
+
+    The session's C-level `run_with_iobinding` with the binding's C object and one `RunOptions` made
+    here, when the installed onnxruntime has them: the public method adds a WebGPU graph-capture check
+    (a CPU session never captures), and a None for the options costs pybind11 a failed attribute
+    lookup (an AttributeError raised and cleared) per run. Else (or `native=False`) the public method,
+    without options (passing options to it reads a config entry that raises per run). Same run, same
+    floats."""
+    inner, inner_binding = getattr(session, "_sess", None), getattr(binding, "_iobinding", None)
+    if native and inner is not None and inner_binding is not None and hasattr(inner, "run_with_iobinding"):
+        return inner.run_with_iobinding, inner_binding, ort.RunOptions()
+    return _public_run(session), binding, None
+
+
+def _public_run(session: ort.InferenceSession) -> Any:
+    def run(binding: Any, options: Any) -> None:
+        session.run_with_iobinding(binding)
+
+    return run
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:

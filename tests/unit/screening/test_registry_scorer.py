@@ -13,7 +13,7 @@ import pytest
 from screening import features
 from screening.inference import Scorer
 from screening.record import from_parts
-from screening.registry import ModelRefused, ModelRegistry, load_folder
+from screening.registry import ModelRefused, ModelRegistry, _bind_narrow, load_folder
 from tests.support.screening_model import NAME, build_registry
 
 
@@ -190,6 +190,22 @@ def test_one_row_runs_through_its_binding_with_the_sessions_floats(
         return await asyncio.gather(*(asyncio.to_thread(model.run, X[i : i + 1]) for i in range(len(X))))
 
     assert [r.tobytes() for r in asyncio.run(in_threads())] == [p.tobytes() for p in plain]
+
+
+def test_the_public_binding_run_scores_as_the_native_one(root: Path) -> None:
+    """`_runner` calls the session's C-level `run_with_iobinding` with one `RunOptions`; an onnxruntime
+    without those attributes gets the public method: both fill the bound buffers with the same floats."""
+    model = load_folder(root / NAME / "v1")
+    X = rows(6)
+    native = [model.run(X[i : i + 1]).tobytes() for i in range(len(X))]
+    public = _bind_narrow(model.session, native=False)
+    assert public[2] is None and _bind_narrow(model.session)[2] is not None
+    run, binding, options, dense, sums, scores = public
+    for i in range(len(X)):
+        dense[...] = X[i, features.DENSE_COLUMNS]
+        sums[...] = model.gram_table @ X[i]
+        run(binding, options)
+        assert scores.tobytes() == native[i]
 
 
 def test_both_signatures_score_alike(root: Path, wide_root: Path) -> None:
