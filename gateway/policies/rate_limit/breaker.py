@@ -6,6 +6,10 @@ Then half-open: exactly one request probes the backend while the others keep the
 a success closes the breaker, a failure opens it for another cool-down. A probe that ends without
 an answer (the client went away) hands the probe to the next request. Single event loop, so no
 locks: state changes happen between awaits.
+
+`quiet` says the breaker is closed with no failure counted, the state of a healthy backend: then
+`allow()` is True and `success()` changes nothing, so a caller per request may test the attribute
+and skip both calls.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self.opened = 0  # times the breaker opened, for logs and metrics
+        # Invariant: quiet == (state is CLOSED and _consecutive == 0); _probing is False then.
+        self.quiet = True
 
     def allow(self) -> bool:
         """May this request ask the backend? At most one may while half-open."""
@@ -55,9 +61,11 @@ class CircuitBreaker:
         self._consecutive = 0
         self._probing = False
         self.state = BreakerState.CLOSED
+        self.quiet = True
 
     def failure(self) -> None:
         self._probing = False
+        self.quiet = False
         if self.state is BreakerState.HALF_OPEN:
             self._open()
             return
