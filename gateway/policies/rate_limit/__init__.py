@@ -310,6 +310,9 @@ class RateLimit(BasePolicy):
         # An in-process backend decides synchronously: call it directly, without two coroutine hops.
         self._take_now = getattr(backend, "take_now", None) if breaker is None else None
         self._take_one = getattr(backend, "take_one", None) if self._take_now is not None else None
+        # A backend that answers later (Redis) with one bucket by its parts: a future of the tokens
+        # held, as take_one returns them, so its usual case too makes no Bucket, Level or Verdict.
+        self._take_later = getattr(backend, "take_one", None) if breaker is not None else None
         # The usual case, found with no lookup or test: one config, on, one limit, in process.
         default = self._default_plan
         usual = self._one_config and default.enabled and self._take_one is not None
@@ -327,6 +330,8 @@ class RateLimit(BasePolicy):
             plan = self._default_plan if self._one_config else self._plans[id(self.configs.for_call(call))]
             if not plan.enabled or not plan.limits:
                 return None
+            if self._take_later is not None and plan.one is not None:
+                return self._ask_one(call, plan, plan.one)
             one = plan.one if self._take_one is not None else None
             if one is None:
                 if self._take_now is None:
@@ -348,7 +353,14 @@ class RateLimit(BasePolicy):
             if plan.headers:
                 call.response_headers.update(one.full_headers)  # one C call, in the same order
             return None
-        burst = one.burst
+        self._held(call, plan, one, held)
+        return None
+
+    def _held(self, call: Call, plan: _Plan, one: _One, held: float) -> None:
+        """The one limit's bucket held `held` tokens before this request, and not a full bucket's
+        worth: headers for an admitted request, the 429 for a refused one (no Bucket or Level made
+        when admitted)."""
+        burst, rate = one.burst, one.rate
         if held < 1.0:
             self._apply(call, plan, Verdict(False, (level(one.name, held, burst, rate),)))
         elif plan.headers:
@@ -361,7 +373,30 @@ class RateLimit(BasePolicy):
             # > 0: an admitted bucket holds at most burst - 1; the epsilon as in _ceil_s
             n = ceil((burst - left) / rate - 1e-9)
             headers[RESET_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
-        return None
+
+    async def _ask_one(self, call: Call, plan: _Plan, one: _One) -> None:
+        """`_ask` for the usual case (one limit, no tiers, one key part): the backend answers the
+        tokens the bucket held, and the headers are written from them as the local path does."""
+        breaker = self.breaker
+        assert breaker is not None and self._take_later is not None
+        if not breaker.allow():
+            self._fallback(call, plan, "breaker open")
+            return
+        key = one.key_of(call, plan)
+        try:
+            held = await self._take_later(key, one.burst, one.rate)  # the int burst: it goes to Redis
+        except LimiterUnavailable as exc:
+            self._failed(call, plan, exc)
+            return
+        except BaseException:
+            breaker.abandon()
+            raise
+        breaker.success()
+        if held == one.full:  # the usual case: a client below its rate
+            if plan.headers:
+                call.response_headers.update(one.full_headers)
+            return
+        self._held(call, plan, one, held)
 
     async def _ask(self, call: Call, plan: _Plan, buckets: list[Bucket]) -> None:
         """A backend that answers later (Redis): its verdict, or the failure mode when it has none."""
@@ -375,23 +410,27 @@ class RateLimit(BasePolicy):
         try:
             verdict = await self.backend.take(buckets)
         except LimiterUnavailable as exc:
-            opened = breaker.opened
-            # The Redis backend answers every request of a failed batch with one error: one failed
-            # round trip is one backend failure, however many requests it carried.
-            if exc is not self._last_failure:
-                self._last_failure = exc
-                breaker.failure()
-            if breaker.opened != opened:
-                log.warning(
-                    "rate limiter backend failing (%s): breaker open for %.1f s", exc, breaker.cooldown_s
-                )
-            self._fallback(call, plan, str(exc))
+            self._failed(call, plan, exc)
             return
         except BaseException:
             breaker.abandon()
             raise
         breaker.success()
         self._apply(call, plan, verdict)
+
+    def _failed(self, call: Call, plan: _Plan, exc: LimiterUnavailable) -> None:
+        """The backend could not answer: count it on the breaker, then the failure mode."""
+        breaker = self.breaker
+        assert breaker is not None
+        opened = breaker.opened
+        # The Redis backend answers every request of a failed batch with one error: one failed
+        # round trip is one backend failure, however many requests it carried.
+        if exc is not self._last_failure:
+            self._last_failure = exc
+            breaker.failure()
+        if breaker.opened != opened:
+            log.warning("rate limiter backend failing (%s): breaker open for %.1f s", exc, breaker.cooldown_s)
+        self._fallback(call, plan, str(exc))
 
     def _apply(self, call: Call, plan: _Plan, verdict: Verdict | None) -> None:
         """Headers for a decided request; raise the 429 for a refused one."""
