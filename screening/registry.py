@@ -46,6 +46,20 @@ ORT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+NAMES = features.NAMES
+_NEG_INF = float("-inf")
+# A contribution -> round(contribution, 3): a float round costs a decimal conversion (3.5k instructions),
+# and contributions repeat (an n-gram's, present or absent, is a constant of the model).
+_ROUNDED: dict[float, float] = {}
+
+
+def _round3(value: float) -> float:
+    rounded = _ROUNDED[value] = round(value, 3)
+    if len(_ROUNDED) > 8192:
+        _ROUNDED.clear()
+    return rounded
+
+
 class ModelRefused(Exception):
     """A model that failed a check; `reason` says which, in words an operator can act on."""
 
@@ -92,14 +106,20 @@ class LoadedModel:
             return features.top_contributions(vector, self.weights, k, None, self.baseline)
         contribution = vector - self.baseline  # the very floats `top_contributions` ranks
         contribution *= self.weights
+        argmax, item = contribution.argmax, contribution.item
         out = []
-        for _ in range(k):
-            index = int(contribution.argmax())
-            value = float(contribution[index])
+        while True:
+            index = argmax()  # a numpy integer: `item` and the tuple take it as it is
+            value = item(index)  # the float32 as a Python float, as float() of the element gives
             if not value > 0:
                 break
-            out.append((features.NAMES[index], round(value, 3)))
-            contribution[index] = -np.inf
+            rounded = _ROUNDED.get(value)
+            if rounded is None:
+                rounded = _round3(value)
+            out.append((NAMES[index], rounded))
+            if len(out) == k:
+                break
+            contribution[index] = _NEG_INF
         return out
 
     def run(self, X: np.ndarray) -> np.ndarray:

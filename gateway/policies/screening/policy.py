@@ -5,8 +5,8 @@ for what it decides). Per call it keeps only which calls wait for their first me
 upgraded streams; per process, a cache of feature rows for requests that repeat exactly, and the
 tallies of decisions, scores and durations pushed into prometheus-client before a scrape. It owns the
 `Scorer` (started in `start`, closed in `stop`) and swaps its model for the admin API. Config lives in
-`config`, the feature rows of routes with field rules in `field_rows`, the block's body and reason in
-`verdict`, batch observations in `observer`.
+`config`, the feature rows of routes with field rules in `field_rows`, the repeat cache's rules and
+entries in `kept_rows`, the block's body and reason in `verdict`, batch observations in `observer`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from gateway.pipeline import Reply
 from gateway.policies.base import BasePolicy, RouteConfigs
 from gateway.policies.screening.config import ScreeningConfig
 from gateway.policies.screening.field_rows import _rows_by_field
+from gateway.policies.screening.kept_rows import Kept, keep
 from gateway.policies.screening.observer import _Observer
 from gateway.policies.screening.verdict import _round4, category, problem
 from screening import features, record
@@ -45,11 +46,6 @@ from screening.values import request_values
 from translators.errors import GatewayError
 
 log = logging.getLogger("portcullis.screening")
-# Feature rows kept for requests that repeat exactly (see `Screening._keep`): at most this many, of
-# requests whose every value is at most this long (about 16 KiB each with the 4,007-wide vector).
-VECTORS_CACHED = 256
-VECTOR_CACHE_CHARS = 256
-SEEN_NOTED = 4096  # keys seen once (their hashes), so that only a repeat is kept
 
 
 class Screening(BasePolicy):
@@ -65,7 +61,7 @@ class Screening(BasePolicy):
         self._pending: dict[int, ScreeningConfig] = {}
         self._streams: set[int] = set()  # upgraded calls: head already screened, messages alone
         self._lock = asyncio.Lock()
-        self._vectors: dict[tuple[Any, ...], np.ndarray] = {}  # a request's (*values, dropped) -> its row
+        self._vectors: dict[tuple[Any, ...], Kept] = {}  # a request's (*values, dropped) -> its row
         self._seen: set[int] = set()  # hashes of the keys seen once
         # One worker: decisions, scores and durations add to plain tallies, pushed into
         # prometheus-client right before a scrape (as the metrics policy does); several workers
@@ -235,12 +231,15 @@ class Screening(BasePolicy):
                 return None
             model = scorer.active  # read once: a swap during this request does not change its model
             threshold = cfg.threshold or model.manifest.threshold
+            kept: Kept | None = None
             if type(rec) is list:  # the common case: one row, the request's values against the route's threshold
                 key = (*rec, dropped)
-                X = self._vectors.get(key)
-                if X is None:
+                kept = self._vectors.get(key)
+                if kept is None:
                     X = features.combine(features.field_vectors(rec), dropped)[None, :]
-                    self._keep(key, X, rec)
+                    keep(self._vectors, self._seen, key, X, rec)
+                else:
+                    X = kept.X
                 thresholds, row_values = [threshold], [rec]
             elif cfg.fields and isinstance(rec, record.RequestRecord):
                 rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
@@ -259,47 +258,30 @@ class Screening(BasePolicy):
                 self._fallback(call, cfg, route, "error", str(exc))
                 return None
             if scores is None:
-                waiting = self._wait(scorer, call, cfg, route, model, X, thresholds, row_values, stream, started)
+                waiting = self._wait(scorer, call, cfg, route, model, X, thresholds, row_values, stream, started,
+                                     kept)
                 return waiting
-            self._verdict(call, cfg, route, scores, X, thresholds, row_values, stream)
+            self._verdict(call, cfg, route, scores, X, thresholds, row_values, stream, kept)
             return None
         finally:
             if waiting is None:
                 self._took(call, time.perf_counter() - started)
 
-    def _keep(self, key: tuple[Any, ...], X: np.ndarray, values: list[str]) -> None:
-        """Keep the [1, F] feature row of a request's values the second time they are seen, when every value
-        is short: the features are a pure function of the values, and a request sent again (a polling
-        client, a health check, a retry) then costs one look-up instead of the per-value look-ups and
-        `combine`. The first sighting only notes the key's hash, so a stream of new requests keeps no
-        rows (and does not churn the cache)."""
-        digest = hash(key)
-        if digest not in self._seen:
-            if len(self._seen) >= SEEN_NOTED:
-                self._seen.clear()
-            self._seen.add(digest)
-            return
-        if max(map(len, values), default=0) <= VECTOR_CACHE_CHARS:
-            X.flags.writeable = False  # shared from now on by every request with these values
-            if len(self._vectors) >= VECTORS_CACHED:
-                self._vectors.clear()
-            self._vectors[key] = X
-
     async def _wait(self, scorer: Scorer, call: Call, cfg: ScreeningConfig, route: str, model: LoadedModel,
                     X: np.ndarray, thresholds: list[float], row_values: list[list[str]], stream: bool,
-                    started: float) -> None:
+                    started: float, kept: Kept | None) -> None:
         try:
             try:
                 scores = await scorer.score(X, model, cfg.timeout_ms / 1000)
             except ScoringError as exc:
                 self._fallback(call, cfg, route, "timeout" if "longer than" in str(exc) else "error", str(exc))
                 return
-            self._verdict(call, cfg, route, scores, X, thresholds, row_values, stream)
+            self._verdict(call, cfg, route, scores, X, thresholds, row_values, stream, kept)
         finally:
             self._took(call, time.perf_counter() - started)
 
     def _verdict(self, call: Call, cfg: ScreeningConfig, route: str, scores: Scores, X: np.ndarray,
-                 thresholds: list[float], row_values: list[list[str]], stream: bool) -> None:
+                 thresholds: list[float], row_values: list[list[str]], stream: bool, kept: Kept | None) -> None:
         model = scores.model
         if len(thresholds) == 1:
             worst, score = 0, scores.values.item(0)  # row 0's score, as a Python float (no slice)
@@ -320,7 +302,14 @@ class Screening(BasePolicy):
             note["top_features"] = [name for name, _ in top[: cfg.top_features]]
             note["category"] = category([name for name, _ in top])
         elif cfg.top_features:
-            note["top_features"] = [name for name, _ in model.top_features(X[worst], cfg.top_features)]
+            k = cfg.top_features
+            if kept is not None and kept.model is model and kept.k == k:  # a kept row: named once per model
+                names = kept.names
+            else:
+                names = [name for name, _ in model.top_features(X[worst], k)]
+                if kept is not None:
+                    kept.model, kept.k, kept.names = model, k, names
+            note["top_features"] = names.copy()  # each note its own list
         if scores.shadow is not None and scores.shadow_values is not None:
             self._compare_shadow(call, route, scores, flagged, note)
         previous = call.attributes.get("screening")
@@ -390,3 +379,4 @@ class Screening(BasePolicy):
             tally.child.observe(value)
         else:
             tally.observe(value)
+

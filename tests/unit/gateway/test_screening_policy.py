@@ -27,9 +27,10 @@ BODY = {"message": "Could you send the Q3 report to Siobhan by Friday?", "repeat
 ATTACK = {"message": "1' UNION SELECT username, password FROM users--", "repeat": 1}
 
 
-def _screen(policy: object, body: dict[str, object]) -> tuple[str, dict[str, object]]:
+def _screen(policy: object, body: dict[str, object], route: str = "echo.v1.EchoService.Echo"
+            ) -> tuple[str, dict[str, object]]:
     call = Call("r", "POST", "/v1/echo", "127.0.0.1", CIMultiDict({"User-Agent": "curl/8.5.0"}), CIMultiDict(),
-                route="echo.v1.EchoService.Echo")
+                route=route)
     message = json_format.Parse(json.dumps(body), echo_pb2.EchoRequest())
     outcome = "allowed"
     policy.on_request(call)  # type: ignore[attr-defined]
@@ -55,10 +56,10 @@ def test_a_repeated_request_is_screened_alike_from_its_kept_row(policy: object) 
         assert first == again
     assert _screen(policy, ATTACK)[0] == "blocked" and _screen(policy, BODY)[0] == "allowed"
     kept = policy._vectors  # type: ignore[attr-defined]
-    assert kept and all(not row.flags.writeable for row in kept.values())
+    assert kept and all(not entry.X.flags.writeable for entry in kept.values())
     values, dropped = request_values("/v1/echo", [], {"User-Agent": "curl/8.5.0"},
                                             json_format.Parse(json.dumps(BODY), echo_pb2.EchoRequest()))
-    assert np.array_equal(kept[(*values, dropped)][0], features.combine(features.field_vectors(values), dropped))
+    assert np.array_equal(kept[(*values, dropped)].X[0], features.combine(features.field_vectors(values), dropped))
 
 
 def test_long_values_are_scored_but_not_kept(policy: object) -> None:
@@ -67,3 +68,35 @@ def test_long_values_are_scored_but_not_kept(policy: object) -> None:
     body = {"message": "word " * 100, "repeat": 1}
     assert _screen(policy, body) == _screen(policy, body)
     assert len(kept) == before
+
+
+def test_a_kept_row_names_its_top_features_for_the_model_and_count_asked() -> None:
+    """The names logged for a kept row are worked out once per (model, count) and kept with the row: the
+    same as from the row itself, for each route's count, and again after a swap (for the new model)."""
+    screening = build(RouteConfigs(ScreeningConfig(mode="block", top_features=5),
+                                   {"echo.v1.EchoService.Other": ScreeningConfig(mode="block", top_features=2)}))
+    asyncio.run(screening.start())
+    try:
+        values, dropped = request_values("/v1/echo", [], {"User-Agent": "curl/8.5.0"},
+                                         json_format.Parse(json.dumps(BODY), echo_pb2.EchoRequest()))
+        row = features.combine(features.field_vectors(values), dropped)
+
+        def expected(k: int) -> list[str]:
+            return [name for name, _ in screening.scorer.active.top_features(row, k)]  # type: ignore[union-attr]
+
+        notes = [_screen(screening, BODY)[1] for _ in range(3)]  # kept from the second sighting
+        entry = screening._vectors[(*values, dropped)]
+        assert entry.names == expected(5) and len(expected(5)) == 5
+        assert all(note["top_features"] == expected(5) for note in notes)
+        notes[2]["top_features"].append("changed")  # a note's list is its own
+        for route, k in (("echo.v1.EchoService.Other", 2), ("echo.v1.EchoService.Echo", 5),
+                         ("echo.v1.EchoService.Other", 2)):
+            assert _screen(screening, BODY, route)[1]["top_features"] == expected(k)
+        before = screening.scorer.active  # type: ignore[union-attr]
+        swapped = asyncio.run(screening.activate("2026.11.29-2"))
+        assert swapped is not before
+        _, note = _screen(screening, BODY)
+        assert note["model"] == swapped.key and note["top_features"] == expected(5)
+        assert entry.model is swapped
+    finally:
+        asyncio.run(screening.stop())
