@@ -235,6 +235,44 @@ async def test_one_bucket_by_its_parts_from_a_hung_redis_fails_within_the_timeou
         await server.wait_closed()
 
 
+BUSY_LUA = """
+local t0 = redis.call('TIME')
+local start = tonumber(t0[1]) + tonumber(t0[2]) / 1e6
+while true do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) + tonumber(t[2]) / 1e6 - start > tonumber(ARGV[1]) then break end
+end
+return 1
+"""
+
+
+async def test_each_call_times_out_at_its_own_deadline_after_many_answered_ones(
+    redis_url: str, client: aioredis.Redis, prefixes: list[str]
+) -> None:
+    """One watchdog serves every call: across calls answered in time (which outlive many deadlines
+    of the calls before them) none fails, and then a call Redis is too busy to answer fails once
+    its own deadline has passed, not at an older call's and not much later."""
+    backend = await started(redis_url, prefixes, timeout_s=0.1)
+    loop = asyncio.get_running_loop()
+    try:
+        began = loop.time()
+        answered = 0
+        while loop.time() - began < 0.35:  # calls one after the other, past three deadlines
+            await backend.take_one("w:k", 1_000_000, 1.0)
+            answered += 1
+        assert answered > 20
+        blocker = asyncio.create_task(client.eval(BUSY_LUA, 0, 0.4))  # Redis runs one script at a time
+        await asyncio.sleep(0.05)
+        asked = loop.time()
+        with pytest.raises(LimiterUnavailable, match="did not answer within 100 ms"):
+            await backend.take_one("w:k", 1_000_000, 1.0)
+        assert 0.095 <= loop.time() - asked < 0.2
+        await blocker
+        assert await backend.take_one("w:late", 5, 1.0) == 5.0  # a new connection, no stale reply
+    finally:
+        await backend.stop()
+
+
 async def test_the_database_of_the_url_holds_the_buckets(redis_url: str) -> None:
     prefix = f"portcullis:test:{uuid.uuid4().hex}:"
     backend = RedisBackend(redis_url.rsplit("/", 1)[0] + "/5", prefix, timeout_s=1.0)

@@ -131,7 +131,14 @@ class RedisBackend:
         self._packed = b""  # ... as sent, for a resend after NOSCRIPT
         self._runs: list[int] = []  # ... and its runs, for `resolve`
         self._reloading = False  # ... and the SCRIPT LOAD reply still to skip, if resent
-        self._timer: asyncio.TimerHandle | None = None  # ... and its deadline
+        self._deadline = 0.0  # ... and its deadline, in loop time
+        # One watchdog timer for the calls rather than one per call (a TimerHandle made, started
+        # and cancelled per call cost ~6k instructions): armed when none is, for the call out's
+        # deadline. Deadlines never go back (each call's oldest request asked no earlier than the
+        # last call's), so when it fires the call out is the one it was armed for (its deadline has
+        # come: fail it), a later one (wait again, for that one's), or none (stop).
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_for = 0.0  # the deadline the watchdog waits for
         self._packer = Packer(key_prefix)
         self.round_trips = 0  # script calls sent; fewer than requests when batches form
 
@@ -217,7 +224,10 @@ class RedisBackend:
         batch = self._out = self._pending[:MAX_BATCH]
         # Past MAX_BATCH, the rest keeps `_pending_since`: an earlier deadline, never a later one.
         del self._pending[:MAX_BATCH]
-        self._timer = loop.call_at(self._pending_since + self.timeout_s, self._expire)
+        self._deadline = self._pending_since + self.timeout_s
+        if self._timer is None:
+            self._armed_for = self._deadline
+            self._timer = loop.call_at(self._deadline, self._watch)
         self.round_trips += 1
         self._packed, self._runs = self._packer.pack(batch, None)
         self._reloading = False
@@ -275,10 +285,17 @@ class RedisBackend:
         if self._out is not None and self._connecting is None:
             self._fail(LimiterUnavailable(f"redis: connection lost ({exc or 'closed by the server'})"))
 
-    def _expire(self) -> None:
-        """The call out ran past its deadline: fail it and drop its connection (a late reply then has
-        nowhere to go)."""
+    def _watch(self) -> None:
+        """The watchdog's deadline came: fail the call out if it is the one it waited for, and drop
+        its connection (a late reply then has nowhere to go); wait for a later call's deadline."""
         self._timer = None
+        loop = self._loop
+        if self._out is None or loop is None:
+            return
+        if self._deadline > self._armed_for:
+            self._armed_for = self._deadline
+            self._timer = loop.call_at(self._deadline, self._watch)
+            return
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
@@ -290,9 +307,6 @@ class RedisBackend:
     def _fail(self, failure: LimiterUnavailable) -> None:
         """The call out has no answer: every request of it gets `failure` (one object: one failure)."""
         batch, self._out = self._out, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         for _, future in batch or ():
             if not future.done():
                 future.set_exception(failure)
@@ -318,9 +332,6 @@ class RedisBackend:
             self._fail(LimiterUnavailable(f"redis: {reply}"))
             return
         self._out = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         resolve(batch, self._runs, reply)
         if self._pending:
             self._send()
