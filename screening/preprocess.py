@@ -168,6 +168,11 @@ def _normalize(value: str | bytes) -> tuple[str, int]:
         # Plain printable ASCII: no round can change it but case folding; the common case, kept cheap.
         lowered = value.lower()
         return (_SPACES.sub(" ", lowered) if "  " in lowered else lowered), 0
+    return _decoded(value)
+
+
+def _decoded(value: str | bytes) -> tuple[str, int]:
+    """`_normalize` by the rounds and folds alone: what the plain-ASCII fast path must equal."""
     text, rounds = _stable(_clean(value))
     changed = MAX_ROUNDS if rounds < 0 else rounds
     if rounds < 0:

@@ -99,3 +99,24 @@ def test_the_plain_ascii_check_is_the_patterns(text: str) -> None:
                                   "*/", "/ *", "a*b", "/*", "50%", "AT&T", "a\\b", "~!@#$^*()_+=-`{}[]|:;'\"<>,.?/"])
 def test_the_plain_ascii_check_on_its_edges(text: str) -> None:
     assert preprocess._plain_ascii(text) == (NEEDS_WORK.search(text) is None)
+
+
+# Printable ASCII with what the fast path must still get right (runs of spaces, case, the characters of
+# the comment markers, apart and together) and, rarely, what sends a value to the general path.
+_ASCII_PIECE = st.one_of(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E),
+    st.sampled_from(["  ", "   ", " ", "*", "/", "-", "--", "<!-", "/ *", "* /", "SeLeCt", "O'Brien", "+", "%41", "%",
+                     "&amp;", "&lt", "&#37;", "&#x41;", "&", "\\x41", "\\u0041", "\t"]),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.lists(_ASCII_PIECE, max_size=80).map("".join), st.text(max_size=60), tricky_text))
+def test_the_plain_ascii_fast_path_is_the_general_path(value: str) -> None:
+    assert preprocess._normalize(value) == preprocess._decoded(value)
+
+
+@pytest.mark.parametrize("value", ["", " ", "  ", " a  b ", "A" * preprocess.MAX_CHARS, "x " * 5000, "UNION  SELECT",
+                                   "a*b-c/d<e>f", "-- comment", "AT&amp;T", "50%25", "a\\x41", "~!@#$^*()_+=-`{}[]|:;'\"<>,.?/"])
+def test_the_plain_ascii_fast_path_on_its_edges(value: str) -> None:
+    assert preprocess._normalize(value) == preprocess._decoded(value)
