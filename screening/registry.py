@@ -30,6 +30,7 @@ from screening import features
 from screening.features import DENSE_COLUMNS, NGRAMS
 from screening.manifest import MANIFEST, MODEL, Manifest, file_sha256
 from screening.record import RequestRecord
+from screening.top_features import TopFeatures
 
 OUTPUTS = ("score", "attack_probability", "anomaly")
 _OUTPUT_NAMES = list(OUTPUTS)
@@ -44,20 +45,6 @@ ORT_ERRORS: tuple[type[Exception], ...] = (
     _ort_errors.NoModel, _ort_errors.RuntimeException, _ort_errors.InvalidGraph, _ort_errors.EPFail,
     _ort_errors.NotImplemented, RuntimeError, ValueError, TypeError,
 )
-
-
-NAMES = features.NAMES
-_NEG_INF = float("-inf")
-# A contribution -> round(contribution, 3): a float round costs a decimal conversion (3.5k instructions),
-# and contributions repeat (an n-gram's, present or absent, is a constant of the model).
-_ROUNDED: dict[float, float] = {}
-
-
-def _round3(value: float) -> float:
-    rounded = _ROUNDED[value] = round(value, 3)
-    if len(_ROUNDED) > 8192:
-        _ROUNDED.clear()
-    return rounded
 
 
 class ModelRefused(Exception):
@@ -85,6 +72,7 @@ class LoadedModel:
     # columns): this times a vector is the two n-gram sums, each present n-gram counted once.
     gram_table: np.ndarray = field(init=False, repr=False)
     _bindings: threading.local = field(init=False, repr=False)  # per thread: see `_run_one`
+    explainer: TopFeatures = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", f"{self.manifest.name}/{self.manifest.version}")
@@ -95,32 +83,13 @@ class LoadedModel:
             table[1, NGRAMS] = self.manifest.grams["rare"]
         object.__setattr__(self, "gram_table", table)
         object.__setattr__(self, "_bindings", threading.local())
+        object.__setattr__(self, "explainer", TopFeatures(self.weights, self.baseline))
 
     def top_features(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """What `features.top_contributions(vector, weights, k, None, baseline)` returns (the `k`
-        largest positive contributions, unresolved names), for a small `k` in a few array passes:
-        one subtract-multiply, then one argmax per feature instead of sorting every positive one."""
-        if k <= 0 or len(self.weights) != len(vector):
-            return []
-        if k > 8:
-            return features.top_contributions(vector, self.weights, k, None, self.baseline)
-        contribution = vector - self.baseline  # the very floats `top_contributions` ranks
-        contribution *= self.weights
-        argmax, item = contribution.argmax, contribution.item
-        out = []
-        while True:
-            index = argmax()  # a numpy integer: `item` and the tuple take it as it is
-            value = item(index)  # the float32 as a Python float, as float() of the element gives
-            if not value > 0:
-                break
-            rounded = _ROUNDED.get(value)
-            if rounded is None:
-                rounded = _round3(value)
-            out.append((NAMES[index], rounded))
-            if len(out) == k:
-                break
-            contribution[index] = _NEG_INF
-        return out
+        largest positive contributions, unresolved names) for a row `features.combine` made; see
+        `screening.top_features`."""
+        return self.explainer.of(vector, k)
 
     def run(self, X: np.ndarray) -> np.ndarray:
         """Scores of a [N, F] batch as [N, 3]: score, attack probability, anomaly."""
