@@ -14,6 +14,7 @@ from random import getrandbits
 from time import perf_counter, time
 from typing import Any
 
+from gateway.exchange import HeaderBlock
 from translators.errors import GatewayError
 
 
@@ -37,6 +38,9 @@ class Call:
     hidden_headers: set[str]  # lower-case names never forwarded
     hidden_query: set[str]  # query keys never forwarded
     response_headers: dict[str, str]  # added to any response, errors too
+    # When response_headers holds exactly a block's fields (the policy that set them says which),
+    # that block: a unary reply may then carry it rendered (`stamp_reply`) instead of merging them.
+    response_block: HeaderBlock | None
     trace_id: str | None
     status: int
     grpc_code: str | None
@@ -97,6 +101,7 @@ class Call:
         self.hidden_headers = set() if hidden_headers is None else hidden_headers
         self.hidden_query = set() if hidden_query is None else hidden_query
         self.response_headers = {} if response_headers is None else response_headers
+        self.response_block = None
         self.trace_id = trace_id
         self.status = status
         self.grpc_code = grpc_code

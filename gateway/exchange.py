@@ -5,6 +5,11 @@ The edge's unary REST path (`edge.answer`) takes a `RequestHead` and the body by
 `web.Request` already has these attributes, and the lean HTTP/1.1 server (`gateway/http1.py`),
 which parses the head itself into a `Head`. Policies read the `Call` made from the head, so they
 see the same headers, query, path, method and client address whichever transport served it.
+
+A `HeaderBlock` is a set of response headers a policy adds unchanged to many responses (the
+rate limiter's full-bucket trio), checked and rendered once at start-up, so that an answer can
+carry it as one string instead of its fields merged into the answer's headers and rendered again
+per response.
 """
 
 from __future__ import annotations
@@ -54,10 +59,42 @@ class Head:
     host: str
 
 
+# Names a block may not carry: the ones aiohttp writes or reads itself (Content-Type decides its
+# default), and those a unary reply's own headers hold (its metadata and X-Request-Id), so that a
+# block's names are never among the headers of the answer it rides on.
+_NOT_IN_BLOCK = frozenset(("content-length", "content-type", "date", "server", "connection", "x-request-id"))
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderBlock:
+    """Response headers fixed at start-up: `fields` (never mutated) and `lines`, the same fields
+    rendered as aiohttp renders them ("Name: value" joined by CRLF, none after the last), checked
+    once for what aiohttp would refuse."""
+
+    fields: dict[str, str]
+    lines: str
+
+    @staticmethod
+    def of(fields: dict[str, str]) -> HeaderBlock:
+        for name, value in fields.items():
+            if not name or not _TOKEN.issuperset(name) or name.lower() in _NOT_IN_BLOCK:
+                raise ValueError(f"header {name!r} cannot be in a header block")
+            if name.lower().startswith("grpc-"):
+                raise ValueError(f"header {name!r} cannot be in a header block (a reply's metadata)")
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name!r} holds a line break")
+        if not fields:
+            raise ValueError("a header block holds at least one field")
+        return HeaderBlock(dict(fields), "\r\n".join(f"{n}: {v}" for n, v in fields.items()))
+
+
 @dataclass(slots=True)
 class Answer:
-    """A whole response: status, headers in the order they are sent, body (empty for none)."""
+    """A whole response: status, headers in the order they are sent, body (empty for none), and
+    a header block sent after the headers, none of whose names they hold (None for none)."""
 
     status: int
     headers: CIMultiDict[str]
     body: bytes
+    block: HeaderBlock | None = None

@@ -38,8 +38,10 @@ def encode(answer: Answer, method: str, keep_alive: bool) -> bytes:
     The answer's headers, then Content-Length unless the body is empty and the answer is to HEAD (or
     a 304) and never for 1xx and 204; a default Content-Type for a non-empty body that may have one;
     Date, Server, and `Connection: close` when the connection ends. HEAD and bodiless statuses send
-    no body. An answer that already carries Content-Length, Date, Server or Connection (none of ours
-    does) takes `_encode_carrying`. A header holding a line break raises ValueError, as in aiohttp.
+    no body. The answer's header block, if any, is sent as rendered, after its headers (where a
+    merge of its fields into them would put them: it holds none of their names). An answer that
+    already carries Content-Length, Date, Server or Connection (none of ours does) takes
+    `_encode_carrying`. A header holding a line break raises ValueError, as in aiohttp.
     """
     status, headers, body = answer.status, answer.headers, answer.body
     if _CONTENT_LENGTH in headers or _DATE in headers or _SERVER in headers or _CONNECTION in headers:
@@ -49,6 +51,9 @@ def encode(answer: Answer, method: str, keep_alive: bool) -> bytes:
     flat = "".join(lines)  # the status line holds no line break: one scan covers every field
     if "\n" in flat or "\r" in flat:
         raise ValueError("a response header holds a line break")  # aiohttp refuses these too
+    block = answer.block
+    if block is not None:  # rendered and checked once; its names are none of the headers'
+        lines.append(block.lines)
     empty = method == "HEAD" or status < 200 or status == 204 or status == 304
     if (body or (status != 304 and method != "HEAD")) and status >= 200 and status != 204:
         lines.append(f"Content-Length: {len(body)}")
@@ -76,6 +81,8 @@ def _new_date() -> None:
 def _encode_carrying(answer: Answer, method: str, keep_alive: bool) -> bytes:
     """`encode` for an answer whose headers already hold Content-Length, Date, Server or Connection."""
     status, headers, body = answer.status, answer.headers, answer.body
+    if answer.block is not None:  # after the headers, as a merge of its fields would put them
+        headers.extend(answer.block.fields)
     empty = method == "HEAD" or status < 200 or status in (204, 304)
     if "Content-Length" not in headers and (body or (status != 304 and method != "HEAD")):
         headers["Content-Length"] = str(len(body))

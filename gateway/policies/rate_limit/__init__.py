@@ -34,6 +34,7 @@ import grpc
 from multidict import istr
 
 from gateway.call import Call
+from gateway.exchange import HeaderBlock
 from gateway.metrics_registry import RATELIMIT_REJECTIONS
 from gateway.policies.base import BasePolicy, RouteConfigs
 from gateway.policies.rate_limit.breaker import CircuitBreaker
@@ -102,6 +103,7 @@ class _One:
     # remaining, full again in ceil(1 / rate) s. Made once; `held == full` picks them.
     full: float
     full_headers: dict[str, str]
+    full_block: HeaderBlock  # the same three, rendered once: what a unary reply carries when they are all added
 
     def key_of(self, call: Call, plan: _Plan) -> str:
         """The bucket key of `call`: a consumer seen before has it remembered, anything else asks `key`."""
@@ -146,9 +148,10 @@ class _Plan:
             lim = limits[0]
             key = OneKey(lim.name, lim.parts[0])
             by_consumer = key.by_value if lim.parts[0].kind == "consumer" else None
+            full_headers = _full_headers(lim.burst, lim.rate)
             one = _One(
                 lim.name, key, lim.burst, lim.rate, str(lim.burst), by_consumer, float(lim.burst),
-                _full_headers(lim.burst, lim.rate),
+                full_headers, HeaderBlock.of(full_headers),
             )
         return _Plan(cfg.enabled, limits, trusted, cfg.fail_open, cfg.headers, one)
 
@@ -258,8 +261,9 @@ class RateLimit(BasePolicy):
             if plan.headers:
                 if call.response_headers:
                     call.response_headers.update(one.full_headers)  # one C call, in the same order
-                else:  # nothing set yet: a copy of the three (a clone of the table) is cheaper still
+                else:  # nothing set yet: a copy of the three (a clone of the table) is cheaper still,
                     call.response_headers = one.full_headers.copy()
+                    call.response_block = one.full_block  # and they are that block, rendered once
             return None
         self._held(call, plan, one, held)
         return None
@@ -302,7 +306,11 @@ class RateLimit(BasePolicy):
         breaker.success()
         if held == one.full:  # the usual case: a client below its rate
             if plan.headers:
-                call.response_headers.update(one.full_headers)
+                if call.response_headers:
+                    call.response_headers.update(one.full_headers)
+                else:  # as on_request's usual path
+                    call.response_headers = one.full_headers.copy()
+                    call.response_block = one.full_block
             return
         self._held(call, plan, one, held)
 

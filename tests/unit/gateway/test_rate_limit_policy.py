@@ -118,6 +118,12 @@ async def test_usual_path_headers_as_the_general_rule(
             a.response_headers["Access-Control-Allow-Origin"] = b.response_headers["Access-Control-Allow-Origin"] = "*"
         assert await admitted(usual, a) == await admitted(general, b)
         assert list(a.response_headers.items()) == list(b.response_headers.items())
+        # A block is noted only when the headers are exactly its fields (a full bucket, nothing before)
+        block = a.response_block
+        assert b.response_block is None
+        if block is not None:
+            assert not before and list(block.fields.items()) == list(a.response_headers.items())
+            assert block.lines == "\r\n".join(f"{n}: {v}" for n, v in a.response_headers.items())
 
 
 async def test_several_limits_report_the_most_restrictive() -> None:
