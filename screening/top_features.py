@@ -21,19 +21,20 @@ import numpy as np
 
 from screening import features
 from screening.features import DENSE_COLUMNS, NAMES, NGRAMS
+from screening.rounding import round_places
 
 # N-gram columns among the candidates: with the shipped model the third contribution of every one of
 # 3,000 dataset rows and of the benchmark's requests is above the 129th largest bound (1.45).
 CANDIDATE_GRAMS = 128
 MOST = 8  # larger counts go to `features.top_contributions` (it sorts the positive contributions)
 _NEG_INF = float("-inf")
-# A contribution -> round(contribution, 3): a float round costs a decimal conversion (3.5k instructions),
-# and contributions repeat (an n-gram's, present or absent, is a constant of the model).
+# A contribution -> round(contribution, 3), remembered: contributions repeat (an n-gram's, present or
+# absent, is a constant of the model).
 _ROUNDED: dict[float, float] = {}
 
 
 def _round3(value: float) -> float:
-    rounded = _ROUNDED[value] = round(value, 3)
+    rounded = _ROUNDED[value] = round_places(value, 3, 1000.0)
     if len(_ROUNDED) > 8192:
         _ROUNDED.clear()
     return rounded

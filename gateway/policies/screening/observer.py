@@ -7,6 +7,8 @@ before a scrape.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from gateway.metrics_registry import SCREENING_BATCH_SIZE, SCREENING_INFERENCE_DURATION, Tally
 
 
@@ -18,10 +20,16 @@ class _Observer:
         self.deferred = deferred
         self.sizes = Tally(SCREENING_BATCH_SIZE)
         self.seconds = Tally(SCREENING_INFERENCE_DURATION)
+        self._one = bisect_left(self.sizes.bounds, 1)  # the bucket of a one-row run, found once
 
     def batch(self, size: int, seconds: float) -> None:
         if self.deferred:
-            self.sizes.observe(size)
+            sizes = self.sizes
+            if size == 1:  # inline, one request's row: `Tally.observe(1)` without its bisect
+                sizes.counts[self._one] += 1
+                sizes.total += 1
+            else:
+                sizes.observe(size)
             self.seconds.observe(seconds)
         else:
             SCREENING_BATCH_SIZE.observe(size)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import orjson
 
+from screening.rounding import round_places
+
 PROBLEM_TYPE = "https://portcullis.dev/problems/request-blocked"
 
 
@@ -24,14 +26,14 @@ _CATEGORIES = (
 )
 
 
-_ROUNDED: dict[float, float] = {}  # score or threshold -> round(x, 4): a float round costs a decimal conversion
+_ROUNDED: dict[float, float] = {}  # score or threshold -> round(x, 4)
 
 
 def _round4(x: float) -> float:
     """`round(x, 4)`, remembered (thresholds repeat on every request, scores of repeated requests too)."""
     found = _ROUNDED.get(x)
     if found is None:
-        found = round(x, 4)
+        found = round_places(x, 4, 10000.0)
         if x and type(x) is float:  # 0.0 and -0.0 are one key but round apart; numpy floats round apart
             if len(_ROUNDED) >= 4096:
                 _ROUNDED.clear()

@@ -100,3 +100,15 @@ def test_a_kept_row_names_its_top_features_for_the_model_and_count_asked() -> No
         assert entry.model is swapped
     finally:
         asyncio.run(screening.stop())
+
+
+def test_the_observer_tallies_one_row_runs_as_tally_observe_does() -> None:
+    from gateway.metrics_registry import SCREENING_BATCH_SIZE, Tally
+    from gateway.policies.screening.observer import _Observer
+
+    observer, reference = _Observer(deferred=True), Tally(SCREENING_BATCH_SIZE)
+    for size in (1, 1, 3, 1, 256, 1, 2):
+        observer.batch(size, 0.0001)
+        reference.observe(size)
+    assert observer.sizes.counts == reference.counts and observer.sizes.total == reference.total
+    assert sum(observer.seconds.counts) == 7
