@@ -38,7 +38,7 @@ from multidict import CIMultiDict
 from gateway.call import Call
 from gateway.exchange import Answer, RequestHead
 from gateway.handlers import grpc_web, inference, multiplex, passthrough, rest, websocket
-from gateway.handlers.responses import finish_headers, stamp_headers
+from gateway.handlers.responses import finish_headers, stamp_headers, stamp_reply
 from gateway.handlers.sockets import is_upgrade, screen_upgrade
 from gateway.keys import SOCKETS, STATE
 from gateway.lifecycle import Snapshot
@@ -156,7 +156,7 @@ async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched:
     """
     runtime = snapshot.runtime
     call = new_call(request)
-    status, headers = 200, None
+    status, headers, block, stamped = 200, None, None, False
     try:
         binding, variables = route(runtime, request) if matched is None else matched
         upstream = _note_route(call, runtime, binding)
@@ -167,6 +167,7 @@ async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched:
             _preflight_ends(request, binding)
         out, headers = await rest.unary(request, call, runtime, snapshot.upstreams[upstream], binding, variables, body)
         call.grpc_code = call.grpc_code or "OK"
+        block, stamped = stamp_reply(headers, call), True  # a reply's headers: a block may stay rendered
     except Reply as reply:
         status, headers, out = reply.status, CIMultiDict(reply.headers), reply.body
     except GatewayError as err:
@@ -185,11 +186,12 @@ async def answer(snapshot: Snapshot, request: RequestHead, body: bytes, matched:
         await settle(runtime.pipeline.on_complete(call))
         raise
     call.status = status
-    stamp_headers(headers, call)
+    if not stamped:
+        stamp_headers(headers, call)
     pending = runtime.pipeline.on_complete(call)
     if pending is not None:
         await pending
-    return Answer(status, headers, out)
+    return Answer(status, headers, out, block)
 
 
 async def _grpc_web(request: web.Request, call: Call, snapshot: Snapshot) -> web.StreamResponse:

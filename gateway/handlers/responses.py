@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from multidict import CIMultiDict, istr
 
 from gateway.call import Call
+from gateway.exchange import HeaderBlock
 from gateway.upstream import UnaryResult
 from translators.errors import GatewayError
 from translators.metadata import response_headers
@@ -38,6 +39,21 @@ def stamp_headers(headers: CIMultiDict[str], call: Call) -> None:
     headers[_REQUEST_ID] = call.request_id
     if call.response_headers:
         headers.update(call.response_headers)
+
+
+def stamp_reply(headers: CIMultiDict[str], call: Call) -> HeaderBlock | None:
+    """`stamp_headers` for the headers of a unary reply (`unary_reply`'s), which hold none of a
+    header block's names: when what the policies added is exactly the block one of them noted
+    (`call.response_block`), that block is returned, to be sent as rendered after the headers
+    (`Answer.block`), and its fields are not merged in."""
+    headers[_REQUEST_ID] = call.request_id
+    added = call.response_headers
+    if added:
+        block = call.response_block
+        if block is not None and added == block.fields:
+            return block
+        headers.update(added)
+    return None
 
 
 def unary_reply(call: Call, binding: Binding, result: UnaryResult) -> tuple[bytes, CIMultiDict[str]]:
