@@ -82,7 +82,13 @@ def _flat_message_values(message: Message) -> list[str] | None:
         if not plan:
             return None
         if plan[0] == _SCALAR:
-            text = value if type(value) is str and len(value) <= MAX_VALUE_CHARS else clip(_text(value))
+            kind = type(value)
+            if kind is str:
+                text = value if len(value) <= MAX_VALUE_CHARS else clip(value)
+            elif kind is int:  # `_text`'s str(), and never clipped: a protobuf integer has at most 20 digits
+                text = str(value)
+            else:
+                text = clip(_text(value))
             if len(text) >= budget or len(out) >= MAX_FIELDS:
                 return None  # the walk would cut or drop it
             budget -= len(text)
@@ -93,9 +99,10 @@ def _flat_message_values(message: Message) -> list[str] | None:
             return None  # an odd key is a leaf of its own
         items = list(map(value.__getitem__, keys))
         if plan[2] and items:  # strings: taken whole when none is clipped and all fit (the usual labels)
-            lengths = list(map(len, items))
-            size = sum(lengths)
-            if size < budget and max(lengths) <= MAX_VALUE_CHARS and len(out) + len(items) <= MAX_FIELDS:
+            size = sum(map(len, items))  # a total within one value's limit needs no look at each
+            if size < budget and len(out) + len(items) <= MAX_FIELDS and (
+                size <= MAX_VALUE_CHARS or max(map(len, items)) <= MAX_VALUE_CHARS
+            ):
                 budget -= size
                 out += items
                 continue

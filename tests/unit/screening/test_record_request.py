@@ -166,6 +166,8 @@ def test_request_values_fall_back_to_the_walk_beyond_its_bounds() -> None:
         echo_pb2.EchoRequest(message="x" * 32000, labels={"a": "y" * 767, "b": ""}),
         echo_pb2.EchoRequest(message="x" * 32000, labels={"a": "y" * 768, "b": ""}),
         echo_pb2.EchoRequest(labels={"<k>": "v", "ok": "w"}),
+        echo_pb2.EchoRequest(labels={"a": "y" * 5000, "b": "z"}),  # one label clipped, the total within budget
+        echo_pb2.EchoRequest(labels={"a": "y" * 4096, "b": "z"}, repeat=-2147483648),
         json.dumps(BODY).encode(), b"not json", "plain text", {"a": [1, {"b": None}]}, None,
     ]
     for message in messages:
