@@ -7,12 +7,13 @@ spend the last token (no read-then-write race) and a refused request spends noth
 bucket is a hash `{tk, ts}` with a PEXPIRE of its time-to-full, so idle keys vanish exactly when
 forgetting them changes nothing.
 
-Requests share script calls: `take` (or `take_one`, one bucket by its parts) queues the request; the queue is sent in the next event-loop
-iteration, or, while a call is out (one at a time), as soon as it returns. The script
-(`redis_script.py`, with its wire format) decides the requests of a batch one after the other, in
-arrival order, so a batch answers, and leaves Redis, exactly as the same requests sent one by one,
-and each request still costs at most one round trip (its batch's). Under load the batches grow by
-themselves (~13 requests per call at 32 wrk connections), and the per-call cost is shared.
+Requests share script calls: `take` (or `take_one`, one bucket by its parts) queues the request;
+the queue is sent in the next event-loop iteration, or, while a call is out (one at a time), as
+soon as it returns. The script (`redis_script.py`, with its wire format) decides the requests of a
+batch one after the other, in arrival order, so a batch answers, and leaves Redis, exactly as the
+same requests sent one by one, and each request still costs at most one round trip (its batch's).
+Under load the batches grow by themselves (~13 requests per call at 32 wrk connections), and the
+per-call cost is shared.
 
 The clock is Redis's own (`TIME` inside the script), not the gateway's: every gateway of the fleet
 then refills the same bucket from one clock, so a gateway whose clock is skewed, or stepped by
