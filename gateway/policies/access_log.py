@@ -14,6 +14,7 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Callable
 from math import floor
 from pathlib import Path
 from time import perf_counter
@@ -56,6 +57,11 @@ class AccessLog(BasePolicy):
         # One config, enabled, unsampled (the usual case): every request's line, nothing to look up.
         default = configs.default
         self._every_line = not configs.by_route and default.enabled and default.sample_rate >= 1.0
+        self._lines = _Lines(self._append)
+        if self._every_line:
+            # The hook is then the writer's own method: one Python frame per line, not
+            # on_complete's and then the builder's (a bound method is called inline, a partial not).
+            self.on_complete = self._lines.write  # type: ignore[method-assign]
 
     async def start(self) -> None:
         cfg = self.configs.default
@@ -94,16 +100,14 @@ class AccessLog(BasePolicy):
             self._out.flush()
 
     def on_complete(self, call: Call) -> None:
-        if self._every_line:
-            self._append(_dumps(line(call), None, _NEWLINE))
-            return
+        # Every line (the usual case) is written by `_write` itself: see __init__.
         cfg = self.configs.for_call(call)
         if not cfg.enabled:
             return
         sampled_out = cfg.sample_rate < 1.0 and random.random() >= cfg.sample_rate
         if sampled_out and not (cfg.always_log_errors and call.status >= 400):
             return
-        self._append(_dumps(line(call), None, _NEWLINE))
+        self._lines.write(call)
 
 
 _dumps, _NEWLINE = orjson.dumps, orjson.OPT_APPEND_NEWLINE  # positional: no keyword parsing per line
@@ -138,39 +142,54 @@ class _Fields:
 
 
 def line(call: Call) -> dict[str, object]:
-    # Written out (this runs once per request): the timestamp to the millisecond, formatted once per
-    # second; milliseconds to the microsecond, rounded half up (`round(x, 3)` formats and parses a
-    # string). `floor` is `int` for these positive numbers, at half the cost of calling the type.
-    # Within the second formatted last, its fraction is found without flooring `unix` (the same
-    # difference: the whole second as a float is exact, and so is the subtraction).
-    unix = call.started_unix
-    fraction = unix - _second[0]  # type: ignore[operator]
-    if not 0.0 <= fraction < 1.0:
-        whole = floor(unix)
-        _second[0], _second[1] = whole + 0.0, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        fraction = unix - whole
-    fields = _Fields()
-    fields.ts = _second[1] + _MILLIS[floor(fraction * 1000)]  # type: ignore[operator]
-    fields.request_id = call.request_id
-    fields.route = call.route
-    fields.method = call.method
-    fields.path = call.path
-    fields.consumer = call.consumer
-    fields.client_ip = call.client_ip
-    fields.status = call.status
-    fields.grpc_code = call.grpc_code
-    fields.upstream = call.upstream
-    fields.latency_ms = floor(((call.finished or perf_counter()) - call.started) * 1_000_000.0 + 0.5) / 1000
-    fields.upstream_ms = floor(call.upstream_s * 1_000_000.0 + 0.5) / 1000
-    fields.bytes_in = call.bytes_in
-    fields.bytes_out = call.bytes_out
-    fields.trace_id = call.trace_id
-    record: dict[str, object] = fields.__dict__
-    if call.error is not None:
-        record["error"] = call.error.message
-    if call.attributes:
-        record.update(call.attributes)
-    return record
+    """The fields of the line written for `call`, read back from its bytes."""
+    out: list[bytes] = []
+    _Lines(out.append).write(call)
+    return orjson.loads(out[0])  # type: ignore[no-any-return]
+
+
+class _Lines:
+    """Writes each call's access line (JSON, newline-terminated) with `append`."""
+
+    __slots__ = ("append",)
+
+    def __init__(self, append: Callable[[bytes], object]) -> None:
+        self.append = append
+
+    def write(self, call: Call) -> None:
+        # Written out (this runs once per request): the timestamp to the millisecond, formatted once per
+        # second; milliseconds to the microsecond, rounded half up (`round(x, 3)` formats and parses a
+        # string). `floor` is `int` for these positive numbers, at half the cost of calling the type.
+        # Within the second formatted last, its fraction is found without flooring `unix` (the same
+        # difference: the whole second as a float is exact, and so is the subtraction).
+        unix = call.started_unix
+        fraction = unix - _second[0]  # type: ignore[operator]
+        if not 0.0 <= fraction < 1.0:
+            whole = floor(unix)
+            _second[0], _second[1] = whole + 0.0, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            fraction = unix - whole
+        fields = _Fields()
+        fields.ts = _second[1] + _MILLIS[floor(fraction * 1000)]  # type: ignore[operator]
+        fields.request_id = call.request_id
+        fields.route = call.route
+        fields.method = call.method
+        fields.path = call.path
+        fields.consumer = call.consumer
+        fields.client_ip = call.client_ip
+        fields.status = call.status
+        fields.grpc_code = call.grpc_code
+        fields.upstream = call.upstream
+        fields.latency_ms = floor(((call.finished or perf_counter()) - call.started) * 1_000_000.0 + 0.5) / 1000
+        fields.upstream_ms = floor(call.upstream_s * 1_000_000.0 + 0.5) / 1000
+        fields.bytes_in = call.bytes_in
+        fields.bytes_out = call.bytes_out
+        fields.trace_id = call.trace_id
+        record: dict[str, object] = fields.__dict__
+        if call.error is not None:
+            record["error"] = call.error.message
+        if call.attributes:
+            record.update(call.attributes)
+        self.append(_dumps(record, None, _NEWLINE))
 
 
 def build(configs: RouteConfigs[AccessLogConfig]) -> AccessLog:

@@ -106,3 +106,27 @@ async def test_the_pipeline_times_completion_once_for_every_observer(tmp_path: A
     (record,) = [orjson.loads(raw) for raw in (tmp_path / "access.log").read_bytes().splitlines()]
     assert record["latency_ms"] == int((call.finished - call.started) * 1_000_000.0 + 0.5) / 1000
     assert record["latency_ms"] >= 250
+
+
+async def test_every_line_and_the_configured_path_write_the_same_bytes(tmp_path: Any) -> None:
+    # One config, unsampled: the hook is the line writer itself; a per-route override takes
+    # on_complete's lookup first. The same calls make the same bytes either way.
+    cfg = AccessLogConfig(sink="file", path=tmp_path / "a.log")
+    every = AccessLog(RouteConfigs(cfg))
+    routed = AccessLog(RouteConfigs(cfg.model_copy(update={"path": tmp_path / "b.log"}), {"other.Service": cfg}))
+    assert every._every_line and not routed._every_line
+    for policy in (every, routed):
+        await policy.start()
+    for i, attributes in enumerate([{}, {"api_key_id": "k1", "tier": "gold"}, {"ratelimit": {"rejected": "x"}}]):
+        call = Call(f"r{i}", "GET", "/x", "127.0.0.1", started=1.0, started_unix=1_700_000_000.25 + i,
+                    route="pkg.S.M", service="pkg.S", attributes=attributes)
+        call.finished, call.status = 1.5, 200 + i
+        if i == 2:
+            call.error = GatewayError(8, "rate limit exceeded: x")  # type: ignore[arg-type]
+        for policy in (every, routed):
+            policy.on_complete(call)  # the hook the pipeline binds (call.finished stays as set)
+    for policy in (every, routed):
+        await policy.stop()
+    written = (tmp_path / "a.log").read_bytes()
+    assert written == (tmp_path / "b.log").read_bytes() and written.count(b"\n") == 3
+    assert [orjson.loads(raw)["request_id"] for raw in written.splitlines()] == ["r0", "r1", "r2"]
