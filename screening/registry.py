@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ _dot = np.dot
 SIGNATURES = {"wide": ("X",), "narrow": ("dense", "gram_logit", "gram_rare")}
 N_DENSE = len(DENSE_COLUMNS)
 GOLDEN_TOLERANCE = 1e-4
+INPUTS_REMEMBERED = 256  # read-only rows whose narrow inputs are kept (the policy keeps at most 256 rows)
 # onnxruntime's own exception types (they derive from Exception directly), plus what numpy raises
 # for an input of the wrong shape or type: the only errors translated where inference enters.
 ORT_ERRORS: tuple[type[Exception], ...] = (
@@ -73,6 +75,8 @@ class LoadedModel:
     gram_table: np.ndarray = field(init=False, repr=False)
     _bindings: threading.local = field(init=False, repr=False)  # per thread: see `_run_one`
     explainer: TopFeatures = field(init=False, repr=False)
+    # Narrow: id of a read-only [1, F] row -> (a weak reference to it, its 118 inputs); see `_run_narrow_one`.
+    _inputs: dict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", f"{self.manifest.name}/{self.manifest.version}")
@@ -84,6 +88,7 @@ class LoadedModel:
         object.__setattr__(self, "gram_table", table)
         object.__setattr__(self, "_bindings", threading.local())
         object.__setattr__(self, "explainer", TopFeatures(self.weights, self.baseline))
+        object.__setattr__(self, "_inputs", {})
 
     def top_features(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """What `features.top_contributions(vector, weights, k, None, baseline)` returns (the `k`
@@ -129,16 +134,35 @@ class LoadedModel:
         n-gram sums (one float32 matrix-vector product with `gram_table`) are written into one bound
         [1, 118] buffer whose parts are the three inputs. Fed from the vector: gathering a request's
         n-gram positions and dropping repeats costs more in numpy calls than this product over the
-        4,007 columns (docs/screening.md, optimisation notes)."""
+        4,007 columns (docs/screening.md, optimisation notes).
+
+        A read-only row (the screening policy's repeat cache shares its rows read-only) is taken as
+        immutable: its 118 inputs are remembered by the row's identity (checked through a weak
+        reference, so a freed row's reused id never matches) and copied back in one assignment."""
         bound = getattr(self._bindings, "narrow", None)
         if bound is None:
             bound = self._bindings.narrow = _bind_narrow(self.session)
-        run, binding, options, dense, sums, scores = bound
+        run, binding, options, dense, sums, scores, inputs = bound
+        shared = not X.flags.writeable
+        if shared:
+            found = self._inputs.get(id(X))
+            if found is not None and found[0]() is X:
+                inputs[...] = found[1]
+                run(binding, options)
+                return scores.copy()
         row = X[0]
         row.take(DENSE_COLUMNS, 0, dense, "clip")  # positional, into `dense`: no temporary, no keywords
         self.gram_table.dot(row, sums)  # what `np.dot(table, row, out=sums)` computes, minus its dispatch
+        if shared:
+            self._remember(X, inputs)
         run(binding, options)
         return scores.copy()
+
+    def _remember(self, X: np.ndarray, inputs: np.ndarray) -> None:
+        remembered = self._inputs
+        if len(remembered) >= INPUTS_REMEMBERED:
+            remembered.clear()
+        remembered[id(X)] = (weakref.ref(X), inputs.copy())
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
@@ -158,9 +182,10 @@ def _bind_one(session: ort.InferenceSession, width: int) -> tuple[Any, Any, Any,
 
 def _bind_narrow(
     session: ort.InferenceSession, native: bool = True
-) -> tuple[Any, Any, Any, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[Any, Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A narrow graph's binding for one row: `dense`, `gram_logit`, `gram_rare` side by side in one
-    buffer; returned as views: the dense row ([116], what `take` writes) and the two sums."""
+    buffer; returned as views: the dense row ([116], what `take` writes), the two sums, the scores and
+    the whole [118] input."""
     buffer = np.zeros((1, N_DENSE + 2), dtype=np.float32)
     scores = np.zeros((1, len(OUTPUTS)), dtype=np.float32)
     binding = session.io_binding()
@@ -169,7 +194,7 @@ def _bind_narrow(
     binding.bind_input("gram_logit", "cpu", 0, np.float32, [1, 1], buffer.ctypes.data + N_DENSE * size)
     binding.bind_input("gram_rare", "cpu", 0, np.float32, [1, 1], buffer.ctypes.data + (N_DENSE + 1) * size)
     _bind_outputs(binding, scores)
-    return (*_runner(session, binding, native), buffer[0, :N_DENSE], buffer[0, N_DENSE:], scores)
+    return (*_runner(session, binding, native), buffer[0, :N_DENSE], buffer[0, N_DENSE:], scores, buffer[0])
 
 
 def _bind_outputs(binding: Any, scores: np.ndarray) -> None:
