@@ -18,7 +18,8 @@ from gateway.exchange import HeaderBlock
 from translators.errors import GatewayError
 
 
-@dataclass(slots=True, init=False)
+# eq=False: a call is an identity (hashed by it: the metrics policy keeps the calls in flight in a set).
+@dataclass(slots=True, init=False, eq=False)
 class Call:
     request_id: str
     method: str
@@ -50,7 +51,7 @@ class Call:
     error: GatewayError | None
     attributes: dict[str, Any]  # per-policy notes for the access log
     finished: float  # perf_counter() when completion began (the pipeline's on_complete), else 0.0
-    in_flight: bool  # counted in portcullis_http_requests_in_flight (by the metrics policy's on_request)
+    in_flight: bool  # counted in portcullis_http_requests_in_flight by the metrics policy's general path
 
     # Written out rather than generated: the dataclass `__init__` tests every defaulted field against
     # its sentinel and calls a factory per container, about a third more per request (one Call each).

@@ -1,7 +1,9 @@
 """Metrics: requests, latencies and requests in flight per route, read from the finished `Call`.
 
 `on_request` counts the call in flight (from routing on: a request the router refused is counted
-only when it completes) and marks it so (`call.in_flight`); `on_complete` counts it by route,
+only when it completes): in the usual case (one config, enabled, one worker) by putting it in a set
+of live calls, `on_request` then being that set's `add` (C, no Python frame per request), else by
+marking it (`call.in_flight`) and counting it; `on_complete` releases it, counts it by route,
 method and status and observes its total and upstream latencies. The metrics themselves are
 declared in `gateway.metrics_registry` and exposed at `/metrics` on the admin listener. List this
 policy first, so that it sees every rejection.
@@ -71,6 +73,12 @@ class Metrics(BasePolicy):
         self._enabled = configs.default.enabled  # a plain attribute: a pydantic model's is slower to read
         # The usual case in one flag: one config, enabled, one worker (reset by `stop`).
         self._plain = self._one_config and self._enabled and not self._eager
+        # In it every call is in flight from on_request on, so on_request is the C method that puts
+        # the call in this set (no Python frame per request) and on_complete discards it; otherwise
+        # on_request marks `call.in_flight` and counts in `_in_flight`. The gauge is their sum.
+        self._live: set[Call] = set()
+        if self._plain:
+            self.on_request = self._live.add  # type: ignore[method-assign,assignment]
 
     async def stop(self) -> None:
         # A reload stops this pipeline while its last calls may still complete: they write through.
@@ -93,16 +101,14 @@ class Metrics(BasePolicy):
             tally.push()
         for tally in self._upstreams.values():
             tally.push()
-        in_flight = self._in_flight
+        in_flight = self._in_flight + len(self._live)
         if in_flight != self._in_flight_pushed:
             HTTP_REQUESTS_IN_FLIGHT.inc(in_flight - self._in_flight_pushed)
             self._in_flight_pushed = in_flight
 
     def on_request(self, call: Call) -> None:
-        if self._plain:
-            call.in_flight = True
-            self._in_flight += 1
-        elif self._enabled if self._one_config else self.configs.for_call(call).enabled:
+        # Not the usual case (see __init__): a call of an enabled route is marked and counted.
+        if self._enabled if self._one_config else self.configs.for_call(call).enabled:
             call.in_flight = True
             self._in_flight += 1
             if self._eager:
@@ -112,6 +118,8 @@ class Metrics(BasePolicy):
         if call.in_flight:
             call.in_flight = False
             self._in_flight -= 1
+        else:
+            self._live.discard(call)  # the usual case's on_request put it there (if it ran)
         route, method = call.route, call.method
         if route is None and method not in _METHODS:
             method = OTHER_METHOD

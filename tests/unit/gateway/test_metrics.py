@@ -169,6 +169,30 @@ async def test_a_stopped_policy_pushes_what_it_holds_and_then_writes_through() -
     assert value("portcullis_http_request_duration_seconds_count", route=route) == 2
 
 
+async def test_calls_in_flight_across_a_stop_and_on_both_paths() -> None:
+    # The usual case marks a call by keeping it in a set (its on_request is the set's add); a
+    # per-route config marks call.in_flight. Either way the gauge comes back, a stop in between.
+    in_flight = value("portcullis_http_requests_in_flight")
+    usual = Metrics(RouteConfigs(MetricsConfig()))
+    routed = Metrics(RouteConfigs(MetricsConfig(), {"unit.v1.Quiet": MetricsConfig(enabled=False)}))
+    assert usual._plain and not routed._plain
+    calls = {p: [make_call(route=ROUTE, service="unit.v1.MetricsService", status=200) for _ in range(3)]
+             for p in (usual, routed)}
+    for policy, started in calls.items():
+        for call in started:
+            policy.on_request(call)
+    assert [c.in_flight for c in calls[usual]] == [False] * 3 and all(c.in_flight for c in calls[routed])
+    assert value("portcullis_http_requests_in_flight") == in_flight + 6
+    for policy, started in calls.items():
+        policy.on_complete(started[0])
+        await policy.stop()
+        for call in started[1:]:
+            policy.on_complete(call)
+        policy.on_complete(make_call(status=404))  # never started: changes nothing
+    assert value("portcullis_http_requests_in_flight") == in_flight
+    assert not usual._live and routed._in_flight == 0
+
+
 def test_render_exposes_every_family_and_upstream_health() -> None:
     class Upstream:
         def health_report(self) -> dict[str, bool]:
