@@ -291,10 +291,14 @@ class RateLimit(BasePolicy):
         tokens the bucket held, and the headers are written from them as the local path does."""
         breaker = self.breaker
         assert breaker is not None and self._take_later is not None
-        if not breaker.allow():
+        # quiet: closed with no failure counted, where allow() is True and success() changes nothing
+        if not breaker.quiet and not breaker.allow():
             self._fallback(call, plan, "breaker open")
             return
-        key = one.key_of(call, plan)
+        by_consumer = one.by_consumer  # _One.key_of's usual case written out, as on_request does
+        key = by_consumer.get(call.consumer) if by_consumer is not None else None  # type: ignore[arg-type]
+        if key is None:
+            key = one.key_of(call, plan)
         try:
             held = await self._take_later(key, one.burst, one.rate)  # the int burst: it goes to Redis
         except LimiterUnavailable as exc:
@@ -303,7 +307,8 @@ class RateLimit(BasePolicy):
         except BaseException:
             breaker.abandon()
             raise
-        breaker.success()
+        if not breaker.quiet:
+            breaker.success()
         if held == one.full:  # the usual case: a client below its rate
             if plan.headers:
                 if call.response_headers:
