@@ -36,6 +36,7 @@ from screening.top_features import TopFeatures
 OUTPUTS = ("score", "attack_probability", "anomaly")
 _OUTPUT_NAMES = list(OUTPUTS)
 _dot = np.dot
+_FLOAT32 = np.dtype(np.float32)
 SIGNATURES = {"wide": ("X",), "narrow": ("dense", "gram_logit", "gram_rare")}
 N_DENSE = len(DENSE_COLUMNS)
 GOLDEN_TOLERANCE = 1e-4
@@ -77,6 +78,7 @@ class LoadedModel:
     explainer: TopFeatures = field(init=False, repr=False)
     # Narrow: id of a read-only [1, F] row -> (a weak reference to it, its 118 inputs); see `_run_narrow_one`.
     _inputs: dict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = field(init=False, repr=False)
+    _one_row: tuple[int, int] = field(init=False, repr=False)  # the shape `run` binds: (1, n_features)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", f"{self.manifest.name}/{self.manifest.version}")
@@ -89,6 +91,7 @@ class LoadedModel:
         object.__setattr__(self, "_bindings", threading.local())
         object.__setattr__(self, "explainer", TopFeatures(self.weights, self.baseline))
         object.__setattr__(self, "_inputs", {})
+        object.__setattr__(self, "_one_row", (1, self.manifest.n_features))
 
     def top_features(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """What `features.top_contributions(vector, weights, k, None, baseline)` returns (the `k`
@@ -99,7 +102,9 @@ class LoadedModel:
     def run(self, X: np.ndarray) -> np.ndarray:
         """Scores of a [N, F] batch as [N, 3]: score, attack probability, anomaly."""
         try:
-            if X.shape[0] == 1 and X.dtype == np.float32 and X.shape[1] == self.manifest.n_features:
+            # One float32 row of the model's width: `==` against the type np.float32 would make a dtype per
+            # call; numpy's float32 dtype is one object (any other spelling takes the general path).
+            if X.dtype is _FLOAT32 and X.shape == self._one_row:
                 return self._run_narrow_one(X) if self.narrow else self._run_one(X)
             feeds = self.narrow_feeds(X) if self.narrow else {"X": X}
             outputs = self.session.run(_OUTPUT_NAMES, feeds)
