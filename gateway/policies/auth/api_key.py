@@ -135,10 +135,11 @@ class ApiKeyPolicy(BasePolicy):
         if granted is None or granted[0] is not plan.store.index:  # [0]: .found_in, without a descriptor call
             granted = _admit(call, plan, presented)
         # grant(), with what it derives from the key record made once per key.
-        _, call.consumer, call.scopes, key_id, tier, metadata = granted
-        attributes = call.attributes  # two stores cost less than an update() from a dict
-        attributes["api_key_id"] = key_id
-        attributes["tier"] = tier
+        _, call.consumer, call.scopes, notes, metadata = granted
+        if call.attributes:
+            call.attributes.update(notes)
+        else:  # no note yet: a copy of the key's two (a clone of the table) is cheaper than two stores
+            call.attributes = notes.copy()
         if metadata is not None:
             if call.upstream_metadata:
                 set_metadata(call, *metadata)
@@ -152,8 +153,7 @@ class _Granted(NamedTuple):
     found_in: KeyIndex  # the index the key was found in: a reload makes the entry stale
     consumer: str
     scopes: frozenset[str]
-    key_id: str  # for call.attributes["api_key_id"]
-    tier: str  # for call.attributes["tier"] (read by the rate limiter)
+    notes: dict[str, str]  # {"api_key_id": ..., "tier": ...} for call.attributes, never mutated
     metadata: tuple[str, str] | None  # (consumer_metadata, consumer)
 
 
@@ -171,7 +171,7 @@ def _admit(call: Call, plan: _Plan, presented: str) -> _Granted:
         cache.clear()  # full, or filled from an index a reload replaced: start over
     metadata = (plan.consumer_metadata, record.consumer) if plan.consumer_metadata else None
     granted = cache[presented] = _Granted(
-        index, record.consumer, frozenset(record.scopes), record.id, record.tier, metadata
+        index, record.consumer, frozenset(record.scopes), {"api_key_id": record.id, "tier": record.tier}, metadata
     )
     return granted
 

@@ -153,6 +153,24 @@ async def test_grants_are_remembered_per_index_and_never_for_a_wrong_key(keys: t
     assert c.consumer == "alice" and c.attributes["tier"] == "gold" and list(cache) == [bob, alice]
 
 
+async def test_each_call_gets_its_own_notes_after_any_earlier_one(keys: tuple[Path, str, str]) -> None:
+    # The notes are made once per key and copied onto a call: a call's own notes (a later policy's,
+    # or one changed) never reach the next call, and a note set before stays first.
+    path, alice, _ = keys
+    p = policy({"key_file": str(path)})
+    await settle(Pipeline((p,)).on_request(first := call({"X-API-Key": alice})))
+    key_id = first.attributes["api_key_id"]
+    assert list(first.attributes.items()) == [("api_key_id", key_id), ("tier", "gold")]
+    first.attributes["tier"] = "changed"
+    first.attributes["ratelimit"] = {"rejected": "x"}
+    second = call({"X-API-Key": alice})
+    second.attributes["earlier"] = 1
+    await settle(Pipeline((p,)).on_request(second))
+    assert list(second.attributes.items()) == [("earlier", 1), ("api_key_id", key_id), ("tier", "gold")]
+    await settle(Pipeline((p,)).on_request(third := call({"X-API-Key": alice})))
+    assert third.attributes == {"api_key_id": key_id, "tier": "gold"} and third.attributes is not first.attributes
+
+
 def gateway_config(policies: list[dict[str, Any]], service_policies: dict[str, Any] | None = None) -> GatewayConfig:
     return GatewayConfig.model_validate({
         "descriptors": [{"kind": "stubs", "modules": ["echo.v1.echo_pb2"]}],
