@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from multidict import istr
 from pydantic import Field, field_validator, model_validator
@@ -132,7 +131,7 @@ class ApiKeyPolicy(BasePolicy):
                 return
             raise reject(call, "missing_credentials", "an API key is required", headers=_challenge(plan.cfg))
         granted = plan.granted.get(presented)
-        if granted is None or granted[0] is not plan.store.index:  # [0]: .found_in, without a descriptor call
+        if granted is None or granted[0] is not plan.store.index:  # [0]: found_in
             granted = _admit(call, plan, presented)
         # grant(), with what it derives from the key record made once per key.
         _, call.consumer, call.scopes, notes, metadata = granted
@@ -147,14 +146,12 @@ class ApiKeyPolicy(BasePolicy):
                 call.upstream_metadata.append(metadata)
 
 
-class _Granted(NamedTuple):
-    """What a found key grants, under one plan, while its index serves."""
-
-    found_in: KeyIndex  # the index the key was found in: a reload makes the entry stale
-    consumer: str
-    scopes: frozenset[str]
-    notes: dict[str, str]  # {"api_key_id": ..., "tier": ...} for call.attributes, never mutated
-    metadata: tuple[str, str] | None  # (consumer_metadata, consumer)
+# What a found key grants, under one plan, while its index serves: (found_in: the index the key
+# was found in, as a reload makes the entry stale; consumer; scopes; notes: {"api_key_id": ...,
+# "tier": ...} for call.attributes, never mutated; metadata: (consumer_metadata, consumer) or None).
+# A plain tuple, not a NamedTuple: on_request's unpacking and [0] then take the interpreter's
+# exact-tuple paths instead of an iterator over a subclass.
+_Granted = tuple[KeyIndex, str, frozenset[str], dict[str, str], tuple[str, str] | None]
 
 
 def _admit(call: Call, plan: _Plan, presented: str) -> _Granted:
@@ -167,12 +164,11 @@ def _admit(call: Call, plan: _Plan, presented: str) -> _Granted:
         assert outcome != "ok"
         cache.pop(presented, None)
         raise reject(call, outcome, "invalid API key", headers=_challenge(plan.cfg))
-    if len(cache) >= HITS_CACHED or (cache and next(iter(cache.values())).found_in is not index):
+    if len(cache) >= HITS_CACHED or (cache and next(iter(cache.values()))[0] is not index):
         cache.clear()  # full, or filled from an index a reload replaced: start over
     metadata = (plan.consumer_metadata, record.consumer) if plan.consumer_metadata else None
-    granted = cache[presented] = _Granted(
-        index, record.consumer, frozenset(record.scopes), {"api_key_id": record.id, "tier": record.tier}, metadata
-    )
+    notes = {"api_key_id": record.id, "tier": record.tier}
+    granted = cache[presented] = (index, record.consumer, frozenset(record.scopes), notes, metadata)
     return granted
 
 

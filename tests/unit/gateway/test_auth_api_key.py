@@ -144,7 +144,7 @@ async def test_grants_are_remembered_per_index_and_never_for_a_wrong_key(keys: t
     for wrong in (revoked, "pk_nope"):
         await refused(p, call({"X-API-Key": wrong}))
     cache = p._default.granted
-    assert list(cache) == [alice] and cache[alice].found_in is p.stores[path].index
+    assert list(cache) == [alice] and cache[alice][0] is p.stores[path].index
     bob, _ = keystore.add(path, "bob")
     assert p.stores[path].refresh() is True  # a new index: what was remembered is stale
     await settle(Pipeline((p,)).on_request(c := call({"X-API-Key": bob})))
