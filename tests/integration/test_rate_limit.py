@@ -282,17 +282,6 @@ async def test_connection_opens_in_start_and_closes_in_stop(redis_server: str, p
     assert await ours() == before
 
 
-BUSY_LUA = """
-local t0 = redis.call('TIME')
-local start = tonumber(t0[1]) + tonumber(t0[2]) / 1e6
-while true do
-  local t = redis.call('TIME')
-  if tonumber(t[1]) + tonumber(t[2]) / 1e6 - start > tonumber(ARGV[1]) then break end
-end
-return 1
-"""
-
-
 async def test_a_timed_out_reply_never_answers_the_next_request(redis_server: str, prefix: str) -> None:
     """A slow (not dead) Redis: requests time out, and once it recovers no stale reply is read."""
     backend = RedisBackend(redis_server, prefix, timeout_s=0.05, max_connections=2)
@@ -300,7 +289,7 @@ async def test_a_timed_out_reply_never_answers_the_next_request(redis_server: st
     other = aioredis.Redis.from_url(redis_server)
     try:
         await backend.take([Bucket("l", "l:warm", 100, 1.0)])
-        blocker = asyncio.create_task(other.eval(BUSY_LUA, 0, 0.3))  # Redis runs one script at a time
+        blocker = asyncio.create_task(other.eval(redis_server_support.BUSY_LUA, 0, 0.3))  # Redis runs one script at a time
         await asyncio.sleep(0.02)
         for i in range(3):
             with pytest.raises(LimiterUnavailable, match="did not answer within 50 ms"):

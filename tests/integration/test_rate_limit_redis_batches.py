@@ -235,17 +235,6 @@ async def test_one_bucket_by_its_parts_from_a_hung_redis_fails_within_the_timeou
         await server.wait_closed()
 
 
-BUSY_LUA = """
-local t0 = redis.call('TIME')
-local start = tonumber(t0[1]) + tonumber(t0[2]) / 1e6
-while true do
-  local t = redis.call('TIME')
-  if tonumber(t[1]) + tonumber(t[2]) / 1e6 - start > tonumber(ARGV[1]) then break end
-end
-return 1
-"""
-
-
 async def test_each_call_times_out_at_its_own_deadline_after_many_answered_ones(
     redis_url: str, client: aioredis.Redis, prefixes: list[str]
 ) -> None:
@@ -261,7 +250,7 @@ async def test_each_call_times_out_at_its_own_deadline_after_many_answered_ones(
             await backend.take_one("w:k", 1_000_000, 1.0)
             answered += 1
         assert answered > 20
-        blocker = asyncio.create_task(client.eval(BUSY_LUA, 0, 0.4))  # Redis runs one script at a time
+        blocker = asyncio.create_task(client.eval(redis_server_support.BUSY_LUA, 0, 0.4))  # Redis runs one script at a time
         await asyncio.sleep(0.05)
         asked = loop.time()
         with pytest.raises(LimiterUnavailable, match="did not answer within 100 ms"):

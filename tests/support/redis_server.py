@@ -17,6 +17,16 @@ import pytest
 import redis
 
 URL = "redis://127.0.0.1:6379/0"
+# A script that keeps Redis busy for ARGV[1] seconds (Redis runs one script at a time): a slow Redis.
+BUSY_LUA = """
+local t0 = redis.call('TIME')
+local start = tonumber(t0[1]) + tonumber(t0[2]) / 1e6
+while true do
+  local t = redis.call('TIME')
+  if tonumber(t[1]) + tonumber(t[2]) / 1e6 - start > tonumber(ARGV[1]) then break end
+end
+return 1
+"""
 
 
 def up() -> bool:
