@@ -4,9 +4,10 @@ aiohttp's per-request machinery (parser callbacks, `web.Request`, `StreamRespons
 costs about as much as all of our edge, translation and pipeline together (docs/benchmarks.md,
 optimisation log). `Http1Protocol` serves the common case itself: a request whose whole head and
 body have arrived, HTTP/1.1, GET/POST/PUT/PATCH/DELETE/HEAD/OPTIONS, a `Content-Length` body or
-none, matched to a unary REST route. It parses the head strictly (one regular expression over it),
-runs the transport-neutral edge (`edge.answer`: routing, phases, translation, upstream call, error
-rendering) and writes the response bytes itself, exactly as aiohttp would write that answer
+none, matched to a unary REST route. It parses the head strictly (the request line here; the header
+fields, with one regular expression over them, and the target in `http1_request`), runs the
+transport-neutral edge (`edge.answer`: routing, phases, translation, upstream call, error rendering)
+and writes the response bytes itself, exactly as aiohttp would write that answer
 (`http1_response.encode`: the same status line, header order, Content-Length, Content-Type, Date,
 Server and Connection rules). Pipelined requests are answered one at a time, in order, by one task per
 connection (made at its first request; it waits for the next one between requests).
@@ -28,19 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import web
 from aiohttp.tcp_helpers import tcp_nodelay
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
-from yarl import URL
 
 from gateway import edge
 from gateway.config import ServerConfig
 from gateway.exchange import Answer, Head
-from gateway.handlers.grpc_web import media_type
+from gateway.http1_request import Fields, read_fields, split_target
 from gateway.http1_response import encode
 from gateway.lifecycle import GatewayState, Snapshot
 from gateway.listener import GuardedProtocol
@@ -50,12 +47,6 @@ from translators.errors import GatewayError
 # Request lines served here: these methods, an origin-form target, HTTP/1.1. Absolute and asterisk
 # forms, other methods and versions are aiohttp's.
 _METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"))
-# The header fields: each a token, a colon, then visible ASCII, spaces and tabs. No obs-fold, no
-# bytes over 0x7e: those are aiohttp's.
-_BLOCK = re.compile(r"(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~]*)*")
-# One header field of a block `_BLOCK` matched: its name and its value without surrounding spaces and tabs.
-_FIELD = re.compile(r"\r\n([^:]+):[ \t]*((?:[^\r]*[^\r \t])?)[ \t]*")
-_EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 log = logging.getLogger("portcullis.http1")
 
 _PAUSE_AT = 1 << 20  # buffered bytes of later requests before reading pauses
@@ -354,58 +345,3 @@ class Http1Protocol(asyncio.Protocol):
 # A parsed request for the connection's task: the snapshot it runs under, its head, its body, whether
 # the connection stays open after it, and its route (None: a routing error the edge renders).
 Request = tuple[Snapshot, Head, bytes, bool, "edge.Matched | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class Fields:
-    """What the lean server reads from a request's header fields (immutable: a connection reuses it)."""
-
-    headers: CIMultiDictProxy[str]
-    host: str
-    keep_alive: bool
-    length: int  # of the body; 0 without Content-Length
-    grpc_web: bool  # a gRPC-Web content type (served by aiohttp when the method is POST)
-
-
-def read_fields(block: bytes, max_headers: int) -> Fields | None:
-    """The header fields after the request line (`block` starts with CRLF), or None when the request
-    is aiohttp's: a field that is not `token ":" visible-ASCII`, more than `max_headers`, no Host,
-    Transfer-Encoding, Upgrade, Expect, a Connection other than close or keep-alive, or a
-    Content-Length that is not one plain number."""
-    text = block.decode("latin-1")
-    if _BLOCK.fullmatch(text) is None:
-        return None
-    pairs = _FIELD.findall(text)
-    if len(pairs) > max_headers:
-        return None
-    headers = CIMultiDictProxy(CIMultiDict(pairs))
-    host = headers.get("Host")
-    if host is None or "Transfer-Encoding" in headers or "Upgrade" in headers or "Expect" in headers:
-        return None
-    connection = headers.get("Connection")
-    keep_alive = True
-    if connection is not None:
-        token = connection.lower()
-        if token == "close":
-            keep_alive = False
-        elif token != "keep-alive":
-            return None
-    length = headers.get("Content-Length")
-    if length is not None and (
-        not (length.isdigit() and len(length) < 16) or len(headers.getall("Content-Length")) > 1
-    ):
-        return None
-    grpc_web = media_type(headers.get("Content-Type")) is not None
-    return Fields(headers, host, keep_alive, int(length) if length is not None else 0, grpc_web)
-
-
-def split_target(target: str) -> tuple[str, MultiDictProxy[str]] | None:
-    """The decoded path and the query of an origin-form target, as aiohttp's parser makes them
-    (`URL.build(path, query_string, encoded=True)`); None for one with a fragment (aiohttp's)."""
-    if "%" not in target and "?" not in target and "." not in target and "//" not in target and "#" not in target:
-        return target, _EMPTY_QUERY  # nothing to decode, split or normalise: yarl would keep it as it is
-    if "#" in target:
-        return None
-    raw, _, query_string = target.partition("?")
-    url = URL.build(path=raw, query_string=query_string, encoded=True)
-    return url.path, url.query
