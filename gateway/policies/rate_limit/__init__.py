@@ -104,6 +104,10 @@ class _One:
     full: float
     full_headers: dict[str, str]
     full_block: HeaderBlock  # the same three, rendered once: what a unary reply carries when they are all added
+    # The admitted headers are a function of `held` alone (burst and rate are this One's), so those
+    # of a whole number of tokens held are remembered with their block (`_held`): with Redis, the
+    # requests of one consumer's batch share Redis's clock and hold full - 1, full - 2, ...
+    held_memo: dict[float, tuple[dict[str, str], HeaderBlock]]
 
     def key_of(self, call: Call, plan: _Plan) -> str:
         """The bucket key of `call`: a consumer seen before has it remembered, anything else asks `key`."""
@@ -151,7 +155,7 @@ class _Plan:
             full_headers = _full_headers(lim.burst, lim.rate)
             one = _One(
                 lim.name, key, lim.burst, lim.rate, str(lim.burst), by_consumer, float(lim.burst),
-                full_headers, HeaderBlock.of(full_headers),
+                full_headers, HeaderBlock.of(full_headers), {},
             )
         return _Plan(cfg.enabled, limits, trusted, cfg.fail_open, cfg.headers, one)
 
@@ -188,6 +192,7 @@ def _ceil_s(seconds: float) -> int:
 # Header values formatted once: most counts are small. A larger one is an f-string, never str(n)
 # (a type call, ~800 instructions); the three headers are written out where they are set.
 _TEXTS = tuple(str(n) for n in range(1024))
+_HELD_MEMO_MAX = 256  # headers remembered per One (`_One.held_memo`)
 # istr: the response's CIMultiDict takes them without folding the name's case again.
 LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = (
     istr("RateLimit-Limit"), istr("RateLimit-Remaining"), istr("RateLimit-Reset")
@@ -276,15 +281,33 @@ class RateLimit(BasePolicy):
         if held < 1.0:
             self._apply(call, plan, Verdict(False, (level(one.name, held, burst, rate),)))
         elif plan.headers:
+            found = one.held_memo.get(held)
+            if found is not None:  # as the full bucket's: one update, or a copy and its block
+                if call.response_headers:
+                    call.response_headers.update(found[0])
+                else:
+                    call.response_headers = found[0].copy()
+                    call.response_block = found[1]
+                return
             left = held - 1.0  # as take_one stored it
             headers = call.response_headers
             headers[LIMIT_HEADER] = one.burst_text
             # floor (C, one argument) rather than int(), a type call; left >= 0, so floor is int()
             n = floor(left)
-            headers[REMAINING_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
+            remaining = headers[REMAINING_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
             # > 0: an admitted bucket holds at most burst - 1; the epsilon as in _ceil_s
-            n = ceil((burst - left) / rate - 1e-9)
-            headers[RESET_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
+            n2 = ceil((burst - left) / rate - 1e-9)
+            reset = headers[RESET_HEADER] = _TEXTS[n2] if n2 < 1024 else f"{n2}"
+            # Remember only whole numbers held (what a batch sharing Redis's clock leaves): a refilled
+            # bucket's fractions rarely repeat. Bounded all the same: a rate limit's burst is not.
+            if n == left:
+                memo = one.held_memo
+                if len(memo) >= _HELD_MEMO_MAX:
+                    memo.clear()
+                fields: dict[str, str] = {
+                    LIMIT_HEADER: one.burst_text, REMAINING_HEADER: remaining, RESET_HEADER: reset
+                }
+                memo[held] = (fields, HeaderBlock.of(fields))
 
     async def _ask_one(self, call: Call, plan: _Plan, one: _One) -> None:
         """`_ask` for the usual case (one limit, no tiers, one key part): the backend answers the
