@@ -7,7 +7,7 @@ its key paths or its pairs. It owns the per-process caches that make that one pa
 are plain, and per screened-header list a plan (names, ranks per spelling, positions per sequence of
 request header names). A flat protobuf message (singular scalars and maps of scalars with plain keys,
 within the record's bounds) is read field by field; anything else goes through `record.body_leaves`.
-The limits, clipping and message plans are the record's (`screening.record`), imported, not copied.
+The limits, clipping and message plans are the record's (`screening.record`, their code in `screening.leaves`), imported, not copied.
 Tests hold the two paths equal.
 """
 
