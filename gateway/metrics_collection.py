@@ -13,7 +13,7 @@ is read.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
@@ -79,6 +79,26 @@ class Tally:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
+
+    def observe_many(self, values: list[float]) -> None:
+        """`observe(v)` for each of `values`, in order (the sum is added up as one by one); sorts `values`.
+
+        A few take a bisect each; many are sorted, and bucket i (bounds[i-1] < v <= bounds[i], as
+        bisect_left puts v) takes the values up to bounds[i] less those up to bounds[i-1], with one
+        bisect per bound in C instead of one per value. The last bound is +Inf.
+        """
+        self.total = sum(values, self.total)  # Python 3.11 adds floats left to right, as `+=` would
+        counts, bounds = self.counts, self.bounds
+        if len(values) < 8:  # a few (what a write-through worker folds per call)
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1
+            return
+        values.sort()
+        below = 0
+        for i, bound in enumerate(bounds):
+            upto = bisect_right(values, bound)
+            counts[i] += upto - below
+            below = upto
 
     def push(self) -> None:
         # prometheus-client has no public "add n observations"; its child keeps one value per bucket

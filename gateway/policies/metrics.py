@@ -19,14 +19,13 @@ One worker (no multiprocess directory): a request appends its two latencies to i
 formats no string, takes no lock; a cell's list is folded into the tallies (counts by bucket, sums)
 when it holds `_FOLD_AT` values and right before any collection (`before_collect`), and the tallies
 pushed into the prometheus-client metrics then, so a scrape is exact. Folding many values at once
-sorts them and finds each bucket's share with one bisect per bound, in C, instead of a bisect per
+sorts them and finds each bucket's share with one bisect per bound (`Tally.observe_many`), instead of a bisect per
 value in Python. Several workers: the scrape of worker 0 reads the other workers' files, which
 nothing would push at that moment, so every request writes through to prometheus-client at once.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from time import perf_counter
 
@@ -143,12 +142,12 @@ class Metrics(BasePolicy):
         cell.count += len(seen) >> 1
         duration = cell.duration
         if duration is not None:
-            _observe(duration, seen[0::2])
+            duration.observe_many(seen[0::2])
         if cell.upstream_on:
             # A call that never reached the backend (0.0) is not an upstream observation.
             upstream_s = [s for s in seen[1::2] if s > 0.0]
             if upstream_s:
-                _observe(cell.upstream or self._upstream(cell), upstream_s)
+                (cell.upstream or self._upstream(cell)).observe_many(upstream_s)
         seen.clear()
 
     def _cell(self, call: Call, key: tuple[str | None, str, int, str | None]) -> _Cell | None:
@@ -179,24 +178,6 @@ class Metrics(BasePolicy):
             tally = self._upstreams[labels] = Tally(UPSTREAM_DURATION.labels(*labels))
         cell.upstream = tally
         return tally
-
-
-def _observe(tally: Tally, values: list[float]) -> None:
-    """`tally.observe(v)` for each of `values` (in order: the sum is added up as one by one)."""
-    tally.total = sum(values, tally.total)  # Python 3.11 adds floats left to right, as `+=` would
-    counts, bounds = tally.counts, tally.bounds
-    if len(values) < 8:  # a few: a bisect each (what a write-through worker folds per call)
-        for value in values:
-            counts[bisect_left(bounds, value)] += 1
-        return
-    # Many: sorted, bucket i (bounds[i-1] < v <= bounds[i], as bisect_left puts v) holds the values
-    # up to bounds[i] less those up to bounds[i-1]; the last bound is +Inf.
-    values.sort()
-    below = 0
-    for i, bound in enumerate(bounds):
-        upto = bisect_right(values, bound)
-        counts[i] += upto - below
-        below = upto
 
 
 class _Cell:
