@@ -152,7 +152,7 @@ class _Plan:
             lim = limits[0]
             key = OneKey(lim.name, lim.parts[0])
             by_consumer = key.by_value if lim.parts[0].kind == "consumer" else None
-            full_headers = _full_headers(lim.burst, lim.rate)
+            full_headers = _admitted_headers(str(lim.burst), lim.burst, lim.rate, float(lim.burst))
             one = _One(
                 lim.name, key, lim.burst, lim.rate, str(lim.burst), by_consumer, float(lim.burst),
                 full_headers, HeaderBlock.of(full_headers), {},
@@ -199,11 +199,18 @@ LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = (
 )
 
 
-def _full_headers(burst: int, rate: float) -> dict[str, str]:
-    """The headers of a request admitted from a full bucket, by the usual path's rule (on_request)."""
-    left = burst - 1.0
-    reset = ceil((burst - left) / rate - 1e-9)
-    return {LIMIT_HEADER: str(burst), REMAINING_HEADER: str(floor(left)), RESET_HEADER: str(reset)}
+def _admitted_headers(burst_text: str, burst: int, rate: float, held: float) -> dict[str, str]:
+    """The three headers of a request admitted from a bucket that held `held` (>= 1) tokens."""
+    left = held - 1.0  # as take_one stored it
+    # floor (C, one argument) rather than int(), a type call; left >= 0, so floor is int()
+    n = floor(left)
+    # > 0: an admitted bucket holds at most burst - 1; the epsilon as in _ceil_s
+    n2 = ceil((burst - left) / rate - 1e-9)
+    return {
+        LIMIT_HEADER: burst_text,
+        REMAINING_HEADER: _TEXTS[n] if n < 1024 else f"{n}",
+        RESET_HEADER: _TEXTS[n2] if n2 < 1024 else f"{n2}",
+    }
 
 
 class RateLimit(BasePolicy):
@@ -262,7 +269,7 @@ class RateLimit(BasePolicy):
         # The burst as a float (one.full): the backend compares it with floats only
         full, rate = one.full, one.rate
         held = self._take_one(key, full, rate)  # type: ignore[misc]
-        if held == full:  # the usual case: a client below its rate
+        if held == full:  # the usual case, a client below its rate: _held's last step, written out
             if plan.headers:
                 if call.response_headers:
                     call.response_headers.update(one.full_headers)  # one C call, in the same order
@@ -274,40 +281,31 @@ class RateLimit(BasePolicy):
         return None
 
     def _held(self, call: Call, plan: _Plan, one: _One, held: float) -> None:
-        """The one limit's bucket held `held` tokens before this request, and not a full bucket's
-        worth: headers for an admitted request, the 429 for a refused one (no Bucket or Level made
-        when admitted)."""
-        burst, rate = one.burst, one.rate
+        """The one limit's bucket held `held` tokens before this request: headers for an admitted
+        request, the 429 for a refused one (no Bucket or Level made when admitted). A full bucket's
+        headers, and those of a whole number held, come made (with their block) from `_One`."""
         if held < 1.0:
-            self._apply(call, plan, Verdict(False, (level(one.name, held, burst, rate),)))
-        elif plan.headers:
-            found = one.held_memo.get(held)
-            if found is not None:  # as the full bucket's: one update, or a copy and its block
-                if call.response_headers:
-                    call.response_headers.update(found[0])
-                else:
-                    call.response_headers = found[0].copy()
-                    call.response_block = found[1]
-                return
-            left = held - 1.0  # as take_one stored it
-            headers = call.response_headers
-            headers[LIMIT_HEADER] = one.burst_text
-            # floor (C, one argument) rather than int(), a type call; left >= 0, so floor is int()
-            n = floor(left)
-            remaining = headers[REMAINING_HEADER] = _TEXTS[n] if n < 1024 else f"{n}"
-            # > 0: an admitted bucket holds at most burst - 1; the epsilon as in _ceil_s
-            n2 = ceil((burst - left) / rate - 1e-9)
-            reset = headers[RESET_HEADER] = _TEXTS[n2] if n2 < 1024 else f"{n2}"
+            self._apply(call, plan, Verdict(False, (level(one.name, held, one.burst, one.rate),)))
+            return
+        if not plan.headers:
+            return
+        found = (one.full_headers, one.full_block) if held == one.full else one.held_memo.get(held)
+        if found is None:
+            fields = _admitted_headers(one.burst_text, one.burst, one.rate, held)
             # Remember only whole numbers held (what a batch sharing Redis's clock leaves): a refilled
             # bucket's fractions rarely repeat. Bounded all the same: a rate limit's burst is not.
-            if n == left:
-                memo = one.held_memo
-                if len(memo) >= _HELD_MEMO_MAX:
-                    memo.clear()
-                fields: dict[str, str] = {
-                    LIMIT_HEADER: one.burst_text, REMAINING_HEADER: remaining, RESET_HEADER: reset
-                }
-                memo[held] = (fields, HeaderBlock.of(fields))
+            if held != floor(held):
+                call.response_headers.update(fields)
+                return
+            memo = one.held_memo
+            if len(memo) >= _HELD_MEMO_MAX:
+                memo.clear()
+            found = memo[held] = (fields, HeaderBlock.of(fields))
+        if call.response_headers:  # one update, in the same order; else a copy and its block
+            call.response_headers.update(found[0])
+        else:
+            call.response_headers = found[0].copy()
+            call.response_block = found[1]
 
     async def _ask_one(self, call: Call, plan: _Plan, one: _One) -> None:
         """`_ask` for the usual case (one limit, no tiers, one key part): the backend answers the
@@ -332,14 +330,6 @@ class RateLimit(BasePolicy):
             raise
         if not breaker.quiet:
             breaker.success()
-        if held == one.full:  # the usual case: a client below its rate
-            if plan.headers:
-                if call.response_headers:
-                    call.response_headers.update(one.full_headers)
-                else:  # as on_request's usual path
-                    call.response_headers = one.full_headers.copy()
-                    call.response_block = one.full_block
-            return
         self._held(call, plan, one, held)
 
     async def _ask(self, call: Call, plan: _Plan, buckets: list[Bucket]) -> None:
