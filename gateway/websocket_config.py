@@ -11,11 +11,22 @@ socket under its limits (message size, idle timeout, heartbeat, duration).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _absolute(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError("must start with '/'")
+    return path
+
+
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]  # a request path: starts with '/'
 
 
 def _origins(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -69,7 +80,7 @@ class WebSocketConfig(_Model):
 class WebSocketRoute(_Model):
     """A WebSocket route proxied as is to a WebSocket backend (no transcoding)."""
 
-    path: str = Field(description="Exact request path, e.g. /chat.")
+    path: AbsolutePath = Field(description="Exact request path, e.g. /chat.")
     upstream: str = Field(description="ws:// or wss:// URL of the backend.")
     allowed_origins: tuple[str, ...] = Field(
         (), description="Browser origins allowed to connect; other Origins get a 403; no wildcard."
@@ -91,13 +102,6 @@ class WebSocketRoute(_Model):
     def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _origins(value)
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
-
     @field_validator("upstream")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -116,15 +120,8 @@ class WebSocketMuxConfig(_Model):
     """
 
     enabled: bool = Field(False, description="Serve the multiplexed mode on `path`.")
-    path: str = Field("/ws", description="Exact path of the multiplexed WebSocket upgrade.")
+    path: AbsolutePath = Field("/ws", description="Exact path of the multiplexed WebSocket upgrade.")
     max_streams: int = Field(
         100, ge=1, le=10_000,
         description="Streams open at once on one socket; an open beyond them is refused (RESOURCE_EXHAUSTED).",
     )
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
