@@ -100,7 +100,7 @@ class AccessLog(BasePolicy):
             self._out.flush()
 
     def on_complete(self, call: Call) -> None:
-        # Every line (the usual case) is written by `_write` itself: see __init__.
+        # Every line (the usual case) is written by `_Lines.write` itself: see __init__.
         cfg = self.configs.for_call(call)
         if not cfg.enabled:
             return
@@ -139,13 +139,6 @@ class _Fields:
     bytes_in: int
     bytes_out: int
     trace_id: str | None
-
-
-def line(call: Call) -> dict[str, object]:
-    """The fields of the line written for `call`, read back from its bytes."""
-    out: list[bytes] = []
-    _Lines(out.append).write(call)
-    return orjson.loads(out[0])  # type: ignore[no-any-return]
 
 
 class _Lines:
