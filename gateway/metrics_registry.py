@@ -35,7 +35,7 @@ __all__ = (
     "INFERENCE_QUEUE_DURATION", "INFERENCE_REQUEST_DURATION", "INFERENCE_REQUEST_FAILURE",
     "INFERENCE_REQUEST_SUCCESS", "LATENCY_BUCKETS", "MULTIPROC_ENV", "RATELIMIT_REJECTIONS", "REGISTRY",
     "SCREENING_BATCH_SIZE", "SCREENING_DECISIONS", "SCREENING_DURATION", "SCREENING_FALLBACKS",
-    "SCREENING_INFERENCE_DURATION", "SCREENING_MODEL_SWAPS", "SCREENING_SCORE",
+    "SCREENING_INFERENCE_DURATION", "SCREENING_MEMO_HITS", "SCREENING_MODEL_SWAPS", "SCREENING_SCORE",
     "SCREENING_SHADOW_DISAGREEMENTS", "STREAM_MESSAGES", "STREAM_MESSAGE_BYTES", "TRACING_SPANS_FAILED",
     "UPSTREAM_DURATION", "UPSTREAM_HEALTHY", "WS_CONNECTIONS_OPEN", "WS_MESSAGES", "WS_MESSAGE_BYTES",
     "HealthReporter", "Tally", "UpstreamHealth", "before_collect", "count_connections",
@@ -173,6 +173,13 @@ SCREENING_BATCH_SIZE = Histogram(
     "portcullis_screening_batch_size",
     "Feature rows per onnxruntime run.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
+# Triton's response-cache hit count, for the policy's repeat memo (gateway/policies/screening/kept_rows.py).
+SCREENING_MEMO_HITS = Counter(
+    "portcullis_screening_memo_hits_total",
+    "Requests decided from the screening repeat memo (an exact repeat of a kept request, for the same "
+    "models and route settings: no features and no onnxruntime run).",
     registry=REGISTRY,
 )
 # reason: error (inference failed), timeout, unavailable (no model loaded).

@@ -7,8 +7,11 @@ its key paths or its pairs. It owns the per-process caches that make that one pa
 are plain, and per screened-header list a plan (names, ranks per spelling, positions per sequence of
 request header names). A flat protobuf message (singular scalars and maps of scalars with plain keys,
 within the record's bounds) is read field by field; anything else goes through `record.body_leaves`.
-The limits, clipping and message plans are the record's (`screening.record`, their code in `screening.leaves`), imported, not copied.
-Tests hold the two paths equal.
+The limits, clipping and message plans are the record's (`screening.record`, their code in
+`screening.leaves`), imported, not copied. Tests hold the two paths equal. It comes in two parts,
+`head_values` (path, query, screened headers) and `add_message_values` (the message's values and
+`dropped`, a function of the message alone): the policy's repeat memo keys a protobuf request on the
+first part and the message's serialized bytes, and walks the message only when that key is new.
 """
 
 from __future__ import annotations
@@ -127,7 +130,23 @@ def request_values(
     `features.field_values(from_request(...))` and the record's `dropped` give, without the record, the
     key paths or the pairs (the gateway's common case: a route without field rules). Tests hold the two
     equal; the work is one pass over the query and the headers and, for a flat message (the usual
-    request: scalars and maps of scalars), one over its fields."""
+    request: scalars and maps of scalars), one over its fields.
+
+    The head's values come first (`head_values`), then the message's (`add_message_values`): the
+    message's part and `dropped` depend on the message alone, which the policy's repeat memo relies on
+    (`gateway.policies.screening.kept_rows`)."""
+    values = head_values(path, query, headers, screened_headers)
+    return values, add_message_values(values, message)
+
+
+def head_values(
+    path: str,
+    query: Iterable[tuple[str, str]] = (),
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    screened_headers: tuple[str, ...] = SCREENED_HEADERS,
+) -> list[str]:
+    """The screened values of a request's head, in `request_values`' order: the path, the query's values
+    (and odd keys), the screened headers' values. Nothing of the head is ever dropped."""
     if type(screened_headers) is not tuple:
         screened_headers = tuple(screened_headers)
     values = [path if len(path) <= MAX_VALUE_CHARS else clip(path)]
@@ -167,16 +186,23 @@ def request_values(
         if found:
             found.sort(key=_first)  # stable: screened order, then request order
             values += [value if len(value) <= MAX_VALUE_CHARS else clip(value) for _, value in found]
+    return values
+
+
+def add_message_values(values: list[str], message: Any) -> int:
+    """Append a request message's screened values to `values` (its head's) and return how many of its
+    leaves were left out. A pure function of the message (for a protobuf message: of its set fields and
+    its maps' iteration order)."""
     if message is None:
-        return values, 0
+        return 0
     if isinstance(message, Message):
         flat = _flat_message_values(message)
         if flat is not None:
             values += flat
-            return values, 0
+            return 0
     leaves_, dropped = body_leaves(message)
     values += [value for _, value in leaves_]
-    return values, dropped
+    return dropped
 
 
 def _first(pair: tuple[int, str]) -> int:

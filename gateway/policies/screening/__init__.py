@@ -22,8 +22,8 @@ The model lifecycle (activate, rollback, shadow) is driven by the admin API thro
 
 The package, in request order: `config` (`ScreeningConfig`, `FieldRule`: validated at start-up),
 `policy` (`Screening`: the phases, scoring, the model lifecycle, its tallies), `field_rows` (the
-feature rows of a route with field rules), `kept_rows` (the repeat cache: rows of requests sent again,
-with their top features), `verdict` (the block's problem body and reason category),
+feature rows of a route with field rules), `kept_rows` (the repeat memo: requests sent again exactly,
+decided from their kept outcome), `verdict` (the block's problem body and reason category),
 `observer` (batch sizes and inference times from the `Scorer`). `build` is the registry's factory.
 """
 

@@ -2,10 +2,11 @@
 
 Sits in the pipeline's `on_request` / `on_message` / `on_complete` phases (see the package docstring
 for what it decides). Per call it keeps only which calls wait for their first message and which are
-upgraded streams; per process, a cache of feature rows for requests that repeat exactly, and the
-tallies of decisions, scores and durations pushed into prometheus-client before a scrape. It owns the
+upgraded streams; per process, the repeat memo (requests that repeat exactly: their row and their
+outcome), and the tallies of decisions, scores, durations and memo hits pushed into prometheus-client
+before a scrape. It owns the
 `Scorer` (started in `start`, closed in `stop`) and swaps its model for the admin API. Config lives in
-`config`, the feature rows of routes with field rules in `field_rows`, the repeat cache's rules and
+`config`, the feature rows of routes with field rules in `field_rows`, the repeat memo's keys and
 entries in `kept_rows`, the block's body and reason in `verdict`, batch observations in `observer`.
 """
 
@@ -25,6 +26,7 @@ from gateway.metrics_registry import (
     SCREENING_DECISIONS,
     SCREENING_DURATION,
     SCREENING_FALLBACKS,
+    SCREENING_MEMO_HITS,
     SCREENING_MODEL_SWAPS,
     SCREENING_SCORE,
     SCREENING_SHADOW_DISAGREEMENTS,
@@ -36,13 +38,13 @@ from gateway.pipeline import Reply
 from gateway.policies.base import BasePolicy, RouteConfigs
 from gateway.policies.screening.config import ScreeningConfig
 from gateway.policies.screening.field_rows import _rows_by_field
-from gateway.policies.screening.kept_rows import Kept, keep
+from gateway.policies.screening.kept_rows import Kept, Outcome, copy_note, keep, message_key, values_key
 from gateway.policies.screening.observer import _Observer
 from gateway.policies.screening.verdict import _round4, category, problem
 from screening import features, record
 from screening.inference import Scorer, Scores
 from screening.registry import LoadedModel, ModelRefused, ModelRegistry, ScoringError
-from screening.values import request_values
+from screening.values import add_message_values, head_values
 from translators.errors import GatewayError
 
 log = logging.getLogger("portcullis.screening")
@@ -61,7 +63,7 @@ class Screening(BasePolicy):
         self._pending: dict[int, ScreeningConfig] = {}
         self._streams: set[int] = set()  # upgraded calls: head already screened, messages alone
         self._lock = asyncio.Lock()
-        self._vectors: dict[tuple[Any, ...], Kept] = {}  # a request's (*values, dropped) -> its row
+        self._kept: dict[tuple[Any, ...], Kept] = {}  # a repeated request's key (`kept_rows`) -> its entry
         self._seen: set[int] = set()  # hashes of the keys seen once
         # One worker: decisions, scores and durations add to plain tallies, pushed into
         # prometheus-client right before a scrape (as the metrics policy does); several workers
@@ -70,6 +72,7 @@ class Screening(BasePolicy):
         self._decisions: dict[tuple[str, str], list[Any]] = {}  # [pending count, Counter child]
         self._scores: dict[str, Tally] = {}
         self._durations: dict[str, Tally] = {}
+        self._memo_hits = 0  # not yet pushed
         deferred = not self._eager and self.settings.inference == "inline"  # batch runs in threads
         self._observer = _Observer(deferred)
         self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
@@ -121,6 +124,9 @@ class Screening(BasePolicy):
             tally.push()
         for tally in self._durations.values():
             tally.push()
+        if self._memo_hits:
+            SCREENING_MEMO_HITS.inc(self._memo_hits)
+            self._memo_hits = 0
         self._observer.push()
 
     # --- model lifecycle (admin API) ------------------------------------------------------------------
@@ -197,9 +203,7 @@ class Screening(BasePolicy):
         if cfg is not None:  # the request's first message: screened with its head, once
             started = time.perf_counter()
             if not cfg.fields:  # the common case: the values alone, no record (the same values, in order)
-                values, dropped = request_values(call.path, call.query.items(), call.headers, message,
-                                                 cfg.headers)
-                return self._screen(call, cfg, values, dropped, False, started)
+                return self._screen_values(call, cfg, message, started)
             rec = record.from_request(call.method, call.path, call.query.items(), call.headers, message, cfg.headers)
             return self._screen(call, cfg, rec, rec.dropped, False, started)
         cfg = self.configs.for_call(call)
@@ -218,10 +222,38 @@ class Screening(BasePolicy):
             streams.discard(id(call))
 
     # --- scoring ------------------------------------------------------------------------------------
+    def _screen_values(self, call: Call, cfg: ScreeningConfig, message: Any, started: float
+                       ) -> Awaitable[None] | None:
+        """A request's first message on a route without field rules (the common case). A repeat of a kept
+        request is decided from its outcome when that was worked out for the current models and this
+        route's config; else it is scored from its kept row; else its values are walked and scored. A
+        protobuf message is keyed before its walk (`kept_rows.message_key`), any other after it."""
+        values = head_values(call.path, call.query.items(), call.headers, cfg.headers)
+        key = message_key(values, message)
+        kept = self._kept.get(key) if key is not None else None
+        if kept is None:
+            dropped = add_message_values(values, message)
+            if key is None:
+                key = values_key(values, dropped)
+                kept = self._kept.get(key) if key is not None else None
+            if kept is None:
+                return self._screen(call, cfg, values, dropped, False, started, key)
+        outcome, scorer = kept.outcome, self.scorer
+        if (outcome is not None and scorer is not None and outcome.model is scorer.active
+                and outcome.shadow is scorer.shadow and outcome.cfg is cfg):
+            try:
+                self._repeat(call, outcome)
+            finally:
+                self._took(call, time.perf_counter() - started)
+            return None
+        return self._screen(call, cfg, kept.values, 0, False, started, kept=kept)  # its row has `dropped` in it
+
     def _screen(self, call: Call, cfg: ScreeningConfig, rec: record.RequestRecord | list[str], dropped: int,
-                stream: bool, started: float) -> Awaitable[None] | None:
-        """Score `rec` (a record, or its screened values when the route has no field rules) and apply the
-        verdict; the coroutine to await when the score is batched."""
+                stream: bool, started: float, key: tuple[Any, ...] | None = None, kept: Kept | None = None
+                ) -> Awaitable[None] | None:
+        """Score `rec` (a record, or its screened values when the route has no field rules: then kept, or
+        noted, under `key`, or scored from `kept`) and apply the verdict; the coroutine to await when the
+        score is batched."""
         waiting: Awaitable[None] | None = None
         try:
             route = call.route or "unmatched"
@@ -231,15 +263,13 @@ class Screening(BasePolicy):
                 return None
             model = scorer.active  # read once: a swap during this request does not change its model
             threshold = cfg.threshold or model.manifest.threshold
-            kept: Kept | None = None
             if type(rec) is list:  # the common case: one row, the request's values against the route's threshold
-                key = (*rec, dropped)
-                kept = self._vectors.get(key)
-                if kept is None:
-                    X = features.combine(features.field_vectors(rec), dropped)[None, :]
-                    keep(self._vectors, self._seen, key, X, rec)
-                else:
+                if kept is not None:
                     X = kept.X
+                else:
+                    X = features.combine(features.field_vectors(rec), dropped)[None, :]
+                    if key is not None:
+                        kept = keep(self._kept, self._seen, key, X, rec)
                 thresholds, row_values = [threshold], [rec]
             elif cfg.fields and isinstance(rec, record.RequestRecord):
                 rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
@@ -282,6 +312,7 @@ class Screening(BasePolicy):
 
     def _verdict(self, call: Call, cfg: ScreeningConfig, route: str, scores: Scores, X: np.ndarray,
                  thresholds: list[float], row_values: list[list[str]], stream: bool, kept: Kept | None) -> None:
+        """The note of a scored request, remembered as `kept`'s outcome when it is kept, then applied."""
         model = scores.model
         if len(thresholds) == 1:
             worst, score = 0, scores.values.item(0)  # row 0's score, as a Python float (no slice)
@@ -302,19 +333,36 @@ class Screening(BasePolicy):
             note["top_features"] = [name for name, _ in top[: cfg.top_features]]
             note["category"] = category([name for name, _ in top])
         elif cfg.top_features:
-            k = cfg.top_features
-            if kept is not None and kept.model is model and kept.k == k:  # a kept row: named once per model
-                names = kept.names
-            else:
-                names = [name for name, _ in model.top_features(X[worst], k)]
-                if kept is not None:
-                    kept.model, kept.k, kept.names = model, k, names
-            note["top_features"] = names.copy()  # each note its own list
-        if scores.shadow is not None and scores.shadow_values is not None:
-            self._compare_shadow(call, route, scores, flagged, note)
+            note["top_features"] = [name for name, _ in model.top_features(X[worst], cfg.top_features)]
+        shadow, shadow_values = scores.shadow, scores.shadow_values
+        if shadow is not None and shadow_values is not None:
+            shadow_over = bool((shadow_values[:, 0] >= shadow.manifest.threshold).any())
+            note["shadow"] = {"model": shadow.key, "score": round(float(shadow_values[:, 0].max()), 4)}
+            if shadow_over != flagged:
+                note["shadow"]["disagrees"] = True
+        if kept is not None:
+            kept.outcome = Outcome(model, shadow, cfg, note, score)
+        self._settle(call, route, note, score, stream)
+
+    def _repeat(self, call: Call, outcome: Outcome) -> None:
+        """Apply a kept request's outcome to a request that repeats it: a note of its own, and its own
+        accounting (tallies, shadow counts, a block naming its request id)."""
+        if self._eager:
+            SCREENING_MEMO_HITS.inc()
+        else:
+            self._memo_hits += 1
+        self._settle(call, call.route or "unmatched", copy_note(outcome.note), outcome.score, False)
+
+    def _settle(self, call: Call, route: str, note: dict[str, Any], score: float, stream: bool) -> None:
+        """What every scored request does with its note, scored or repeated: shadow counts, the note
+        into `call.attributes` (the higher score of a call's messages), the tallies, and the block."""
+        shadow = note.get("shadow")
+        if shadow is not None:
+            self._count_shadow(call, route, note, shadow)
         previous = call.attributes.get("screening")
         if previous is None or previous.get("score", 0) <= note["score"]:
             call.attributes["screening"] = note
+        verdict = note["verdict"]
         self._decide(route, verdict)
         self._observe(route, score)
         if verdict == "block":
@@ -324,18 +372,14 @@ class Screening(BasePolicy):
                 raise GatewayError(grpc.StatusCode.PERMISSION_DENIED, f"message blocked by screening ({reason})")
             raise Reply(403, {"Content-Type": "application/problem+json"}, problem(call.request_id, reason))
 
-    def _compare_shadow(self, call: Call, route: str, scores: Scores, flagged: bool, note: dict[str, Any]) -> None:
-        assert scores.shadow is not None and scores.shadow_values is not None
-        shadow_threshold = scores.shadow.manifest.threshold
-        shadow_over = bool((scores.shadow_values[:, 0] >= shadow_threshold).any())
+    def _count_shadow(self, call: Call, route: str, note: dict[str, Any], shadow: dict[str, Any]) -> None:
         self.shadow_scored += 1
-        note["shadow"] = {"model": scores.shadow.key, "score": round(float(scores.shadow_values[:, 0].max()), 4)}
-        if shadow_over != flagged:
+        if shadow.get("disagrees"):
             self.shadow_disagreements += 1
             SCREENING_SHADOW_DISAGREEMENTS.labels(route).inc()
-            note["shadow"]["disagrees"] = True
-            log.info("request %s on %s: shadow %s %s, active %s %s", call.request_id, route, scores.shadow.key,
-                     "flags" if shadow_over else "allows", scores.model.key, "flags" if flagged else "allows")
+            flagged = note["verdict"] != "allow"  # the shadow's verdict is the other one
+            log.info("request %s on %s: shadow %s %s, active %s %s", call.request_id, route, shadow["model"],
+                     "allows" if flagged else "flags", note["model"], "flags" if flagged else "allows")
 
     def _fallback(self, call: Call, cfg: ScreeningConfig, route: str, reason: str, detail: str = "") -> None:
         outcome = "allowed" if cfg.fail_open or cfg.mode == "monitor" else "refused"

@@ -1,5 +1,5 @@
 """The screening policy's phases on a real `Call` and model, in one process (no sockets): a request sent
-again is scored from its kept feature row, with the same note and verdict as the first time."""
+again is decided from the repeat memo, with the note, reply and tallies the uncached path gives."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from multidict import CIMultiDict
 
 import protos
 from gateway.call import Call
+from gateway.metrics_registry import REGISTRY
 from gateway.pipeline import Reply
 from gateway.policies.base import RouteConfigs
 from gateway.policies.screening import ScreeningConfig, build
+from gateway.policies.screening.kept_rows import message_key
 from screening import features
-from screening.values import request_values
+from screening.values import head_values, request_values
 
 protos.add_generated_path()
 from echo.v1 import echo_pb2
@@ -49,57 +51,30 @@ def policy() -> object:
     return screening
 
 
-def test_a_repeated_request_is_screened_alike_from_its_kept_row(policy: object) -> None:
+def test_a_repeated_request_is_decided_from_its_memo(policy: object) -> None:
+    """Kept from its second sighting (its row read-only, the row of its values); from the third on,
+    decided from the memo: the same note and verdict, no onnxruntime run, one memo hit each."""
+    observer = policy._observer  # type: ignore[attr-defined]
     for body in (BODY, ATTACK):
-        first = _screen(policy, body)
-        again = _screen(policy, body)
-        assert first == again
+        first, second = _screen(policy, body), _screen(policy, body)
+        runs, hits = observer.sizes.total, policy._memo_hits  # type: ignore[attr-defined]
+        assert [_screen(policy, body) for _ in range(3)] == [first] * 3
+        assert observer.sizes.total == runs and policy._memo_hits == hits + 3  # type: ignore[attr-defined]
+        assert first == second
     assert _screen(policy, ATTACK)[0] == "blocked" and _screen(policy, BODY)[0] == "allowed"
-    kept = policy._vectors  # type: ignore[attr-defined]
-    assert kept and all(not entry.X.flags.writeable for entry in kept.values())
-    values, dropped = request_values("/v1/echo", [], {"User-Agent": "curl/8.5.0"},
-                                            json_format.Parse(json.dumps(BODY), echo_pb2.EchoRequest()))
-    assert np.array_equal(kept[(*values, dropped)].X[0], features.combine(features.field_vectors(values), dropped))
+    message = json_format.Parse(json.dumps(BODY), echo_pb2.EchoRequest())
+    values, dropped = request_values("/v1/echo", [], {"User-Agent": "curl/8.5.0"}, message)
+    entry = policy._kept[message_key(head_values("/v1/echo", [], {"User-Agent": "curl/8.5.0"}), message)]  # type: ignore[attr-defined]
+    assert not entry.X.flags.writeable and entry.values == values
+    assert np.array_equal(entry.X[0], features.combine(features.field_vectors(values), dropped))
 
 
-def test_long_values_are_scored_but_not_kept(policy: object) -> None:
-    kept = policy._vectors  # type: ignore[attr-defined]
+def test_long_requests_are_scored_but_not_kept(policy: object) -> None:
+    kept = policy._kept  # type: ignore[attr-defined]
     before = len(kept)
-    body = {"message": "word " * 100, "repeat": 1}
-    assert _screen(policy, body) == _screen(policy, body)
+    body = {"message": "word " * 500, "repeat": 1}
+    assert _screen(policy, body) == _screen(policy, body) == _screen(policy, body)
     assert len(kept) == before
-
-
-def test_a_kept_row_names_its_top_features_for_the_model_and_count_asked() -> None:
-    """The names logged for a kept row are worked out once per (model, count) and kept with the row: the
-    same as from the row itself, for each route's count, and again after a swap (for the new model)."""
-    screening = build(RouteConfigs(ScreeningConfig(mode="block", top_features=5),
-                                   {"echo.v1.EchoService.Other": ScreeningConfig(mode="block", top_features=2)}))
-    asyncio.run(screening.start())
-    try:
-        values, dropped = request_values("/v1/echo", [], {"User-Agent": "curl/8.5.0"},
-                                         json_format.Parse(json.dumps(BODY), echo_pb2.EchoRequest()))
-        row = features.combine(features.field_vectors(values), dropped)
-
-        def expected(k: int) -> list[str]:
-            return [name for name, _ in screening.scorer.active.top_features(row, k)]  # type: ignore[union-attr]
-
-        notes = [_screen(screening, BODY)[1] for _ in range(3)]  # kept from the second sighting
-        entry = screening._vectors[(*values, dropped)]
-        assert entry.names == expected(5) and len(expected(5)) == 5
-        assert all(note["top_features"] == expected(5) for note in notes)
-        notes[2]["top_features"].append("changed")  # a note's list is its own
-        for route, k in (("echo.v1.EchoService.Other", 2), ("echo.v1.EchoService.Echo", 5),
-                         ("echo.v1.EchoService.Other", 2)):
-            assert _screen(screening, BODY, route)[1]["top_features"] == expected(k)
-        before = screening.scorer.active  # type: ignore[union-attr]
-        swapped = asyncio.run(screening.activate("2026.11.29-2"))
-        assert swapped is not before
-        _, note = _screen(screening, BODY)
-        assert note["model"] == swapped.key and note["top_features"] == expected(5)
-        assert entry.model is swapped
-    finally:
-        asyncio.run(screening.stop())
 
 
 def test_the_observer_tallies_one_row_runs_as_tally_observe_does() -> None:
@@ -112,3 +87,104 @@ def test_the_observer_tallies_one_row_runs_as_tally_observe_does() -> None:
         reference.observe(size)
     assert observer.sizes.counts == reference.counts and observer.sizes.total == reference.total
     assert sum(observer.seconds.counts) == 7
+
+
+# --- the memo against the uncached path -----------------------------------------------------------------
+ECHO, ITEM, OTHER = "echo.v1.EchoService.Echo", "echo.v1.EchoService.GetItem", "echo.v1.EchoService.Other"
+# (route, path, query, message): benign and attacks, protobuf messages (keyed by their bytes), a parsed
+# JSON document and no message (keyed by their values); BODY on two routes with other settings.
+REQUESTS: list[tuple[str, str, dict[str, str], object]] = [
+    (ECHO, "/v1/echo", {}, BODY),
+    (ECHO, "/v1/echo", {}, ATTACK),
+    (ECHO, "/v1/echo", {}, {"message": "<script>alert(document.cookie)</script>", "labels": {"user": "bob"}}),
+    (ECHO, "/v1/echo", {}, {"message": "see ../../../../etc/passwd; cat /etc/shadow", "repeat": 2}),
+    (OTHER, "/v1/echo", {}, BODY),
+    (ITEM, "/v1/items/item-1", {"q": "hello"}, "item-1"),
+    (ITEM, "/v1/items/item-1", {"q": "1' OR '1'='1"}, "item-1"),
+    (ECHO, "/v1/echo", {}, ("json", ATTACK)),
+    (ITEM, "/v1/items/item-1", {"q": "hello"}, None),
+]
+
+
+def _send(policy: object, request: tuple[str, str, dict[str, str], object], request_id: str
+          ) -> tuple[str, dict[str, object], bytes]:
+    route, path, query, body = request
+    message: object
+    if isinstance(body, dict):
+        message = json_format.Parse(json.dumps(body), echo_pb2.EchoRequest())
+    elif isinstance(body, str):
+        message = echo_pb2.GetItemRequest(id=body)
+    elif isinstance(body, tuple):
+        message = body[1]  # a parsed JSON document, as a passthrough route gives
+    else:
+        message = None
+    call = Call(request_id, "POST" if path == "/v1/echo" else "GET", path, "127.0.0.1",
+                CIMultiDict({"User-Agent": "curl/8.5.0", "Accept": "*/*"}), CIMultiDict(query), route=route)
+    policy.on_request(call)  # type: ignore[attr-defined]
+    try:
+        policy.on_message(call, message)  # type: ignore[attr-defined]
+        outcome, reply = "allowed", b""
+    except Reply as exc:
+        outcome, reply = "blocked", exc.body
+    policy.on_complete(call)  # type: ignore[attr-defined]
+    return outcome, call.attributes["screening"], reply
+
+
+def _tallies(policy: object) -> object:
+    return ({key: entry[0] for key, entry in policy._decisions.items()},  # type: ignore[attr-defined]
+            {route: (t.counts, t.total) for route, t in policy._scores.items()},  # type: ignore[attr-defined]
+            policy.shadow_scored, policy.shadow_disagreements)  # type: ignore[attr-defined]
+
+
+def test_the_memo_gives_the_notes_replies_and_tallies_of_the_uncached_path() -> None:
+    """Two policies on the same models: one with its memo, one whose memo is emptied before each request
+    (every request scored as new). Through repeats, an activate, a shadow, a rollback and the shadow's
+    removal, each request gets the same note, the same reply (its own request id in a block) and the
+    same tallies; the memo decided most of them, and its hits reach the Prometheus counter."""
+    configs = RouteConfigs(ScreeningConfig(mode="block", top_features=5),
+                           {ITEM: ScreeningConfig(mode="monitor", top_features=2),
+                            OTHER: ScreeningConfig(mode="block", top_features=1, threshold=0.01)})
+    memo, plain = build(configs), build(configs)
+    for policy in (memo, plain):
+        asyncio.run(policy.start())
+    try:
+        REGISTRY.get_sample_value("portcullis_screening_memo_hits_total")  # pushes what other tests left
+        pushed = REGISTRY.get_sample_value("portcullis_screening_memo_hits_total") or 0.0
+
+        def rounds(step: str, n: int) -> None:
+            for i in range(n):
+                for j, request in enumerate(REQUESTS):
+                    plain._kept.clear()
+                    plain._seen.clear()
+                    request_id = f"{step}-{i}-{j}"
+                    assert _send(memo, request, request_id) == _send(plain, request, request_id), request_id
+            assert _tallies(memo) == _tallies(plain)
+
+        rounds("first", 4)  # 2026.11.29-3, the latest
+        for policy in (memo, plain):
+            asyncio.run(policy.activate("2026.11.29-2"))
+        rounds("activated", 3)
+        for policy in (memo, plain):
+            asyncio.run(policy.set_shadow("2026.11.29-3"))
+        rounds("shadow", 3)
+        assert memo.shadow_scored == 3 * len(REQUESTS) and memo.shadow_disagreements == 3  # BODY on OTHER
+        for policy in (memo, plain):
+            asyncio.run(policy.rollback())  # back to 2026.11.29-3, which stops being the shadow
+        rounds("rolled-back", 3)
+        assert memo.shadow_scored == 3 * len(REQUESTS) and memo.shadow_disagreements == 3  # BODY on OTHER
+        for policy in (memo, plain):
+            asyncio.run(policy.set_shadow("2026.11.29-2"))
+        rounds("other-shadow", 3)
+        assert memo.shadow_scored == 3 * len(REQUESTS) and memo.shadow_disagreements == 3  # BODY on OTHER
+        for policy in (memo, plain):
+            asyncio.run(policy.set_shadow(None))
+        rounds("no-shadow", 3)
+        hits = memo._memo_hits
+        # The first step's first two rounds score every request (the first notes its key, the second keeps
+        # it), each later step's first round scores the kept ones again (other models); the rest are hits,
+        # but for BODY on ECHO and on OTHER: one key (same head, same message), two route configs.
+        assert hits == (2 + 5 * 2) * (len(REQUESTS) - 2) and plain._memo_hits == 0
+        assert REGISTRY.get_sample_value("portcullis_screening_memo_hits_total") == pushed + hits
+    finally:
+        for policy in (memo, plain):
+            asyncio.run(policy.stop())
