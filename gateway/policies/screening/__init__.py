@@ -21,10 +21,11 @@ The model lifecycle (activate, rollback, shadow) is driven by the admin API thro
 `rollback` and `set_shadow`; a load happens in a thread and is verified before the swap.
 
 The package, in request order: `config` (`ScreeningConfig`, `FieldRule`: validated at start-up),
-`policy` (`Screening`: the phases, scoring, the model lifecycle, its tallies), `field_rows` (the
+`policy` (`Screening`: the phases, scoring, the model lifecycle), `field_rows` (the
 feature rows of a route with field rules), `kept_rows` (the repeat memo: requests sent again exactly,
 decided from their kept outcome), `verdict` (the block's problem body and reason category),
-`observer` (batch sizes and inference times from the `Scorer`). `build` is the registry's factory.
+`tallies` (decisions, scores, durations and memo hits, pushed before a scrape), `observer` (batch
+sizes and inference times from the `Scorer`). `build` is the registry's factory.
 """
 
 from __future__ import annotations

@@ -3,11 +3,10 @@
 Sits in the pipeline's `on_request` / `on_message` / `on_complete` phases (see the package docstring
 for what it decides). Per call it keeps only which calls wait for their first message and which are
 upgraded streams; per process, the repeat memo (requests that repeat exactly: their row and their
-outcome), and the tallies of decisions, scores, durations and memo hits pushed into prometheus-client
-before a scrape. It owns the
-`Scorer` (started in `start`, closed in `stop`) and swaps its model for the admin API. Config lives in
-`config`, the feature rows of routes with field rules in `field_rows`, the repeat memo's keys and
-entries in `kept_rows`, the block's body and reason in `verdict`, batch observations in `observer`.
+outcome) and its tallies. It owns the `Scorer` (started in `start`, closed in `stop`) and swaps its
+model for the admin API. Config lives in `config`, the feature rows of routes with field rules in
+`field_rows`, the repeat memo's keys and entries in `kept_rows`, the block's body and reason in
+`verdict`, decisions, scores, durations and memo hits in `tallies`, batch observations in `observer`.
 """
 
 from __future__ import annotations
@@ -23,14 +22,9 @@ import numpy as np
 
 from gateway.call import Call
 from gateway.metrics_registry import (
-    SCREENING_DECISIONS,
-    SCREENING_DURATION,
     SCREENING_FALLBACKS,
-    SCREENING_MEMO_HITS,
     SCREENING_MODEL_SWAPS,
-    SCREENING_SCORE,
     SCREENING_SHADOW_DISAGREEMENTS,
-    Tally,
     before_collect,
     multiprocess_dir,
 )
@@ -40,6 +34,7 @@ from gateway.policies.screening.config import ScreeningConfig
 from gateway.policies.screening.field_rows import _rows_by_field
 from gateway.policies.screening.kept_rows import Kept, Outcome, copy_note, keep, message_key, values_key
 from gateway.policies.screening.observer import _Observer
+from gateway.policies.screening.tallies import _Tallies
 from gateway.policies.screening.verdict import _round4, category, problem
 from screening import features, record
 from screening.inference import Scorer, Scores
@@ -65,17 +60,12 @@ class Screening(BasePolicy):
         self._lock = asyncio.Lock()
         self._kept: dict[tuple[Any, ...], Kept] = {}  # a repeated request's key (`kept_rows`) -> its entry
         self._seen: set[int] = set()  # hashes of the keys seen once
-        # One worker: decisions, scores and durations add to plain tallies, pushed into
-        # prometheus-client right before a scrape (as the metrics policy does); several workers
-        # (multiprocess files): every observation writes through.
-        self._eager = multiprocess_dir() is not None
-        self._decisions: dict[tuple[str, str], list[Any]] = {}  # [pending count, Counter child]
-        self._scores: dict[str, Tally] = {}
-        self._durations: dict[str, Tally] = {}
-        self._memo_hits = 0  # not yet pushed
-        deferred = not self._eager and self.settings.inference == "inline"  # batch runs in threads
-        self._observer = _Observer(deferred)
-        self._remove_hook: Callable[[], None] | None = None if self._eager else before_collect(self.push)
+        # One worker: the tallies are plain numbers, pushed into prometheus-client right before a scrape
+        # (as the metrics policy does); several workers (multiprocess files): every observation writes through.
+        eager = multiprocess_dir() is not None
+        self._tallies = _Tallies(eager)
+        self._observer = _Observer(not eager and self.settings.inference == "inline")  # batch runs in threads
+        self._remove_hook: Callable[[], None] | None = None if eager else before_collect(self.push)
         self.shadow_disagreements = 0
         self.shadow_scored = 0
 
@@ -106,7 +96,7 @@ class Screening(BasePolicy):
     async def stop(self) -> None:
         # A reload stops this policy while its last calls may still complete: they write through.
         self.push()
-        self._eager = True
+        self._tallies.eager = True
         self._observer.deferred = False
         if self._remove_hook is not None:
             self._remove_hook()
@@ -116,17 +106,7 @@ class Screening(BasePolicy):
 
     def push(self) -> None:
         """Move the pending tallies into the prometheus-client metrics."""
-        for entry in self._decisions.values():
-            if entry[0]:
-                entry[1].inc(entry[0])
-                entry[0] = 0
-        for tally in self._scores.values():
-            tally.push()
-        for tally in self._durations.values():
-            tally.push()
-        if self._memo_hits:
-            SCREENING_MEMO_HITS.inc(self._memo_hits)
-            self._memo_hits = 0
+        self._tallies.push()
         self._observer.push()
 
     # --- model lifecycle (admin API) ------------------------------------------------------------------
@@ -244,7 +224,7 @@ class Screening(BasePolicy):
             try:
                 self._repeat(call, outcome)
             finally:
-                self._took(call, time.perf_counter() - started)
+                self._tallies.took(call.route or "unmatched", time.perf_counter() - started)
             return None
         return self._screen(call, cfg, kept.values, 0, False, started, kept=kept)  # its row has `dropped` in it
 
@@ -274,7 +254,7 @@ class Screening(BasePolicy):
             elif cfg.fields and isinstance(rec, record.RequestRecord):
                 rows, thresholds, row_values = _rows_by_field(rec, cfg, threshold)
                 if not rows:
-                    self._decide(route, "skip")
+                    self._tallies.decide(route, "skip")
                     return None
                 X = np.stack(rows)
             else:  # one row, the whole record
@@ -295,7 +275,7 @@ class Screening(BasePolicy):
             return None
         finally:
             if waiting is None:
-                self._took(call, time.perf_counter() - started)
+                self._tallies.took(call.route or "unmatched", time.perf_counter() - started)
 
     async def _wait(self, scorer: Scorer, call: Call, cfg: ScreeningConfig, route: str, model: LoadedModel,
                     X: np.ndarray, thresholds: list[float], row_values: list[list[str]], stream: bool,
@@ -308,7 +288,7 @@ class Screening(BasePolicy):
                 return
             self._verdict(call, cfg, route, scores, X, thresholds, row_values, stream, kept)
         finally:
-            self._took(call, time.perf_counter() - started)
+            self._tallies.took(call.route or "unmatched", time.perf_counter() - started)
 
     def _verdict(self, call: Call, cfg: ScreeningConfig, route: str, scores: Scores, X: np.ndarray,
                  thresholds: list[float], row_values: list[list[str]], stream: bool, kept: Kept | None) -> None:
@@ -347,10 +327,7 @@ class Screening(BasePolicy):
     def _repeat(self, call: Call, outcome: Outcome) -> None:
         """Apply a kept request's outcome to a request that repeats it: a note of its own, and its own
         accounting (tallies, shadow counts, a block naming its request id)."""
-        if self._eager:
-            SCREENING_MEMO_HITS.inc()
-        else:
-            self._memo_hits += 1
+        self._tallies.hit()
         self._settle(call, call.route or "unmatched", copy_note(outcome.note), outcome.score, False)
 
     def _settle(self, call: Call, route: str, note: dict[str, Any], score: float, stream: bool) -> None:
@@ -363,8 +340,8 @@ class Screening(BasePolicy):
         if previous is None or previous.get("score", 0) <= note["score"]:
             call.attributes["screening"] = note
         verdict = note["verdict"]
-        self._decide(route, verdict)
-        self._observe(route, score)
+        self._tallies.decide(route, verdict)
+        self._tallies.score(route, score)
         if verdict == "block":
             log.info("request %s blocked on %s: score %.3f (%s)", call.request_id, route, score, note.get("category"))
             reason = note.get("category", "anomalous-request")
@@ -384,43 +361,9 @@ class Screening(BasePolicy):
     def _fallback(self, call: Call, cfg: ScreeningConfig, route: str, reason: str, detail: str = "") -> None:
         outcome = "allowed" if cfg.fail_open or cfg.mode == "monitor" else "refused"
         SCREENING_FALLBACKS.labels(reason, outcome).inc()
-        self._decide(route, "error")
+        self._tallies.decide(route, "error")
         call.attributes["screening"] = {"verdict": "error", "reason": reason, "fallback": outcome}
         if detail:
             log.warning("request %s: screening %s (%s): %s", call.request_id, reason, outcome, detail)
         if outcome == "refused":
             raise GatewayError(grpc.StatusCode.UNAVAILABLE, "request screening is unavailable")
-
-    def _decide(self, route: str, verdict: str) -> None:
-        entry = self._decisions.get((route, verdict))
-        if entry is None:
-            entry = self._decisions[route, verdict] = [0, SCREENING_DECISIONS.labels(route, verdict)]
-        if self._eager:
-            entry[1].inc()
-        else:
-            entry[0] += 1
-
-    def _took(self, call: Call, seconds: float) -> None:
-        tally = self._durations.get(call.route or "unmatched")  # `_tally`, inlined: once per request
-        if tally is None or self._eager:
-            self._tally(self._durations, SCREENING_DURATION, call.route or "unmatched", seconds)
-        else:
-            tally.observe(seconds)
-
-    def _observe(self, route: str, score: float) -> None:
-        tally = self._scores.get(route)
-        if tally is None or self._eager:
-            self._tally(self._scores, SCREENING_SCORE, route, score)
-        else:
-            tally.observe(score)
-
-    def _tally(self, tallies: dict[str, Tally], metric: Any, route: str, value: float) -> None:
-        """One observation of a per-route histogram: written through when eager, else tallied."""
-        tally = tallies.get(route)
-        if tally is None:
-            tally = tallies[route] = Tally(metric.labels(route))
-        if self._eager:
-            tally.child.observe(value)
-        else:
-            tally.observe(value)
-

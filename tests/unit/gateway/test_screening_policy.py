@@ -57,9 +57,9 @@ def test_a_repeated_request_is_decided_from_its_memo(policy: object) -> None:
     observer = policy._observer  # type: ignore[attr-defined]
     for body in (BODY, ATTACK):
         first, second = _screen(policy, body), _screen(policy, body)
-        runs, hits = observer.sizes.total, policy._memo_hits  # type: ignore[attr-defined]
+        runs, hits = observer.sizes.total, policy._tallies.memo_hits  # type: ignore[attr-defined]
         assert [_screen(policy, body) for _ in range(3)] == [first] * 3
-        assert observer.sizes.total == runs and policy._memo_hits == hits + 3  # type: ignore[attr-defined]
+        assert observer.sizes.total == runs and policy._tallies.memo_hits == hits + 3  # type: ignore[attr-defined]
         assert first == second
     assert _screen(policy, ATTACK)[0] == "blocked" and _screen(policy, BODY)[0] == "allowed"
     message = json_format.Parse(json.dumps(BODY), echo_pb2.EchoRequest())
@@ -131,8 +131,8 @@ def _send(policy: object, request: tuple[str, str, dict[str, str], object], requ
 
 
 def _tallies(policy: object) -> object:
-    return ({key: entry[0] for key, entry in policy._decisions.items()},  # type: ignore[attr-defined]
-            {route: (t.counts, t.total) for route, t in policy._scores.items()},  # type: ignore[attr-defined]
+    return ({key: entry[0] for key, entry in policy._tallies.decisions.items()},  # type: ignore[attr-defined]
+            {route: (t.counts, t.total) for route, t in policy._tallies.scores.items()},  # type: ignore[attr-defined]
             policy.shadow_scored, policy.shadow_disagreements)  # type: ignore[attr-defined]
 
 
@@ -179,11 +179,11 @@ def test_the_memo_gives_the_notes_replies_and_tallies_of_the_uncached_path() -> 
         for policy in (memo, plain):
             asyncio.run(policy.set_shadow(None))
         rounds("no-shadow", 3)
-        hits = memo._memo_hits
+        hits = memo._tallies.memo_hits
         # The first step's first two rounds score every request (the first notes its key, the second keeps
         # it), each later step's first round scores the kept ones again (other models); the rest are hits,
         # but for BODY on ECHO and on OTHER: one key (same head, same message), two route configs.
-        assert hits == (2 + 5 * 2) * (len(REQUESTS) - 2) and plain._memo_hits == 0
+        assert hits == (2 + 5 * 2) * (len(REQUESTS) - 2) and plain._tallies.memo_hits == 0
         assert REGISTRY.get_sample_value("portcullis_screening_memo_hits_total") == pushed + hits
     finally:
         for policy in (memo, plain):

@@ -1,0 +1,83 @@
+"""`_Tallies`: what the screening policy counts per request, kept as plain numbers until a scrape.
+
+Owned by `gateway.policies.screening.policy` (one per policy) and written on every screened request:
+decisions by route and verdict, scores and durations by route, and repeat-memo hits. With one worker
+they add to plain ints and `Tally`s, pushed into prometheus-client by `push` (the policy's
+`before_collect` hook, as the metrics policy does); with several workers (multiprocess files), or
+once the policy has stopped, every observation writes through (`eager`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.metrics_registry import (
+    SCREENING_DECISIONS,
+    SCREENING_DURATION,
+    SCREENING_MEMO_HITS,
+    SCREENING_SCORE,
+    Tally,
+)
+
+
+class _Tallies:
+    def __init__(self, eager: bool) -> None:
+        self.eager = eager
+        self.decisions: dict[tuple[str, str], list[Any]] = {}  # [pending count, Counter child]
+        self.scores: dict[str, Tally] = {}
+        self.durations: dict[str, Tally] = {}
+        self.memo_hits = 0  # not yet pushed
+
+    def push(self) -> None:
+        """Move the pending tallies into the prometheus-client metrics."""
+        for entry in self.decisions.values():
+            if entry[0]:
+                entry[1].inc(entry[0])
+                entry[0] = 0
+        for tally in self.scores.values():
+            tally.push()
+        for tally in self.durations.values():
+            tally.push()
+        if self.memo_hits:
+            SCREENING_MEMO_HITS.inc(self.memo_hits)
+            self.memo_hits = 0
+
+    def decide(self, route: str, verdict: str) -> None:
+        entry = self.decisions.get((route, verdict))
+        if entry is None:
+            entry = self.decisions[route, verdict] = [0, SCREENING_DECISIONS.labels(route, verdict)]
+        if self.eager:
+            entry[1].inc()
+        else:
+            entry[0] += 1
+
+    def hit(self) -> None:
+        """A request decided from the repeat memo."""
+        if self.eager:
+            SCREENING_MEMO_HITS.inc()
+        else:
+            self.memo_hits += 1
+
+    def took(self, route: str, seconds: float) -> None:
+        tally = self.durations.get(route)  # `_observe`, inlined: once per request
+        if tally is None or self.eager:
+            self._observe(self.durations, SCREENING_DURATION, route, seconds)
+        else:
+            tally.observe(seconds)
+
+    def score(self, route: str, score: float) -> None:
+        tally = self.scores.get(route)
+        if tally is None or self.eager:
+            self._observe(self.scores, SCREENING_SCORE, route, score)
+        else:
+            tally.observe(score)
+
+    def _observe(self, tallies: dict[str, Tally], metric: Any, route: str, value: float) -> None:
+        """One observation of a per-route histogram: written through when eager, else tallied."""
+        tally = tallies.get(route)
+        if tally is None:
+            tally = tallies[route] = Tally(metric.labels(route))
+        if self.eager:
+            tally.child.observe(value)
+        else:
+            tally.observe(value)
