@@ -12,35 +12,55 @@ without golden tensors must at least run on a zero input of its signature. Any f
 A `LoadedModel` is a value: requests hold the one they resolved. `check` validates a request's
 tensors against the signature; `run` is one onnxruntime run (it releases the GIL; one session serves
 concurrent runs), with onnxruntime's errors translated here, where they enter.
+
+onnxruntime is imported by the first `load`, not by this module: the gateway imports the serving
+library whether or not it serves a model, and onnxruntime is ~30 MiB of a worker's RSS. Its
+exception types are looked up by `ort_errors` when an `except` clause is matched, which happens only
+after a session (and so onnxruntime) exists.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from screening.manifest import file_sha256
 from screening.serving import datatypes
 from screening.serving.errors import InferenceFailed, InvalidInput, LoadFailed
 from screening.serving.settings import ServingSettings, layer, resolve
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
 MODEL = "model.onnx"
 MANIFEST = "manifest.json"
 PLATFORM = "onnxruntime_onnx"
-# onnxruntime raises its own exception types (not RuntimeError subclasses), plus numpy's on odd input.
-ORT_ERRORS: tuple[type[Exception], ...] = (
-    *(v for v in vars(_ort_state).values() if isinstance(v, type) and issubclass(v, Exception)),
-    RuntimeError, ValueError, TypeError,
-)
-_ORT_INVALID = getattr(_ort_state, "InvalidArgument", ())
+
+
+@functools.cache
+def ort_errors() -> tuple[type[Exception], ...]:
+    """What a session raises: onnxruntime's own exception types (not RuntimeError subclasses), plus
+    numpy's on odd input. Called in `except` clauses, so only once something was raised."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    own = (v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
+    return (*own, RuntimeError, ValueError, TypeError)
+
+
+@functools.cache
+def ort_invalid_input() -> tuple[type[Exception], ...]:
+    """onnxruntime's error for an input the graph refuses (none on a build without the type)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    invalid = getattr(state, "InvalidArgument", None)
+    return (invalid,) if isinstance(invalid, type) and issubclass(invalid, Exception) else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +135,9 @@ class LoadedModel:
         names = list(outputs) if outputs else list(self.output_names)
         try:
             values = self.session.run(names, dict(feeds))
-        except _ORT_INVALID as exc:
+        except ort_invalid_input() as exc:
             raise InvalidInput(f"{self.key}: onnxruntime refused the input: {exc}") from None
-        except ORT_ERRORS as exc:
+        except ort_errors() as exc:
             raise InferenceFailed(f"{self.key}: inference failed: {type(exc).__name__}") from None
         return dict(zip(names, values))
 
@@ -129,6 +149,8 @@ class LoadedModel:
 
 
 def session_options(threads: int) -> ort.SessionOptions:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -192,11 +214,13 @@ def load(
     expected = manifest.get("sha256")
     if expected and expected != model_digest:
         raise LoadFailed(f"{where}: checksum mismatch: file {model_digest[:12]}, manifest {str(expected)[:12]}")
+    import onnxruntime as ort
+
     try:
         session = ort.InferenceSession(
             str(folder / MODEL), session_options(settings.intra_op_threads), providers=["CPUExecutionProvider"]
         )
-    except ORT_ERRORS as exc:
+    except ort_errors() as exc:
         raise LoadFailed(f"{where}: onnxruntime cannot load it: {type(exc).__name__}") from None
     inputs = _signature(session.get_inputs(), "input", name, version)
     outputs = _signature(session.get_outputs(), "output", name, version)
