@@ -12,7 +12,9 @@ columns (every dense column, and the `CANDIDATE_GRAMS` n-gram columns of largest
 order) and the largest bound left out. Per row: the candidates' contributions only (a gather and a
 subtract-multiply over about 250 floats instead of 4,007), then an argmax per feature. When the k-th
 found is above every bound left out, no column left out can come in or tie; otherwise (or for a row
-that is not float32) the whole row is ranked, as before.
+that is not float32) the whole row is ranked, as before. That is `python_of`, the definition; `of` is
+the compiled `ranker.pyx` when it is built (the same list for every row, held to the definition by
+property tests), which does the same in one pass over the candidates, without a numpy call.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _round3(value: float) -> float:
 
 
 class TopFeatures:
-    __slots__ = ("baseline", "bound", "columns", "names", "part_baseline", "part_weights", "weights")
+    __slots__ = ("baseline", "bound", "columns", "names", "part_baseline", "part_weights", "ranker", "weights")
 
     def __init__(self, weights: np.ndarray, baseline: np.ndarray, candidate_grams: int = CANDIDATE_GRAMS) -> None:
         self.weights, self.baseline = weights, baseline
@@ -49,9 +51,17 @@ class TopFeatures:
         self.bound = float("inf")
         self.names: list[str] = []
         self.part_weights = self.part_baseline = weights
+        self.ranker: Ranker | None = None
         if (len(weights) != features.N_FEATURES or weights.dtype != np.float32 or baseline.dtype != np.float32
                 or not (np.isfinite(weights).all() and np.isfinite(baseline).all())):
             return
+        self._candidates(candidate_grams)
+        if _COMPILED:
+            self.ranker = Ranker(weights=weights, baseline=baseline, columns=self.columns, bound=self.bound,
+                                 names=NAMES, rounded=_ROUNDED, round3=_round3)
+
+    def _candidates(self, candidate_grams: int) -> None:
+        weights, baseline = self.weights, self.baseline
         # Each n-gram column's contribution at 0 and at 1, by the very float32 operations a row goes through.
         absent = (np.zeros_like(baseline) - baseline) * weights
         present = (np.ones_like(baseline) - baseline) * weights
@@ -68,6 +78,19 @@ class TopFeatures:
 
     def of(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The `k` largest positive contributions of `vector` (a row as `features.combine` makes it)."""
+        if k <= 0 or len(self.weights) != len(vector):
+            return []
+        if k > MOST:
+            return features.top_contributions(vector, self.weights, k, None, self.baseline)
+        ranker = self.ranker
+        if ranker is not None:
+            out = ranker.of(vector, k)
+            if out is not None:
+                return out
+        return self.python_of(vector, k)
+
+    def python_of(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """`of` by numpy: the definition the compiled ranker is held to."""
         if k <= 0 or len(self.weights) != len(vector):
             return []
         if k > MOST:
@@ -110,3 +133,13 @@ def _ranked(contribution: np.ndarray, k: int, names: list[str] | tuple[str, ...]
             break
         contribution[index] = _NEG_INF
     return out, last
+
+
+# The compiled ranking, when built (`make setup` builds it): the same list for every row, held to
+# `python_of` by property tests (test_top_features.py, which also fails when it is not built).
+try:
+    from screening.ranker import Ranker
+except ImportError:  # a checkout that was not built
+    _COMPILED = False
+else:
+    _COMPILED = True

@@ -1,5 +1,9 @@
 """`TopFeatures`: the candidate columns give exactly what ranking the whole row gives (names, values,
-order, ties to the lower column), whichever way a row goes; both agree with `top_contributions`."""
+order, ties to the lower column), whichever way a row goes; both agree with `top_contributions`. The
+compiled ranking (`screening/ranker.pyx`) gives the definition's (`python_of`) list for every row.
+
+It must be built: a checkout where `make setup` did not compile it fails here rather than passing on
+the Python path (the same list, several times the CPU)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from screening import features
 from screening.registry import LoadedModel, ModelRegistry, load_folder
@@ -44,7 +49,7 @@ def test_the_candidates_rank_as_the_whole_row(models: list[LoadedModel], values:
     for model in models:
         explainer = TopFeatures(model.weights, model.baseline, candidates)
         whole = explainer.whole(row, k)
-        assert explainer.of(row, k) == whole
+        assert explainer.of(row, k) == explainer.python_of(row, k) == whole
         dense = features.top_contributions(row, model.weights, k, None, model.baseline)
         assert [v for _, v in whole] == [v for _, v in dense]
         for value in {v for _, v in dense[:-1]} - {dense[-1][1]} if dense else ():
@@ -72,3 +77,66 @@ def test_odd_rows_are_ranked_whole(models: list[LoadedModel]) -> None:
     assert model.top_features(broken, 3) == model.explainer.whole(broken, 3) == []
     assert model.top_features(row, 0) == [] and model.top_features(row[:10], 3) == []
     assert model.top_features(row, 12) == features.top_contributions(row, model.weights, 12, None, model.baseline)
+
+
+def test_the_ranker_is_built_and_serves_the_ranking(models: list[LoadedModel]) -> None:
+    from screening import ranker
+
+    for model in models:
+        assert isinstance(model.explainer.ranker, ranker.Ranker)
+
+
+# Rows of every kind the ranker reads: counts and statistics, 0/1 n-grams, ties (few distinct values),
+# and the odd ones (NaN, infinities, negatives, -0.0) a row from elsewhere could hold.
+_CELL = st.one_of(st.sampled_from([0.0, 1.0, -0.0, 0.5, 2.0]),
+                  st.floats(width=32, allow_nan=True, allow_infinity=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(cells=st.lists(st.tuples(st.integers(0, features.N_FEATURES - 1), _CELL), max_size=40),
+       base=st.sampled_from([0.0, 1.0]), k=st.integers(1, 8), candidates=st.sampled_from([0, 3, 40, 128, 1000]),
+       narrow=st.booleans())
+@example(cells=[(0, float("nan"))], base=0.0, k=3, candidates=128, narrow=False)
+@example(cells=[(5, float("inf"))], base=1.0, k=3, candidates=128, narrow=False)
+def test_the_ranker_ranks_as_the_definition(models: list[LoadedModel], cells: list[tuple[int, float]], base: float,
+                                            k: int, candidates: int, narrow: bool) -> None:
+    row = np.full(features.N_FEATURES, base, dtype=np.float32)
+    if narrow:  # n-grams 0 or 1 as `combine` makes them, the odd cells in the dense columns only
+        row[features.NGRAMS] = 0.0
+        cells = [(int(features.DENSE_COLUMNS[i % len(features.DENSE_COLUMNS)]), v) for i, v in cells]
+    for i, value in cells:
+        row[i] = value
+    for model in models:
+        explainer = TopFeatures(model.weights, model.baseline, candidates)
+        assert explainer.ranker is not None
+        with np.errstate(over="ignore", invalid="ignore"):  # huge cells overflow float32, as they may
+            assert explainer.of(row, k) == explainer.python_of(row, k)
+
+
+@settings(max_examples=100, deadline=None)
+@given(row=hnp.arrays(np.float32, features.N_FEATURES, elements=st.sampled_from([0.0, 0.25, 1.0, 3.0])),
+       weights=hnp.arrays(np.float32, features.N_FEATURES, elements=st.sampled_from([-1.0, 0.0, 0.5, 1.0])),
+       baseline=hnp.arrays(np.float32, features.N_FEATURES, elements=st.sampled_from([0.0, 0.25])),
+       k=st.integers(1, 8), candidates=st.sampled_from([3, 128]))
+def test_ties_go_to_the_lower_column_in_both(row: np.ndarray, weights: np.ndarray, baseline: np.ndarray, k: int,
+                                             candidates: int) -> None:
+    """A model of few distinct weights: most contributions tie, and the bound is often reached."""
+    explainer = TopFeatures(weights, baseline, candidates)
+    assert explainer.of(row, k) == explainer.python_of(row, k)
+    if np.isin(row[features.NGRAMS], (0.0, 1.0)).all():  # a row as `combine` makes it: the bound holds
+        assert explainer.of(row, k) == explainer.whole(row, k)
+
+
+def test_rows_the_ranker_does_not_read_go_to_the_definition(models: list[LoadedModel]) -> None:
+    model = models[0]
+    row = _row(["1' UNION SELECT username, password FROM users--", "curl/7.88.1"])
+    ranker = model.explainer.ranker
+    assert ranker is not None
+    assert ranker.of(row, 3) == model.explainer.python_of(row, 3) != []
+    wide = np.repeat(row, 2)[::2]  # the same values, not in one block
+    swapped = row.astype(">f4")  # float32 of the other byte order: not the ranker's format
+    for odd in (row.astype(np.float64), wide, swapped, row[None, :], row[:-1]):
+        assert ranker.of(odd, 3) is None
+    assert ranker.of(row, 0) is None and ranker.of(row, 9) is None
+    for odd in (row.astype(np.float64), wide, swapped):
+        assert model.top_features(odd, 3) == model.explainer.python_of(odd, 3)
