@@ -5,7 +5,8 @@ versions (`2026.11.29-1`) sort in time order. `load` is the Loader role of Tenso
 the manifest, check the model file's sha256 and the feature schema, open an onnxruntime session,
 run the golden inputs and compare their scores; any failure raises `ModelRefused` with the reason,
 and nothing is swapped. A `LoadedModel` is an immutable value: a request holds the one it started
-with. Serving needs numpy and onnxruntime only.
+with. Serving needs numpy and onnxruntime only; onnxruntime is imported by the first load, not by
+this module, so a gateway that screens nothing never maps it (~30 MiB of a worker's RSS).
 
 A model takes one of two input signatures (`Manifest.signature`): wide, the [N, F] feature vectors,
 or narrow, the 116 dense columns and the sums of its two n-gram weight tables over the request's
@@ -16,22 +17,23 @@ inputs are the manifest's.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from screening import features
 from screening.features import DENSE_COLUMNS, NGRAMS
 from screening.manifest import MANIFEST, MODEL, Manifest, file_sha256
 from screening.record import RequestRecord
 from screening.top_features import TopFeatures
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 OUTPUTS = ("score", "attack_probability", "anomaly")
 _OUTPUT_NAMES = list(OUTPUTS)
@@ -40,14 +42,20 @@ _FLOAT32 = np.dtype(np.float32)
 SIGNATURES = {"wide": ("X",), "narrow": ("dense", "gram_logit", "gram_rare")}
 N_DENSE = len(DENSE_COLUMNS)
 GOLDEN_TOLERANCE = 1e-4
-INPUTS_REMEMBERED = 256  # read-only rows whose narrow inputs are kept (the policy keeps at most 256 rows)
-# onnxruntime's own exception types (they derive from Exception directly), plus what numpy raises
-# for an input of the wrong shape or type: the only errors translated where inference enters.
-ORT_ERRORS: tuple[type[Exception], ...] = (
-    _ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidProtobuf, _ort_errors.NoSuchFile,
-    _ort_errors.NoModel, _ort_errors.RuntimeException, _ort_errors.InvalidGraph, _ort_errors.EPFail,
-    _ort_errors.NotImplemented, RuntimeError, ValueError, TypeError,
-)
+
+
+@functools.cache
+def ort_errors() -> tuple[type[Exception], ...]:
+    """onnxruntime's own exception types (they derive from Exception directly), plus what numpy raises
+    for an input of the wrong shape or type: the only errors translated where inference enters. Called
+    in `except` clauses, so only once something was raised (and onnxruntime is already imported)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
+
+    return (
+        _ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidProtobuf, _ort_errors.NoSuchFile,
+        _ort_errors.NoModel, _ort_errors.RuntimeException, _ort_errors.InvalidGraph, _ort_errors.EPFail,
+        _ort_errors.NotImplemented, RuntimeError, ValueError, TypeError,
+    )
 
 
 class ModelRefused(Exception):
@@ -76,8 +84,6 @@ class LoadedModel:
     gram_table: np.ndarray = field(init=False, repr=False)
     _bindings: threading.local = field(init=False, repr=False)  # per thread: see `_run_one`
     explainer: TopFeatures = field(init=False, repr=False)
-    # Narrow: id of a read-only [1, F] row -> (a weak reference to it, its 118 inputs); see `_run_narrow_one`.
-    _inputs: dict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = field(init=False, repr=False)
     _one_row: tuple[int, int] = field(init=False, repr=False)  # the shape `run` binds: (1, n_features)
 
     def __post_init__(self) -> None:
@@ -90,7 +96,6 @@ class LoadedModel:
         object.__setattr__(self, "gram_table", table)
         object.__setattr__(self, "_bindings", threading.local())
         object.__setattr__(self, "explainer", TopFeatures(self.weights, self.baseline))
-        object.__setattr__(self, "_inputs", {})
         object.__setattr__(self, "_one_row", (1, self.manifest.n_features))
 
     def top_features(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -108,7 +113,7 @@ class LoadedModel:
                 return self._run_narrow_one(X) if self.narrow else self._run_one(X)
             feeds = self.narrow_feeds(X) if self.narrow else {"X": X}
             outputs = self.session.run(_OUTPUT_NAMES, feeds)
-        except ORT_ERRORS as exc:
+        except ort_errors() as exc:
             raise ScoringError(f"{self.key}: inference failed: {type(exc).__name__}: {exc}") from None
         return np.concatenate(outputs, axis=1)
 
@@ -139,35 +144,16 @@ class LoadedModel:
         n-gram sums (one float32 matrix-vector product with `gram_table`) are written into one bound
         [1, 118] buffer whose parts are the three inputs. Fed from the vector: gathering a request's
         n-gram positions and dropping repeats costs more in numpy calls than this product over the
-        4,007 columns (docs/screening.md, optimisation notes).
-
-        A read-only row (the screening policy's repeat cache shares its rows read-only) is taken as
-        immutable: its 118 inputs are remembered by the row's identity (checked through a weak
-        reference, so a freed row's reused id never matches) and copied back in one assignment."""
+        4,007 columns (docs/screening.md, optimisation notes)."""
         bound = getattr(self._bindings, "narrow", None)
         if bound is None:
             bound = self._bindings.narrow = _bind_narrow(self.session)
-        run, binding, options, dense, sums, scores, inputs = bound
-        shared = not X.flags.writeable
-        if shared:
-            found = self._inputs.get(id(X))
-            if found is not None and found[0]() is X:
-                inputs[...] = found[1]
-                run(binding, options)
-                return scores.copy()
+        run, binding, options, dense, sums, scores = bound
         row = X[0]
         row.take(DENSE_COLUMNS, 0, dense, "clip")  # positional, into `dense`: no temporary, no keywords
         self.gram_table.dot(row, sums)  # what `np.dot(table, row, out=sums)` computes, minus its dispatch
-        if shared:
-            self._remember(X, inputs)
         run(binding, options)
         return scores.copy()
-
-    def _remember(self, X: np.ndarray, inputs: np.ndarray) -> None:
-        remembered = self._inputs
-        if len(remembered) >= INPUTS_REMEMBERED:
-            remembered.clear()
-        remembered[id(X)] = (weakref.ref(X), inputs.copy())
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
@@ -187,10 +173,9 @@ def _bind_one(session: ort.InferenceSession, width: int) -> tuple[Any, Any, Any,
 
 def _bind_narrow(
     session: ort.InferenceSession, native: bool = True
-) -> tuple[Any, Any, Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[Any, Any, Any, np.ndarray, np.ndarray, np.ndarray]:
     """A narrow graph's binding for one row: `dense`, `gram_logit`, `gram_rare` side by side in one
-    buffer; returned as views: the dense row ([116], what `take` writes), the two sums, the scores and
-    the whole [118] input."""
+    buffer; returned as views: the dense row ([116], what `take` writes), the two sums, and the scores."""
     buffer = np.zeros((1, N_DENSE + 2), dtype=np.float32)
     scores = np.zeros((1, len(OUTPUTS)), dtype=np.float32)
     binding = session.io_binding()
@@ -199,7 +184,7 @@ def _bind_narrow(
     binding.bind_input("gram_logit", "cpu", 0, np.float32, [1, 1], buffer.ctypes.data + N_DENSE * size)
     binding.bind_input("gram_rare", "cpu", 0, np.float32, [1, 1], buffer.ctypes.data + (N_DENSE + 1) * size)
     _bind_outputs(binding, scores)
-    return (*_runner(session, binding, native), buffer[0, :N_DENSE], buffer[0, N_DENSE:], scores, buffer[0])
+    return (*_runner(session, binding, native), buffer[0, :N_DENSE], buffer[0, N_DENSE:], scores)
 
 
 def _bind_outputs(binding: Any, scores: np.ndarray) -> None:
@@ -216,6 +201,8 @@ def _runner(session: ort.InferenceSession, binding: Any, native: bool = True) ->
     lookup (an AttributeError raised and cleared) per run. Else (or `native=False`) the public method,
     without options (passing options to it reads a config entry that raises per run). Same run, same
     floats."""
+    import onnxruntime as ort
+
     inner, inner_binding = getattr(session, "_sess", None), getattr(binding, "_iobinding", None)
     if native and inner is not None and inner_binding is not None and hasattr(inner, "run_with_iobinding"):
         return inner.run_with_iobinding, inner_binding, ort.RunOptions()
@@ -230,6 +217,8 @@ def _public_run(session: ort.InferenceSession) -> Any:
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     # One thread per run: the gateway bounds concurrency itself, and small batches gain nothing from more.
     options.intra_op_num_threads = threads
@@ -289,9 +278,11 @@ def load_folder(folder: Path, name: str = "", version: str = "") -> LoadedModel:
         raise ModelRefused(name, version, f"unreadable model file: {exc.strerror}") from None
     if digest != manifest.sha256:
         raise ModelRefused(name, version, f"checksum mismatch: file {digest[:12]}, manifest {manifest.sha256[:12]}")
+    import onnxruntime as ort
+
     try:
         session = ort.InferenceSession(str(model_path), session_options(), providers=["CPUExecutionProvider"])
-    except ORT_ERRORS as exc:
+    except ort_errors() as exc:
         raise ModelRefused(name, version, f"onnxruntime cannot load it: {type(exc).__name__}") from None
     expected = SIGNATURES.get(manifest.signature)
     inputs = tuple(i.name for i in session.get_inputs())

@@ -200,7 +200,7 @@ def test_the_public_binding_run_scores_as_the_native_one(root: Path) -> None:
     native = [model.run(X[i : i + 1]).tobytes() for i in range(len(X))]
     public = _bind_narrow(model.session, native=False)
     assert public[2] is None and _bind_narrow(model.session)[2] is not None
-    run, binding, options, dense, sums, scores, _ = public
+    run, binding, options, dense, sums, scores = public
     for i in range(len(X)):
         dense[...] = X[i, features.DENSE_COLUMNS]
         sums[...] = model.gram_table @ X[i]
@@ -249,26 +249,3 @@ async def test_narrow_batches_score_as_one_by_one(root: Path) -> None:
             assert np.abs(scores.values - model.run(X[i : i + 1])).max() < 1e-6
     finally:
         scorer.close()
-
-
-def test_a_read_only_row_runs_from_its_remembered_inputs(root: Path) -> None:
-    """A read-only row (the policy's kept rows) is run from the inputs remembered for it: the same floats
-    as the row computed afresh; a freed row's id never brings back its inputs for another row."""
-    model = load_folder(root / NAME / "v1")
-    X = rows(8)
-    fresh = [model.run(X[i : i + 1]).tobytes() for i in range(len(X))]
-    for _ in range(2):  # computed and remembered, then from memory
-        for i in range(len(X)):
-            row = X[i : i + 1].copy()
-            row.flags.writeable = False
-            assert model.run(row).tobytes() == fresh[i]
-    shared = [X[i : i + 1].copy() for i in range(len(X))]
-    for row in shared:
-        row.flags.writeable = False
-        model.run(row)
-    assert model.run(shared[3]).tobytes() == fresh[3] and model.run(shared[5]).tobytes() == fresh[5]
-    del shared  # ids may now be reused by new rows: their inputs are not taken for them
-    for i in range(len(X)):
-        row = X[(i + 1) % len(X) : (i + 1) % len(X) + 1].copy()
-        row.flags.writeable = False
-        assert model.run(row).tobytes() == fresh[(i + 1) % len(X)]
