@@ -48,6 +48,10 @@ _QUERY_KEYS: dict[str, bool] = {}  # query key -> whether it is plain (not scree
 # And a request's header names, in order -> the positions of the screened ones in screened order.
 _HeaderPlan = tuple[tuple[str, ...], dict[str, int], dict[tuple[str, ...], tuple[int, ...]]]
 _HEADER_RANKS: dict[tuple[str, ...], _HeaderPlan] = {}
+# The screened-header list used last and its plan: a route's config hands the same tuple on every request,
+# and an identity check costs less than hashing the tuple for the look-up (the tuple is held, so its id
+# cannot be reused by another).
+_LAST_PLAN: list[Any] = [None, None]
 
 
 def _query_key_is_plain(key: str) -> bool:
@@ -158,9 +162,12 @@ def head_values(
             key = clip(key)
         if not _query_key_is_plain(key):
             values.append(key)
-    plan = _HEADER_RANKS.get(screened_headers)
-    if plan is None:
-        plan = _header_plan(screened_headers)
+    last = _LAST_PLAN
+    if last[0] is screened_headers:
+        plan: _HeaderPlan = last[1]
+    else:
+        plan = _HEADER_RANKS.get(screened_headers) or _header_plan(screened_headers)
+        last[0], last[1] = screened_headers, plan
     keys = getattr(headers, "keys", None)  # a mapping or multidict; else an iterable of pairs
     spelled = tuple(keys()) if keys is not None else ()
     if spelled and len(spelled) == len(headers):  # type: ignore[arg-type]
@@ -172,7 +179,9 @@ def head_values(
             positions = _header_positions(plan, spelled)
         if positions:
             given = list(headers.values())  # type: ignore[union-attr]
-            values += [given[i] if len(given[i]) <= MAX_VALUE_CHARS else clip(given[i]) for i in positions]
+            for i in positions:  # a loop, not a comprehension: no frame for the usual two or three
+                value = given[i]
+                values.append(value if len(value) <= MAX_VALUE_CHARS else clip(value))
     else:
         names, ranks, _ = plan
         found: list[tuple[int, str]] = []
