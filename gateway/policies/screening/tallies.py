@@ -9,6 +9,7 @@ once the policy has stopped, every observation writes through (`eager`).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from gateway.metrics_registry import (
@@ -58,19 +59,23 @@ class _Tallies:
         else:
             self.memo_hits += 1
 
+    # `took` and `score` run once per screened request: the usual case (a route's tally exists, one
+    # worker) is `_observe` and `Tally.observe` inlined, without their two calls.
     def took(self, route: str, seconds: float) -> None:
-        tally = self.durations.get(route)  # `_observe`, inlined: once per request
+        tally = self.durations.get(route)
         if tally is None or self.eager:
             self._observe(self.durations, SCREENING_DURATION, route, seconds)
         else:
-            tally.observe(seconds)
+            tally.counts[bisect_left(tally.bounds, seconds)] += 1
+            tally.total += seconds
 
     def score(self, route: str, score: float) -> None:
         tally = self.scores.get(route)
         if tally is None or self.eager:
             self._observe(self.scores, SCREENING_SCORE, route, score)
         else:
-            tally.observe(score)
+            tally.counts[bisect_left(tally.bounds, score)] += 1
+            tally.total += score
 
     def _observe(self, tallies: dict[str, Tally], metric: Any, route: str, value: float) -> None:
         """One observation of a per-route histogram: written through when eager, else tallied."""
