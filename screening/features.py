@@ -98,11 +98,14 @@ __all__ = (
     "field_vectors",
     "python_combine",
     "python_contribution",
+    "python_field_vectors",
+    "python_value_vectors",
     "top_contributions",
 )
 
 _SPECIAL_BYTES = b"'\"<>;(){}$|&`=\\*"
 _CACHE_CHARS = 256  # values up to this long are cached by content
+_CACHE_SIZE = 16384  # values in that cache (least recently used first out)
 
 
 def field_values(record: RequestRecord) -> list[str]:
@@ -146,13 +149,9 @@ class FieldVector:
         return self.dense[_N_CLS:]
 
 
-@lru_cache(maxsize=16384)
-def _field_cached(raw: str) -> tuple[FieldVector, ...]:
-    return _value_vectors(raw)
-
-
-def _value_vectors(raw: str) -> tuple[FieldVector, ...]:
-    """The contributions of one screened value: its own, and that of the text it hides as base64."""
+def python_value_vectors(raw: str) -> tuple[FieldVector, ...]:
+    """The contributions of one screened value: its own, and that of the text it hides as base64. The
+    definition of `_value_vectors`, which is the compiled one (`field_path.pyx`) when it is built."""
     own = _field(raw, False)
     hidden = preprocess.base64_text(raw) if len(raw) >= 16 else None
     return (own,) if hidden is None else (own, _field(hidden, True))
@@ -253,9 +252,10 @@ def extract_values(values: Sequence[str], dropped: int = 0) -> np.ndarray:
     return _vector(list(values), dropped)
 
 
-def field_vectors(raw_values: Sequence[str]) -> list[FieldVector]:
+def python_field_vectors(raw_values: Sequence[str]) -> list[FieldVector]:
     """The contributions of a request's values; short values are cached by content (headers, paths and
-    common labels repeat), with the base64 check that goes with them."""
+    common labels repeat), with the base64 check that goes with them. The definition of
+    `field_vectors`, which is the compiled one (`field_path.pyx`) when it is built."""
     out: list[FieldVector] = []
     for raw in raw_values:
         out += _field_cached(raw) if len(raw) <= _CACHE_CHARS else _value_vectors(raw)
@@ -326,13 +326,18 @@ def _tables() -> tuple[bytes, bytes]:
 
 _KIND_TABLE, _CASE_TABLE = _tables()
 
-# The compiled contribution, when built (`make setup` builds it): the same bytes for every value, held
-# to `python_contribution` by property tests, for a fraction of the instructions.
+# The compiled contribution and value path, when built (`make setup` builds them): the same bytes for
+# every value, held to `python_contribution`, `python_combine`, `python_value_vectors` and
+# `python_field_vectors` by property tests, for a fraction of the instructions.
 try:
     from screening.contribution import Combiner, Contributor
+    from screening.field_path import FieldPath
 except ImportError:  # a checkout that was not built; the tests fail on it (test_contribution.py)
     _contribution = python_contribution
     combine = python_combine
+    _value_vectors = python_value_vectors
+    _field_cached = lru_cache(maxsize=_CACHE_SIZE)(python_value_vectors)
+    field_vectors = python_field_vectors
 else:
     _contribution = Contributor(
         n_classes=N, bigram_at=_BI_AT, trigram_at=_TRI_AT, role3_of_trigram=_ROLE3_OF_TRI,
@@ -344,6 +349,12 @@ else:
         n_features=N_FEATURES, n_cls=_N_CLS, n_stats=len(STATS), cls0=_CLS0, max0=_MAX0, min0=_MIN0, req0=_REQ0,
         log1p_fields=_LOG1P_FIELDS, zeros=np.zeros, float32=np.float32, log1p=np.log1p,
     ).combine
+    _path = FieldPath(
+        classes=tokens.classes, contribution=_contribution, field_vector=FieldVector,
+        normalize_with_rounds=preprocess.normalize_with_rounds, base64_text=preprocess.base64_text,
+        lru_cache=lru_cache, cache_size=_CACHE_SIZE, cache_chars=_CACHE_CHARS, max_chars=preprocess.MAX_CHARS,
+    )
+    _value_vectors, _field_cached, field_vectors = _path.value_vectors, _path.cached, _path.field_vectors
 
 
 def describe(raw_values: Sequence[str]) -> dict[int, str]:

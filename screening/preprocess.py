@@ -163,12 +163,19 @@ def _plain_ascii(value: str) -> bool:
             and not ("--" in value and ("<!--" in value or "-->" in value)))
 
 
-def _normalize(value: str | bytes) -> tuple[str, int]:
-    if isinstance(value, str) and value.isascii() and len(value) <= MAX_CHARS and _plain_ascii(value):
-        # Plain printable ASCII: no round can change it but case folding; the common case, kept cheap.
+def python_plain(value: str | bytes, max_chars: int = MAX_CHARS) -> str | None:
+    """The normal form of a plain printable ASCII str of at most `max_chars` characters (no round can
+    change it but case folding: the common case, kept cheap), else None. The definition of `plain`,
+    which is the compiled one (`field_path.pyx`) when it is built."""
+    if isinstance(value, str) and value.isascii() and len(value) <= max_chars and _plain_ascii(value):
         lowered = value.lower()
-        return (_SPACES.sub(" ", lowered) if "  " in lowered else lowered), 0
-    return _decoded(value)
+        return _SPACES.sub(" ", lowered) if "  " in lowered else lowered
+    return None
+
+
+def _normalize(value: str | bytes) -> tuple[str, int]:
+    text = plain(value, MAX_CHARS)
+    return (text, 0) if text is not None else _decoded(value)
 
 
 def _decoded(value: str | bytes) -> tuple[str, int]:
@@ -225,3 +232,11 @@ def base64_text(value: str) -> str | None:
     if not text or printable < 0.9 * len(text):
         return None
     return normalize(text)
+
+
+# The compiled plain-ASCII path, when built (`make setup` builds it): the same text for every value,
+# held to `python_plain` by property tests (test_field_path.py, which also fails when it is not built).
+try:
+    from screening.field_path import plain
+except ImportError:  # a checkout that was not built
+    plain = python_plain
