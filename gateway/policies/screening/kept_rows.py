@@ -78,6 +78,15 @@ def copy_note(note: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
+def forget_outcomes(kept: dict[tuple[Any, ...], Kept]) -> None:
+    """Drop every kept outcome, keeping the rows: called after a model swap or shadow change, so that
+    outcomes no longer hold a retired model (and its onnxruntime session) alive. Never needed for
+    correctness (a hit checks the models by identity); a request scored across the change may still
+    leave an outcome of the old model, replaced at its next repeat."""
+    for entry in kept.values():
+        entry.outcome = None
+
+
 def message_key(head: list[str], message: Any) -> tuple[Any, ...] | None:
     """The repeat key of a request with a protobuf message, from its head's screened values (see the
     module docstring for why it is exact); None for any other message or beyond `KEY_CHARS`."""

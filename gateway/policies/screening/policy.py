@@ -32,7 +32,15 @@ from gateway.pipeline import Reply
 from gateway.policies.base import BasePolicy, RouteConfigs
 from gateway.policies.screening.config import ScreeningConfig
 from gateway.policies.screening.field_rows import _rows_by_field
-from gateway.policies.screening.kept_rows import Kept, Outcome, copy_note, keep, message_key, values_key
+from gateway.policies.screening.kept_rows import (
+    Kept,
+    Outcome,
+    copy_note,
+    forget_outcomes,
+    keep,
+    message_key,
+    values_key,
+)
 from gateway.policies.screening.observer import _Observer
 from gateway.policies.screening.tallies import _Tallies
 from gateway.policies.screening.verdict import _round4, category, problem
@@ -128,6 +136,7 @@ class Screening(BasePolicy):
                 self.scorer.start()
             else:
                 self.scorer.activate(model)
+            forget_outcomes(self._kept)
             SCREENING_MODEL_SWAPS.labels("activated").inc()
             log.info("screening model %s activated", model.key)
             return model
@@ -137,6 +146,7 @@ class Screening(BasePolicy):
             if self.scorer is None:
                 raise LookupError("no model is loaded")
             model = self.scorer.rollback()
+            forget_outcomes(self._kept)
             SCREENING_MODEL_SWAPS.labels("rolled_back").inc()
             log.info("screening model rolled back to %s", model.key)
             return model
@@ -147,6 +157,7 @@ class Screening(BasePolicy):
                 raise LookupError("no model is loaded")
             model = await self.load(version, name) if version else None
             self.scorer.set_shadow(model)
+            forget_outcomes(self._kept)
             self.shadow_disagreements = self.shadow_scored = 0
             return model
 

@@ -188,3 +188,57 @@ def test_the_memo_gives_the_notes_replies_and_tallies_of_the_uncached_path() -> 
     finally:
         for policy in (memo, plain):
             asyncio.run(policy.stop())
+
+
+def test_an_outcome_serves_only_the_models_it_was_worked_out_with() -> None:
+    """A swap through the scorer itself (not the policy's admin methods, which also drop the kept
+    outcomes) leaves an outcome of the old models in the memo: the identity check on every hit keeps it
+    from being served, and the request is scored with the current ones."""
+    screening = build(RouteConfigs(ScreeningConfig(mode="block", top_features=5)))
+    asyncio.run(screening.start())
+    try:
+        scorer = screening.scorer
+        assert scorer is not None
+        first = [_screen(screening, BODY) for _ in range(3)][-1]  # kept, then a hit
+        other = screening.registry.load("request-screening", "2026.11.29-2")
+        assert other.key != first[1]["model"]
+        for change in (lambda: scorer.activate(other), lambda: scorer.set_shadow(scorer.previous)):
+            change()
+            hits = screening._tallies.memo_hits  # type: ignore[attr-defined]
+            outcome, note = _screen(screening, BODY)
+            assert screening._tallies.memo_hits == hits  # scored, not served
+            assert note["model"] == scorer.active.key and note.get("shadow", {}).get("model") == (
+                scorer.shadow.key if scorer.shadow else None)
+            assert _screen(screening, BODY) == (outcome, note)  # then served, for these models
+            assert screening._tallies.memo_hits == hits + 1  # type: ignore[attr-defined]
+    finally:
+        asyncio.run(screening.stop())
+
+
+def test_batch_inference_keeps_the_outcome_once_scored_and_decides_repeats_at_once() -> None:
+    screening = build(RouteConfigs(ScreeningConfig(mode="block", top_features=5, inference="batch")))
+
+    async def run() -> list[tuple[bool, str, dict[str, object]]]:
+        await screening.start()
+        seen = []
+        for body in (BODY, BODY, BODY, ATTACK, ATTACK, ATTACK):
+            call = Call("r", "POST", "/v1/echo", "127.0.0.1", CIMultiDict({"User-Agent": "curl/8.5.0"}),
+                        CIMultiDict(), route="echo.v1.EchoService.Echo")
+            screening.on_request(call)
+            outcome, at_once = "allowed", True
+            try:
+                waiting = screening.on_message(call, json_format.Parse(json.dumps(body), echo_pb2.EchoRequest()))
+                if waiting is not None:
+                    at_once = False
+                    await waiting
+            except Reply:
+                outcome = "blocked"
+            screening.on_complete(call)
+            seen.append((at_once, outcome, call.attributes["screening"]))
+        await screening.stop()
+        return seen
+
+    seen = asyncio.run(run())
+    assert [at_once for at_once, _, _ in seen] == [False, False, True, False, False, True]  # scored twice, then memo
+    assert seen[0][1:] == seen[1][1:] == seen[2][1:] and seen[2][1] == "allowed"
+    assert seen[3][1:] == seen[4][1:] == seen[5][1:] and seen[5][1] == "blocked"
