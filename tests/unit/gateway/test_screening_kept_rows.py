@@ -40,11 +40,12 @@ def _echo(text: str, repeat: int, pairs: list[tuple[str, str]], order: random.Ra
     return message
 
 
-def _book(title: str, pairs: list[tuple[str, str]], order: random.Random) -> object:
-    """A Book (nested and repeated messages, repeated strings, a map: the general walk), map order shuffled."""
+def _book(title: str, pairs: list[tuple[str, str]], order: random.Random, rating: float | str = 0.0) -> object:
+    """A Book (nested and repeated messages, repeated strings, a map, a double: the general walk), map
+    order shuffled."""
     shuffled = pairs.copy()
     order.shuffle(shuffled)
-    document = {"title": title, "tags": [value for _, value in pairs][:3], "author": {"name": title},
+    document = {"title": title, "rating": rating, "tags": [value for _, value in pairs][:3], "author": {"name": title},
                 "labels": dict(shuffled), "reviews": [{"text": value} for _, value in shuffled[:2]]}
     return json_format.ParseDict(document, library_pb2.Book())
 
@@ -59,16 +60,18 @@ def _key(message: object, query: list[tuple[str, str]]) -> tuple[object, ...] | 
 
 @settings(max_examples=300, deadline=None)
 @given(text=_TEXTS, repeat=st.sampled_from([0, 1, -2]), pairs=_PAIRS, other=_PAIRS, seeds=st.tuples(st.integers(),
-       st.integers()), drop=st.integers(0, 3), query=st.sampled_from([[], [("q", "hello")], [("we ird", "1")]]))
+       st.integers()), drop=st.integers(0, 3), query=st.sampled_from([[], [("q", "hello")], [("we ird", "1")]]),
+       ratings=st.tuples(*[st.sampled_from([0.0, -0.0, 2.5, "NaN", "-Infinity"])] * 2))
 def test_equal_keys_mean_equal_values(text: str, repeat: int, pairs: list[tuple[str, str]],
                                       other: list[tuple[str, str]], seeds: tuple[int, int], drop: int,
-                                      query: list[tuple[str, str]]) -> None:
-    """Messages of the same content filled in other orders, and messages of other content: wherever two
-    keys are equal, the values and `dropped` are; wherever the values differ, so do the keys."""
+                                      query: list[tuple[str, str]], ratings: tuple[float | str, float | str]) -> None:
+    """Messages of the same content filled in other orders, and messages of other content (0.0 is an unset
+    double, -0.0 a set one): wherever two keys are equal, the values and `dropped` are; wherever the
+    values differ, so do the keys."""
     first, second = random.Random(seeds[0]), random.Random(seeds[1])
     messages = [_echo(text, repeat, pairs, first, drop), _echo(text, repeat, pairs, second, drop),
-                _echo(text, repeat, other, second, drop), _book(text, pairs, first), _book(text, pairs, second),
-                _book(text, other, first)]
+                _echo(text, repeat, other, second, drop), _book(text, pairs, first, ratings[0]), _book(text, pairs, second, ratings[1]),
+                _book(text, other, first, ratings[1])]
     keyed = [(key, _values(m, query)) for m in messages if (key := _key(m, query)) is not None]  # within KEY_CHARS
     assert len(keyed) >= 3  # the echo messages always are
     for key, values in keyed:
