@@ -18,8 +18,10 @@ lexed into token classes (`tokens.py`); the request's vector is then
 The work is numpy over the concatenated fields, so a request costs a handful of array operations
 whatever its number of fields; normalisation and lexing of short values are cached (headers and
 paths repeat). A value's own contribution is defined by `python_contribution` and computed by the
-compiled `contribution.pyx` when it is built (byte for byte the same). The layout of the vector (column
-names, block offsets, n-gram hash positions, `SCHEMA`) is `feature_schema.py`, re-exported here.
+compiled `contribution.pyx` when it is built (byte for byte the same), and a request's values reach
+theirs through the compiled `field_path.pyx` likewise. The layout of the vector (column names, block
+offsets, n-gram hash positions, `SCHEMA`) is `feature_schema.py`, and the readable explanation of a
+row (`describe`, `top_contributions`) is `explanation.py`, both re-exported here.
 """
 
 from __future__ import annotations
@@ -28,33 +30,25 @@ import math
 from array import array
 from collections.abc import Sequence
 from functools import lru_cache
-from itertools import pairwise
+from typing import Protocol
 
 import numpy as np
 
 from screening import preprocess, tokens
+from screening.explanation import describe, top_contributions
 from screening.feature_schema import (
     _BI0,
     _BI_AT,
-    _BI_SHIFT,
     _CLS0,
-    _MASK64,
     _MAX0,
     _MIN0,
-    _MULT,
     _N_CLS,
     _REQ0,
     _ROLE,
-    _ROLE3_0,
     _ROLE3_OF_TRI,
     _ROLE3R_OF_TRI,
-    _ROLE4_0,
     _ROLE4_AT,
-    _ROLE4_SHIFT,
-    _ROLE_OF,
-    _TRI0,
     _TRI_AT,
-    _TRI_SHIFT,
     BIGRAM_WIDTH,
     DENSE_COLUMNS,
     N_FEATURES,
@@ -105,7 +99,7 @@ __all__ = (
 
 _SPECIAL_BYTES = b"'\"<>;(){}$|&`=\\*"
 _CACHE_CHARS = 256  # values up to this long are cached by content
-_CACHE_SIZE = 16384  # values in that cache (least recently used first out)
+_CACHE_SIZE = 16384  # values in that cache (the compiled one is emptied when full, lru_cache drops the oldest)
 
 
 def field_values(record: RequestRecord) -> list[str]:
@@ -326,9 +320,18 @@ def _tables() -> tuple[bytes, bytes]:
 
 _KIND_TABLE, _CASE_TABLE = _tables()
 
+
+class _ValueCache(Protocol):
+    """`_field_cached`: `_value_vectors` by value, bounded (`functools.lru_cache`, or the compiled one)."""
+
+    def __call__(self, raw: str) -> tuple[FieldVector, ...]: ...
+    def cache_clear(self) -> None: ...
+
+
 # The compiled contribution and value path, when built (`make setup` builds them): the same bytes for
 # every value, held to `python_contribution`, `python_combine`, `python_value_vectors` and
 # `python_field_vectors` by property tests, for a fraction of the instructions.
+_field_cached: _ValueCache
 try:
     from screening.contribution import Combiner, Contributor
     from screening.field_path import FieldPath
@@ -352,45 +355,6 @@ else:
     _path = FieldPath(
         classes=tokens.classes, contribution=_contribution, field_vector=FieldVector,
         normalize_with_rounds=preprocess.normalize_with_rounds, base64_text=preprocess.base64_text,
-        lru_cache=lru_cache, cache_size=_CACHE_SIZE, cache_chars=_CACHE_CHARS, max_chars=preprocess.MAX_CHARS,
+        cache_size=_CACHE_SIZE, cache_chars=_CACHE_CHARS, max_chars=preprocess.MAX_CHARS,
     )
     _value_vectors, _field_cached, field_vectors = _path.value_vectors, _path.cached, _path.field_vectors
-
-
-def describe(raw_values: Sequence[str]) -> dict[int, str]:
-    """Readable names for the n-gram positions a set of values hits (`bi:single_quote>sql_logic`,
-    `role4:quote>keyword>number>operator`)."""
-    names: dict[int, str] = {}
-
-    def label(cls: int) -> str:
-        return "|" if cls == 0 else tokens.NAMES[cls - 1]
-
-    for raw in raw_values:
-        sequence = [0, *tokens.classes(preprocess.normalize(raw)), 0]
-        for a, b in pairwise(sequence):
-            names.setdefault(_BI0 + (((a * N + b) * _MULT & _MASK64) >> _BI_SHIFT), f"bi:{label(a)}>{label(b)}")
-        for a, b, c in zip(sequence, sequence[1:], sequence[2:]):
-            position = _TRI0 + ((((a * N + b) * N + c) * _MULT & _MASK64) >> _TRI_SHIFT)
-            names.setdefault(position, f"tri:{label(a)}>{label(b)}>{label(c)}")
-        roles = [_ROLE_OF[cls] for cls in sequence]
-        for a, b, c in zip(roles, roles[1:], roles[2:]):
-            names.setdefault(_ROLE3_0 + (a * R + b) * R + c, NAMES[_ROLE3_0 + (a * R + b) * R + c])
-        for a, b, c, d in zip(roles, roles[1:], roles[2:], roles[3:]):
-            position = _ROLE4_0 + (((((a * R + b) * R + c) * R + d) * _MULT & _MASK64) >> _ROLE4_SHIFT)
-            names.setdefault(position, "role4:" + ">".join(ROLE_NAMES[r] for r in (a, b, c, d)))
-    return names
-
-
-def top_contributions(vector: np.ndarray, weights: np.ndarray, k: int, raw_values: Sequence[str] | None = None,
-                      baseline: np.ndarray | None = None) -> list[tuple[str, float]]:
-    """The `k` features pushing the score up most: weight times (value minus the benign baseline),
-    named readably (hashed n-grams resolved against `raw_values`) when values are given."""
-    if k <= 0 or len(weights) != len(vector):
-        return []
-    contribution = (vector - baseline) * weights if baseline is not None and len(baseline) else vector * weights
-    candidates = np.flatnonzero(contribution > 0)
-    if len(candidates) == 0:
-        return []
-    order = candidates[np.argsort(contribution[candidates])[::-1][:k]]
-    readable = describe(raw_values) if raw_values is not None and any(_BI0 <= i < _MAX0 for i in order) else {}
-    return [(readable.get(int(i), NAMES[i]), round(float(contribution[i]), 3)) for i in order]

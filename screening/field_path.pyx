@@ -98,25 +98,29 @@ def plain(value, Py_ssize_t max_chars):
 
 cdef class FieldPath:
     """`value_vectors(raw)` and `field_vectors(raw_values)`, from `features`' parts; `cached` is the
-    bounded cache of `value_vectors` the definition keeps (`functools.lru_cache`, built here)."""
+    bounded cache of `value_vectors` by value that `field_vectors` asks for short values."""
 
     cdef object classes, contribution, field_vector, normalize_with_rounds, base64_text
     cdef Py_ssize_t cache_chars, max_chars
-    cdef readonly object cached
+    cdef readonly ValueCache cached
 
-    def __init__(self, *, classes, contribution, field_vector, normalize_with_rounds, base64_text, lru_cache,
+    def __init__(self, *, classes, contribution, field_vector, normalize_with_rounds, base64_text,
                  cache_size: int, cache_chars: int, max_chars: int) -> None:
         self.classes, self.contribution, self.field_vector = classes, contribution, field_vector
         self.normalize_with_rounds, self.base64_text = normalize_with_rounds, base64_text
         self.cache_chars, self.max_chars = cache_chars, max_chars
-        self.cached = lru_cache(maxsize=cache_size)(self.value_vectors)
+        self.cached = ValueCache(self, cache_size)
 
     def field_vectors(self, raw_values):
         """The contributions of a request's values: `features.python_field_vectors`."""
         cdef list out = []
-        cdef object raw
+        cdef tuple found
+        cdef object raw, field
+        cdef ValueCache cached = self.cached
         for raw in raw_values:
-            out += self.cached(raw) if len(raw) <= self.cache_chars else self.value_vectors(raw)
+            found = cached.get(raw) if len(raw) <= self.cache_chars else self.value_vectors(raw)
+            for field in found:
+                out.append(field)
         return out
 
     def value_vectors(self, raw):
@@ -133,3 +137,34 @@ cdef class FieldPath:
             text, rounds = self.normalize_with_rounds(raw)
         dense, grams = self.contribution(text, raw, rounds, base64, self.classes(text))
         return self.field_vector(dense, grams)
+
+
+cdef class ValueCache:
+    """`value_vectors` by value, at most `size` of them, emptied when full (as the lexer's tables are:
+    headers, paths and common labels come straight back); `cache_clear()` empties it. One dict look-up
+    per value, where `functools.lru_cache` called from C cost about 600 instructions."""
+
+    cdef FieldPath path
+    cdef dict table
+    cdef Py_ssize_t size
+
+    def __init__(self, FieldPath path, Py_ssize_t size) -> None:
+        self.path, self.table, self.size = path, {}, size
+
+    def __call__(self, raw):
+        return self.get(raw)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def cache_clear(self) -> None:
+        self.table.clear()
+
+    cdef tuple get(self, raw):
+        found = self.table.get(raw)
+        if found is None:
+            found = self.path.value_vectors(raw)
+            if len(self.table) >= self.size:
+                self.table.clear()
+            self.table[raw] = found
+        return <tuple>found

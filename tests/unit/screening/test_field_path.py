@@ -23,7 +23,29 @@ def test_the_value_path_is_built_and_serves_the_features() -> None:
     assert preprocess.plain is field_path.plain
     for served in (features.field_vectors, features._value_vectors):
         assert isinstance(getattr(served, "__self__", None), field_path.FieldPath)
-    assert features._field_cached.__wrapped__ == features._value_vectors  # the bounded cache of the path
+    assert isinstance(features._field_cached, field_path.ValueCache)
+
+
+def test_the_cache_is_bounded_and_gives_what_it_was_given() -> None:
+    from screening import field_path
+
+    path = field_path.FieldPath(
+        classes=lambda text: features.tokens.classes(text), contribution=features._contribution,
+        field_vector=FieldVector, normalize_with_rounds=preprocess.normalize_with_rounds,
+        base64_text=preprocess.base64_text, cache_size=2, cache_chars=8, max_chars=preprocess.MAX_CHARS,
+    )
+    first = path.cached("one")
+    assert path.cached("one") is first and len(path.cached) == 1
+    path.cached("two")
+    assert len(path.cached) == 2
+    path.cached("three")  # full: emptied, then this one kept
+    assert len(path.cached) == 1 and path.cached("one") is not first
+    assert _bytes(path.cached("one")) == _bytes(first)
+    path.cached.cache_clear()
+    assert len(path.cached) == 0
+    long = "a long value, not cached"
+    assert _bytes(path.field_vectors(["one", long])) == _bytes([*first, *features.python_value_vectors(long)])
+    assert len(path.cached) == 1  # only the short one
 
 
 class Text(str):

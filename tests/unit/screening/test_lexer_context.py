@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from screening import features, tokens
+from screening import feature_schema, features, tokens
 from screening.preprocess import normalize
 
 _classes: Callable[[str], list[int]] = tokens.classes
@@ -53,7 +53,7 @@ def test_a_shell_word_is_a_command_only_in_command_position() -> None:
 def test_every_token_class_has_a_role_and_role_trigrams_are_named() -> None:
     assert all(features._ROLE[tokens.C[name]] > 0 for name in tokens.NAMES)
     vector = features.extract_values(["' or 1=1--"])
-    hit = {features.NAMES[i] for i in np.flatnonzero(vector) if features._ROLE3_0 <= i < features._ROLE4_0}
+    hit = {features.NAMES[i] for i in np.flatnonzero(vector) if feature_schema._ROLE3_0 <= i < feature_schema._ROLE4_0}
     assert "role3:|>quote>keyword" in hit
     # An LDAP filter shares the role sequence "quote, keyword" family-independently with SQL.
     ldap = features.extract_values(["*)(uid=*))(|(uid=*"])
@@ -63,5 +63,5 @@ def test_every_token_class_has_a_role_and_role_trigrams_are_named() -> None:
 def test_prose_with_ampersands_and_names_shares_no_sequence_with_sql_injection() -> None:
     prose = features.extract_values(["Jane O'Brien, select specialty hospital", "Tom & Jerry"])
     attack = features.extract_values(["' union select password from users--"])
-    quoted = [i for i in range(features._ROLE3_0, features._ROLE4_0) if "quote" in features.NAMES[i]]
+    quoted = [i for i in range(feature_schema._ROLE3_0, feature_schema._ROLE4_0) if "quote" in features.NAMES[i]]
     assert attack[quoted].any() and not prose[quoted].any()
