@@ -15,6 +15,7 @@ float32.
 import builtins
 import sys
 
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.math cimport log1p, log2
 from libc.string cimport memset
@@ -26,6 +27,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     bint PyUnicode_IS_ASCII(object)
     unsigned int PyUnicode_READ(int kind, void* data, Py_ssize_t index) nogil
+    int PyUnicode_1BYTE_KIND
 
 cdef object _sum = builtins.sum
 # Python 3.11's `sum` of floats adds them in order, in a double (3.12 compensates the rounding, so from
@@ -89,6 +91,8 @@ cdef class Contributor:
         self.log1p_table = <const float*>PyBytes_AS_STRING(self.keep_log1p)
         if len(kind_table) != 256 or len(case_table) != 256:
             raise ValueError("byte tables of 256 entries expected")
+        if not set(case_table) <= {46, 65, 97}:  # `_case_switches` tells the shapes apart by their xor
+            raise ValueError("case_table: the shapes '.', 'A' and 'a' expected")
         self.keep_kind, self.keep_case = kind_table, case_table
         self.kind = <const unsigned char*>PyBytes_AS_STRING(self.keep_kind)
         self.case = <const unsigned char*>PyBytes_AS_STRING(self.keep_case)
@@ -224,6 +228,15 @@ cdef class Contributor:
         cdef Py_ssize_t i, switches = 0, end = length if length < CASE_CHARS else CASE_CHARS
         cdef unsigned char shape, before = 0
         cdef unsigned int c
+        cdef const unsigned char* latin1 = <const unsigned char*>data
+        if kind == PyUnicode_1BYTE_KIND:  # the common case, read without PyUnicode_READ's switch
+            for i in range(end):
+                c = latin1[i]
+                shape = self.case[c if c < 128 else 63]
+                # Shapes are '.', 'A' and 'a': 'A' ^ 'a' == 32, '.' ^ 'A' and '.' ^ 'a' are not.
+                switches += (before ^ shape) == 32
+                before = shape
+            return _at_most_one(<double>switches / <double>length * 4.0)
         for i in range(end):
             c = PyUnicode_READ(kind, data, i)
             shape = self.case[c if c < 128 else 63]  # encode("ascii", "replace"): '?' for the rest
@@ -244,6 +257,12 @@ cdef Py_ssize_t _escapes(str raw, Py_ssize_t length) except -1:
     cdef void* data = PyUnicode_DATA(raw)
     cdef Py_ssize_t i, found = 0
     cdef unsigned int c
+    cdef const unsigned char* latin1 = <const unsigned char*>data
+    if kind == PyUnicode_1BYTE_KIND:  # a plain count, which the compiler turns into vector instructions
+        for i in range(length):
+            c = latin1[i]
+            found += (c == 37) | (c == 38) | (c == 92)
+        return found
     for i in range(length):
         c = PyUnicode_READ(kind, data, i)
         if c == 37 or c == 38 or c == 92:
@@ -275,16 +294,29 @@ cdef class Combiner:
 
     def combine(self, fields, dropped=0):
         """The request vector, float32 of length `features.N_FEATURES`."""
-        vector = self.zeros(self.n_features, dtype=self.float32)
+        vector = self.zeros(self.n_features, self.float32)
         cdef Py_ssize_t n = len(fields)
         if not n:
             return vector
-        cdef float[::1] out = vector
+        cdef Py_buffer view
+        PyObject_GetBuffer(vector, &view, PyBUF_WRITABLE)  # the new array's own block (no memoryview made)
+        try:
+            if view.len != self.n_features * <Py_ssize_t>sizeof(float):
+                raise ValueError("zeros made another vector than n_features float32")
+            self._fill(<float*>view.buf, fields, n, dropped)
+        finally:
+            PyBuffer_Release(&view)
+        return vector
+
+    cdef int _fill(self, float* out, fields, Py_ssize_t n, dropped) except -1:
         cdef Py_ssize_t i, j, count, position, n_cls = self.n_cls, n_stats = self.n_dense - self.n_cls
         cdef bytes grams, dense
         cdef const Py_ssize_t* positions
         cdef const float* values
         cdef float value
+        cdef float* top_classes = out + self.cls0
+        cdef float* top_stats = out + self.max0
+        cdef float* least_stats = out + self.min0
         for i in range(n):
             field = fields[i]
             grams = field.grams_bytes
@@ -301,20 +333,18 @@ cdef class Combiner:
             values = <const float*>PyBytes_AS_STRING(dense)
             if i == 0:
                 for j in range(n_cls):
-                    out[self.cls0 + j] = values[j]
+                    top_classes[j] = values[j]
                 for j in range(n_stats):
-                    out[self.max0 + j] = out[self.min0 + j] = values[n_cls + j]
+                    top_stats[j] = least_stats[j] = values[n_cls + j]
             else:  # no value is NaN or -0.0 (counts' log1p, ratios, entropy), so max and min are numpy's
+                # (written as selects, which the compiler turns into vector instructions)
                 for j in range(n_cls):
                     value = values[j]
-                    if value > out[self.cls0 + j]:
-                        out[self.cls0 + j] = value
+                    top_classes[j] = value if value > top_classes[j] else top_classes[j]
                 for j in range(n_stats):
                     value = values[n_cls + j]
-                    if value > out[self.max0 + j]:
-                        out[self.max0 + j] = value
-                    if value < out[self.min0 + j]:
-                        out[self.min0 + j] = value
+                    top_stats[j] = value if value > top_stats[j] else top_stats[j]
+                    least_stats[j] = value if value < least_stats[j] else least_stats[j]
         out[self.req0] = self.log1p_fields[n] if n < self.n_log1p else <float>(<double>self.log1p(n))
         out[self.req0 + 1] = 1.0 if dropped else 0.0
-        return vector
+        return 0
