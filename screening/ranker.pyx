@@ -113,24 +113,39 @@ cdef Py_ssize_t _top(const float* row, const Py_ssize_t* columns, const float* b
     """The `k` largest positive `(row[c] - baseline[i]) * weights[i]` over `i < n` (`c` the i-th column,
     or `i` itself without columns), largest first, a tie to the earlier; their columns in `found`. A NaN
     anywhere means none: argmax returns a NaN before any number, and the definition stops there."""
-    cdef Py_ssize_t i, j, count = 0, column
-    cdef float contribution
-    for i in range(n):
-        column = columns[i] if columns != NULL else i
-        contribution = row[column] - baseline[i]
-        contribution = contribution * weights[i]
-        if contribution > 0:
-            if count == k and not contribution > values[k - 1]:
-                continue
-            j = count if count < k else k - 1
-            while j > 0 and values[j - 1] < contribution:  # strictly: an equal value stays ahead
-                values[j] = values[j - 1]
-                found[j] = found[j - 1]
-                j -= 1
-            values[j] = contribution
-            found[j] = column
-            if count < k:
-                count += 1
-        elif isnan(contribution):
-            return 0
+    cdef Py_ssize_t i, count = 0
+    cdef float contribution, floor = 0  # what a contribution must exceed to be taken: 0, then the k-th
+    if columns != NULL:
+        for i in range(n):
+            contribution = row[columns[i]] - baseline[i]
+            contribution = contribution * weights[i]
+            if not contribution <= floor:  # above the floor, or NaN
+                if isnan(contribution):
+                    return 0
+                count = _take(contribution, columns[i], count, k, found, values)
+                if count == k:
+                    floor = values[k - 1]
+    else:
+        for i in range(n):
+            contribution = row[i] - baseline[i]
+            contribution = contribution * weights[i]
+            if not contribution <= floor:
+                if isnan(contribution):
+                    return 0
+                count = _take(contribution, i, count, k, found, values)
+                if count == k:
+                    floor = values[k - 1]
     return count
+
+
+cdef Py_ssize_t _take(float contribution, Py_ssize_t column, Py_ssize_t count, Py_ssize_t k, Py_ssize_t* found,
+                      float* values) noexcept:
+    """Insert a contribution above the floor among the `count` taken; the new count."""
+    cdef Py_ssize_t j = count if count < k else k - 1
+    while j > 0 and values[j - 1] < contribution:  # strictly: an equal value stays ahead
+        values[j] = values[j - 1]
+        found[j] = found[j - 1]
+        j -= 1
+    values[j] = contribution
+    found[j] = column
+    return count + 1 if count < k else count

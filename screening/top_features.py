@@ -78,13 +78,9 @@ class TopFeatures:
 
     def of(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """The `k` largest positive contributions of `vector` (a row as `features.combine` makes it)."""
-        if k <= 0 or len(self.weights) != len(vector):
-            return []
-        if k > MOST:
-            return features.top_contributions(vector, self.weights, k, None, self.baseline)
         ranker = self.ranker
         if ranker is not None:
-            out = ranker.of(vector, k)
+            out = ranker.of(vector, k)  # None for a count or a row it does not take, which the definition ranks
             if out is not None:
                 return out
         return self.python_of(vector, k)
