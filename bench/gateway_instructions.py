@@ -1,12 +1,17 @@
 """Instructions per request of a whole gateway worker, counted by callgrind (load-independent).
 
-`python -m bench.gateway_instructions [--endpoint echo|item] [--policies none|local|redis]
-[--requests 2000] [--warm 300]` starts the Go echo backend and `portcullis serve --workers 1`
+`python -m bench.gateway_instructions [--endpoint echo|item]
+[--policies none|local|redis|screening-off|screening-block] [--requests 2000] [--warm 300]` starts the Go echo backend and `portcullis serve --workers 1`
 under `valgrind --tool=callgrind --instr-atstart=no`, warms it with `h2load --h1`, switches
 instrumentation on (`callgrind_control -i on`), sends the measured requests (16 connections), dumps,
 and prints user-space instructions per request. `--policies local|redis` adds the issue-3 chain
 (metrics, access log to a file, API key, rate limit keyed by consumer that never triggers) exactly
-as `bench.policies` configures it. The callgrind file stays in the run folder (printed) for
+as `bench.policies` configures it. `--policies screening-off|screening-block` is issue 6's pair as
+`bench.screening` configures it (metrics + screening with the latest shipped model, lax query) with its
+requests: the 315-byte typical JSON body on echo, `?q=hello` on item, the curl-like headers; block minus
+off is screening's cost at the gateway for a request that repeats (h2load sends one body, so every
+request after the second is a repeat-memo hit: the new-message case is `bench.screening_instructions`'
+echo-varied). The callgrind file stays in the run folder (printed) for
 `callgrind_annotate`. This is the figure the optimisation log in docs/benchmarks.md uses: the
 shared two-core box moves wrk's throughput by +-20% between runs, instruction counts by < 1%.
 """
@@ -26,23 +31,33 @@ from pathlib import Path
 
 import yaml
 
-from bench import gateways, policies
+from bench import gateways, policies, screening_requests
 from bench.gateways import ECHO_BODY, ENDPOINTS, REPO_ROOT, PeerBuild
 from bench.procs import ManagedProcess, free_port
+from screening.registry import ModelRegistry
 
 
-def h2load(port: int, endpoint: str, requests: int, run_dir: Path, headers: dict[str, str]) -> str:
+def h2load(
+    port: int, endpoint: str, requests: int, run_dir: Path, headers: dict[str, str], screening: bool = False
+) -> str:
     ep = next(e for e in ENDPOINTS if e.name == endpoint)
     argv = ["h2load", "--h1", "-n", str(requests), "-c", "16", "-t", "1"]
+    url = ep.url(port)
+    if screening:  # bench.screening's requests (headers as curl sends them, h2load adds its own Host)
+        workload = screening_requests.ECHO if endpoint == "echo" else screening_requests.ITEM
+        url = workload.url(port)
+        headers = {k: v for k, v in screening_requests.headers(port, workload.body).items() if k != "Host"}
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     if ep.method == "POST":
         body = run_dir / "body.json"
-        body.write_text(json.dumps(ECHO_BODY))
-        argv += ["-d", str(body), "-H", "content-type: application/json"]
-    out = subprocess.run(
-        [*argv, ep.url(port)], capture_output=True, text=True, timeout=300, check=True
-    ).stdout
+        if screening:
+            body.write_bytes(screening_requests.ECHO.body or b"")
+        else:
+            body.write_text(json.dumps(ECHO_BODY))
+            argv += ["-H", "content-type: application/json"]
+        argv += ["-d", str(body)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, timeout=300, check=True).stdout
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
     if done is None or done.group(1) != done.group(2) or int(done.group(1)) != requests:
         raise RuntimeError(f"h2load did not get {requests} successes:\n{out}")
@@ -59,7 +74,18 @@ def measure(
     policy_list: list[dict[str, object]] = []
     headers: dict[str, str] = {}
     redis_server = None
-    if chain != "none":
+    screening = chain.startswith("screening-")
+    extra: dict[str, object] = {}
+    if screening:
+        models = REPO_ROOT / "models"
+        version = ModelRegistry(models).latest("request-screening")
+        policy_list = [
+            {"name": "metrics"},
+            {"name": "screening", "config": {"mode": chain.removeprefix("screening-"), "models_dir": str(models),
+                                             "model": "request-screening", "version": version}},
+        ]
+        extra = {"transcoding": {"reject_unknown_query_parameters": False}}  # `?q=hello`, as bench.screening
+    elif chain != "none":
         key = policies.issue_key(run_dir)
         if chain == "redis":
             redis_server = policies.LocalRedis(run_dir)
@@ -74,11 +100,9 @@ def measure(
         if only:
             policy_list = [p for p in policy_list if p["name"] in only]
     config = run_dir / "gateway.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            gateways.portcullis_config(port, admin_port, backend_port, policy_list), sort_keys=False
-        )
-    )
+    raw = gateways.portcullis_config(port, admin_port, backend_port, policy_list)
+    raw.update(extra)
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
     out_file = run_dir / f"callgrind.{endpoint}.{chain}"
     backend = peer.backend(backend_port, run_dir).start()
     argv = [
@@ -97,10 +121,10 @@ def measure(
     try:
         backend.wait_port(backend_port, 30)
         gateway.wait_port(port, 240)
-        h2load(port, endpoint, warm, run_dir, headers)
+        h2load(port, endpoint, warm, run_dir, headers, screening)
         time.sleep(0.5)
         subprocess.run(["callgrind_control", "-i", "on", str(gateway.pid)], check=True, capture_output=True)
-        h2load(port, endpoint, requests, run_dir, headers)
+        h2load(port, endpoint, requests, run_dir, headers, screening)
         subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True, capture_output=True)
     finally:
         gateway.stop()
@@ -123,7 +147,7 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", choices=[e.name for e in ENDPOINTS], default="echo")
-    parser.add_argument("--policies", choices=("none", "local", "redis"), default="none")
+    parser.add_argument("--policies", choices=("none", "local", "redis", "screening-off", "screening-block"), default="none")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument(
