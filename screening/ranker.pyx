@@ -13,6 +13,8 @@ NaN first), and the values are rounded by the definition's own memo and function
 
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_STRIDES, PyObject_GetBuffer, PyBuffer_Release
 from cpython.bytes cimport PyBytes_AS_STRING
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
 
 cdef extern from "math.h":
     bint isnan(double x) nogil
@@ -42,6 +44,13 @@ cdef class Ranker:
     cdef tuple names
     cdef dict rounded
     cdef object round3
+    # Per column, the last (name, rounded value) made and its value's float32 bits: an allowed request's
+    # top features are mostly the same columns with the same values, so the pair is made once.
+    cdef list made
+    cdef unsigned int* made_bits
+
+    def __dealloc__(self) -> None:
+        free(self.made_bits)
 
     def __init__(self, *, weights, baseline, columns, bound: float, names: tuple, rounded: dict, round3) -> None:
         self.n_features = len(names)
@@ -64,6 +73,10 @@ cdef class Ranker:
         self.part_baseline = <const float*>PyBytes_AS_STRING(self.keep_part_baseline)
         self.bound = bound
         self.names, self.rounded, self.round3 = names, rounded, round3
+        self.made = [None] * self.n_features
+        self.made_bits = <unsigned int*>calloc(self.n_features, sizeof(unsigned int))
+        if self.made_bits == NULL:
+            raise MemoryError()
 
     def of(self, vector, Py_ssize_t k):
         """The definition's `of(vector, k)` for 0 < k <= 8, or None when `vector` is not a float32 row of
@@ -97,14 +110,21 @@ cdef class Ranker:
 
     cdef list _named(self, const Py_ssize_t* found, const float* values, Py_ssize_t count):
         cdef list out = []
-        cdef Py_ssize_t i
-        cdef object value, rounded
+        cdef Py_ssize_t i, column
+        cdef unsigned int bits
+        cdef object value, rounded, pair
         for i in range(count):
-            value = <double>values[i]  # the float32 as a Python float, as `item` gives it
-            rounded = self.rounded.get(value)
-            if rounded is None:
-                rounded = self.round3(value)
-            out.append((self.names[found[i]], rounded))
+            column = found[i]
+            memcpy(&bits, &values[i], sizeof(float))
+            pair = self.made[column]
+            if pair is None or self.made_bits[column] != bits:
+                value = <double>values[i]  # the float32 as a Python float, as `item` gives it
+                rounded = self.rounded.get(value)
+                if rounded is None:
+                    rounded = self.round3(value)
+                pair = self.made[column] = (self.names[column], rounded)
+                self.made_bits[column] = bits
+            out.append(pair)
         return out
 
 

@@ -140,3 +140,20 @@ def test_rows_the_ranker_does_not_read_go_to_the_definition(models: list[LoadedM
     assert ranker.of(row, 0) is None and ranker.of(row, 9) is None
     for odd in (row.astype(np.float64), wide, swapped):
         assert model.top_features(odd, 3) == model.explainer.python_of(odd, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.lists(st.tuples(st.integers(0, 30), st.sampled_from([0.5, 1.0, 2.0, 3.0, 7.25])), max_size=6),
+                     min_size=2, max_size=12),
+       k=st.integers(1, 8))
+def test_one_ranker_over_many_rows_names_each_as_the_definition(models: list[LoadedModel],
+                                                                rows: list[list[tuple[int, float]]], k: int) -> None:
+    """The ranker remembers the pair it made per column: the same columns coming back with other values
+    (and the same ones again) must still give the definition's values."""
+    for model in models:
+        explainer = model.explainer
+        for cells in rows:
+            row = np.zeros(features.N_FEATURES, dtype=np.float32)
+            for i, value in cells:
+                row[int(features.DENSE_COLUMNS[i])] = value
+            assert explainer.of(row, k) == explainer.python_of(row, k)
