@@ -61,7 +61,7 @@ cdef class Contributor:
     cdef const unsigned char* kind
     cdef const unsigned char* case
     cdef unsigned char special[256]
-    cdef list xlogx
+    cdef double xlogx[4097]  # c * log2(c), the definition's floats as C doubles
 
     def __init__(self, *, n_classes: int, bigram_at, trigram_at, role3_of_trigram, role3r_of_trigram, role,
                  role4_at, log1p_bytes: bytes, xlogx: list, kind_table: bytes, case_table: bytes,
@@ -93,12 +93,15 @@ cdef class Contributor:
             raise ValueError("byte tables of 256 entries expected")
         if not set(case_table) <= {46, 65, 97}:  # `_case_switches` tells the shapes apart by their xor
             raise ValueError("case_table: the shapes '.', 'A' and 'a' expected")
+        if case_table[128:] != case_table[63:64] * 128:  # a one-byte string's byte indexes it directly
+            raise ValueError("case_table: every non-ASCII byte must have the shape of '?'")
         self.keep_kind, self.keep_case = kind_table, case_table
         self.kind = <const unsigned char*>PyBytes_AS_STRING(self.keep_kind)
         self.case = <const unsigned char*>PyBytes_AS_STRING(self.keep_case)
         if len(xlogx) != 4097 or not all(type(x) is float for x in xlogx):
             raise ValueError("xlogx: the 4,097 floats c * log2(c) expected")
-        self.xlogx = list(xlogx)
+        for c, term in enumerate(xlogx):
+            self.xlogx[c] = term
         memset(self.special, 0, 256)
         for byte in special_bytes:
             self.special[byte] = 1
@@ -187,7 +190,7 @@ cdef class Contributor:
                 for i in range(256):
                     c = histogram[i]
                     if c:
-                        total += <double>self.xlogx[c] if size <= 4096 else <double>c * log2(<double>c)
+                        total += self.xlogx[c] if size <= 4096 else <double>c * log2(<double>c)
             else:
                 terms = []
                 for i in range(256):
@@ -231,8 +234,7 @@ cdef class Contributor:
         cdef const unsigned char* latin1 = <const unsigned char*>data
         if kind == PyUnicode_1BYTE_KIND:  # the common case, read without PyUnicode_READ's switch
             for i in range(end):
-                c = latin1[i]
-                shape = self.case[c if c < 128 else 63]
+                shape = self.case[latin1[i]]  # a non-ASCII byte has '?''s shape, as encode's "replace" gives
                 # Shapes are '.', 'A' and 'a': 'A' ^ 'a' == 32, '.' ^ 'A' and '.' ^ 'a' are not.
                 switches += (before ^ shape) == 32
                 before = shape
