@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import Message
 
+from gateway.metrics_registry import Tally
 from gateway.policies.screening.config import ScreeningConfig
 from screening.registry import LoadedModel
 
@@ -45,12 +46,15 @@ class Outcome:
     out with (valid only while the policy's current ones are these very objects). `note` is never
     handed out: `copy_note` gives each request its own."""
 
-    __slots__ = ("cfg", "model", "note", "score", "shadow")
+    __slots__ = ("cfg", "model", "note", "route", "score", "shadow", "ticket")
 
     def __init__(self, model: LoadedModel, shadow: LoadedModel | None, cfg: ScreeningConfig,
-                 note: dict[str, Any], score: float) -> None:
-        self.model, self.shadow, self.cfg, self.score = model, shadow, cfg, score
+                 note: dict[str, Any], score: float, route: str) -> None:
+        self.model, self.shadow, self.cfg, self.score, self.route = model, shadow, cfg, score, route
         self.note = copy_note(note)
+        # The usual repeat's accounting (`_Tallies.ticket`), set at the first repeat of an allowed
+        # request without a shadow: a repeat on `route` then costs a note copy and one `_Tallies.repeat`.
+        self.ticket: tuple[list[Any], Tally, int, Tally] | None = None
 
 
 class Kept:

@@ -232,10 +232,24 @@ class Screening(BasePolicy):
         outcome, scorer = kept.outcome, self.scorer
         if (outcome is not None and scorer is not None and outcome.model is scorer.active
                 and outcome.shadow is scorer.shadow and outcome.cfg is cfg):
+            ticket, attributes, tallies = outcome.ticket, call.attributes, self._tallies
+            if (ticket is not None and not tallies.eager and outcome.route == call.route
+                    and "screening" not in attributes):
+                # The usual repeat (allowed, no shadow, one worker, this route): `_repeat`'s note and
+                # `_settle`'s accounting, with the tallies' places looked up once (`_Tallies.ticket`).
+                note = outcome.note.copy()
+                note["top_features"] = note["top_features"].copy()
+                attributes["screening"] = note
+                tallies.repeat(ticket, outcome.score, time.perf_counter() - started)
+                return None
+            route = call.route or "unmatched"
             try:
                 self._repeat(call, outcome)
             finally:
-                self._tallies.took(call.route or "unmatched", time.perf_counter() - started)
+                self._tallies.took(route, time.perf_counter() - started)
+            if (outcome.route == route and outcome.shadow is None and outcome.note["verdict"] == "allow"
+                    and "top_features" in outcome.note):
+                outcome.ticket = self._tallies.ticket(route, "allow", outcome.score)
             return None
         return self._screen(call, cfg, kept.values, 0, False, started, kept=kept)  # its row has `dropped` in it
 
@@ -332,7 +346,7 @@ class Screening(BasePolicy):
             if shadow_over != flagged:
                 note["shadow"]["disagrees"] = True
         if kept is not None:
-            kept.outcome = Outcome(model, shadow, cfg, note, score)
+            kept.outcome = Outcome(model, shadow, cfg, note, score, route)
         self._settle(call, route, note, score, stream)
 
     def _repeat(self, call: Call, outcome: Outcome) -> None:

@@ -59,6 +59,26 @@ class _Tallies:
         else:
             self.memo_hits += 1
 
+    def ticket(self, route: str, verdict: str, score: float) -> tuple[list[Any], Tally, int, Tally] | None:
+        """A kept outcome's accounting worked out once, for `repeat`: its decision entry, its route's score
+        tally and the bucket its score falls in, and the route's duration tally. None when eager (every
+        observation writes through) or when the route has not been counted yet."""
+        entry, scores, durations = self.decisions.get((route, verdict)), self.scores.get(route), self.durations.get(route)
+        if self.eager or entry is None or scores is None or durations is None:
+            return None
+        return entry, scores, bisect_left(scores.bounds, score), durations
+
+    def repeat(self, ticket: tuple[list[Any], Tally, int, Tally], score: float, seconds: float) -> None:
+        """A request decided from the repeat memo with a `ticket` (one worker, not eager): its decision,
+        its score, its duration and the hit, as `decide`, `score`, `took` and `hit` count them."""
+        entry, scores, bucket, durations = ticket
+        entry[0] += 1
+        scores.counts[bucket] += 1
+        scores.total += score
+        durations.counts[bisect_left(durations.bounds, seconds)] += 1
+        durations.total += seconds
+        self.memo_hits += 1
+
     # `took` and `score` run once per screened request: the usual case (a route's tally exists, one
     # worker) is `_observe` and `Tally.observe` inlined, without their two calls.
     def took(self, route: str, seconds: float) -> None:

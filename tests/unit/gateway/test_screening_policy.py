@@ -133,6 +133,7 @@ def _send(policy: object, request: tuple[str, str, dict[str, str], object], requ
 def _tallies(policy: object) -> object:
     return ({key: entry[0] for key, entry in policy._tallies.decisions.items()},  # type: ignore[attr-defined]
             {route: (t.counts, t.total) for route, t in policy._tallies.scores.items()},  # type: ignore[attr-defined]
+            {route: sum(t.counts) for route, t in policy._tallies.durations.items()},  # type: ignore[attr-defined]
             policy.shadow_scored, policy.shadow_disagreements)  # type: ignore[attr-defined]
 
 
