@@ -70,32 +70,20 @@ class _Tallies:
 
     def repeat(self, ticket: tuple[list[Any], Tally, int, Tally], score: float, seconds: float) -> None:
         """A request decided from the repeat memo with a `ticket` (one worker, not eager): its decision,
-        its score, its duration and the hit, as `decide`, `score`, `took` and `hit` count them."""
+        its score, its duration and the hit, as `decide`, `score`, `took` and `hit` count them. The
+        score's bucket comes from the ticket, so `Tally.observe`'s two lines are written out for it."""
         entry, scores, bucket, durations = ticket
         entry[0] += 1
         scores.counts[bucket] += 1
         scores.total += score
-        durations.counts[bisect_left(durations.bounds, seconds)] += 1
-        durations.total += seconds
+        durations.observe(seconds)
         self.memo_hits += 1
 
-    # `took` and `score` run once per screened request: the usual case (a route's tally exists, one
-    # worker) is `_observe` and `Tally.observe` inlined, without their two calls.
     def took(self, route: str, seconds: float) -> None:
-        tally = self.durations.get(route)
-        if tally is None or self.eager:
-            self._observe(self.durations, SCREENING_DURATION, route, seconds)
-        else:
-            tally.counts[bisect_left(tally.bounds, seconds)] += 1
-            tally.total += seconds
+        self._observe(self.durations, SCREENING_DURATION, route, seconds)
 
     def score(self, route: str, score: float) -> None:
-        tally = self.scores.get(route)
-        if tally is None or self.eager:
-            self._observe(self.scores, SCREENING_SCORE, route, score)
-        else:
-            tally.counts[bisect_left(tally.bounds, score)] += 1
-            tally.total += score
+        self._observe(self.scores, SCREENING_SCORE, route, score)
 
     def _observe(self, tallies: dict[str, Tally], metric: Any, route: str, value: float) -> None:
         """One observation of a per-route histogram: written through when eager, else tallied."""
