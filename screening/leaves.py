@@ -39,36 +39,10 @@ def leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> tuple[li
     """(key path, text) for every scalar leaf of a JSON document, and how many were left out.
 
     Object keys are leaves too (as `path.key#`), since a key can carry a payload just as a value can
-    (`{"$where": ...}`, `{"<script>": 1}`). Iterative, depth-first, at most `limit` leaves.
+    (`{"$where": ...}`, `{"<script>": 1}`). Iterative, depth-first, at most `limit` leaves: the walk is
+    `message_leaves`', whose dict, list and scalar branches are all a JSON document takes.
     """
-    out: list[tuple[str, str]] = []
-    dropped = 0
-    budget = MAX_TOTAL_CHARS
-    stack: list[tuple[str, Any]] = [(prefix, document)]
-    while stack:
-        path, node = stack.pop()
-        if isinstance(node, dict):
-            items = list(node.items())
-            for key, value in reversed(items):
-                key_text = str(key)
-                child = f"{path}.{key_text}" if path else key_text
-                if not _plain_key(key_text):
-                    if len(out) < limit:
-                        out.append((f"{path}#" if path else "#", clip(key_text)))
-                    else:
-                        dropped += 1
-                stack.append((child if _plain_key(key_text) else f"{path}.?" if path else "?", value))
-        elif isinstance(node, list):
-            child = f"{path}[]"
-            stack.extend((child, item) for item in reversed(node))
-        else:
-            if len(out) < limit and budget > 0:
-                text = clip(_text(node))[:budget]
-                budget -= len(text)
-                out.append((path, text))
-            else:
-                dropped += 1
-    return out, dropped
+    return message_leaves(document, prefix, limit)
 
 
 def _plain_key(key: str) -> bool:
@@ -179,7 +153,7 @@ def message_leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> 
         path, node = stack.pop()
         if isinstance(node, Message):
             fields = node.ListFields()
-            # Leading singular scalars and maps of scalars make leaves right away, in field order, as
+            # Leading singular scalars and maps of scalars with plain keys make leaves right away, in field order, as
             # if pushed and popped at once; from the first other field on, the rest go on the stack.
             direct = 0
             for field, value in fields:
@@ -188,9 +162,9 @@ def message_leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> 
                     plan = _direct_plan(field)
                 if not plan:
                     break
-                direct += 1
                 child = f"{path}.{plan[1]}" if path else plan[1]
                 if plan[0] == _SCALAR:
+                    direct += 1
                     if len(out) < limit and budget > 0:
                         text = value if type(value) is str and len(value) <= MAX_VALUE_CHARS else clip(_text(value))
                         text = text[:budget]
@@ -201,19 +175,9 @@ def message_leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> 
                     continue
                 items = list(value.items())
                 keyed = [(f"{child}.{key}", item) for key, item in items if _plain_key_cached(str(key))]
-                if len(keyed) < len(items):  # odd keys: as `leaves` does, key leaves first, in reverse
-                    keyed = []
-                    for key, item in reversed(items):
-                        key_text = str(key)
-                        if _plain_key(key_text):
-                            keyed.append((f"{child}.{key_text}", item))
-                            continue
-                        if len(out) < limit:
-                            out.append((f"{child}#", clip(key_text)))
-                        else:
-                            dropped += 1
-                        keyed.append((f"{child}.?", item))
-                    keyed.reverse()
+                if len(keyed) < len(items):  # an odd key: this map and the rest go on the stack (the dict walk)
+                    break
+                direct += 1
                 for leaf_path, item in keyed:
                     if len(out) < limit and budget > 0:
                         text = item if type(item) is str and len(item) <= MAX_VALUE_CHARS else clip(_text(item))
