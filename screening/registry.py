@@ -17,7 +17,6 @@ inputs are the manifest's.
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 from screening import features
 from screening.features import DENSE_COLUMNS, NGRAMS
 from screening.manifest import MANIFEST, MODEL, Manifest, file_sha256
+from screening.onnx_runtime import ort_errors, session_options
 from screening.record import RequestRecord
 from screening.top_features import TopFeatures
 
@@ -42,20 +42,6 @@ _FLOAT32 = np.dtype(np.float32)
 SIGNATURES = {"wide": ("X",), "narrow": ("dense", "gram_logit", "gram_rare")}
 N_DENSE = len(DENSE_COLUMNS)
 GOLDEN_TOLERANCE = 1e-4
-
-
-@functools.cache
-def ort_errors() -> tuple[type[Exception], ...]:
-    """onnxruntime's own exception types (they derive from Exception directly), plus what numpy raises
-    for an input of the wrong shape or type: the only errors translated where inference enters. Called
-    in `except` clauses, so only once something was raised (and onnxruntime is already imported)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
-
-    return (
-        _ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidProtobuf, _ort_errors.NoSuchFile,
-        _ort_errors.NoModel, _ort_errors.RuntimeException, _ort_errors.InvalidGraph, _ort_errors.EPFail,
-        _ort_errors.NotImplemented, RuntimeError, ValueError, TypeError,
-    )
 
 
 class ModelRefused(Exception):
@@ -214,17 +200,6 @@ def _public_run(session: ort.InferenceSession) -> Any:
         session.run_with_iobinding(binding)
 
     return run
-
-
-def session_options(threads: int = 1) -> ort.SessionOptions:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # One thread per run: the gateway bounds concurrency itself, and small batches gain nothing from more.
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return options
 
 
 class ModelRegistry:

@@ -13,15 +13,12 @@ A `LoadedModel` is a value: requests hold the one they resolved. `check` validat
 tensors against the signature; `run` is one onnxruntime run (it releases the GIL; one session serves
 concurrent runs), with onnxruntime's errors translated here, where they enter.
 
-onnxruntime is imported by the first `load`, not by this module: the gateway imports the serving
-library whether or not it serves a model, and onnxruntime is ~30 MiB of a worker's RSS. Its
-exception types are looked up by `ort_errors` when an `except` clause is matched, which happens only
-after a session (and so onnxruntime) exists.
+onnxruntime is imported by the first `load`, not by this module (`screening.onnx_runtime`: the
+gateway imports the serving library whether or not it serves a model).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -32,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from screening.manifest import file_sha256
+from screening.onnx_runtime import ort_errors, ort_invalid_input, session_options
 from screening.serving import datatypes
 from screening.serving.errors import InferenceFailed, InvalidInput, LoadFailed
 from screening.serving.settings import ServingSettings, layer, resolve
@@ -42,25 +40,6 @@ if TYPE_CHECKING:
 MODEL = "model.onnx"
 MANIFEST = "manifest.json"
 PLATFORM = "onnxruntime_onnx"
-
-
-@functools.cache
-def ort_errors() -> tuple[type[Exception], ...]:
-    """What a session raises: onnxruntime's own exception types (not RuntimeError subclasses), plus
-    numpy's on odd input. Called in `except` clauses, so only once something was raised."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-
-    own = (v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
-    return (*own, RuntimeError, ValueError, TypeError)
-
-
-@functools.cache
-def ort_invalid_input() -> tuple[type[Exception], ...]:
-    """onnxruntime's error for an input the graph refuses (none on a build without the type)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-
-    invalid = getattr(state, "InvalidArgument", None)
-    return (invalid,) if isinstance(invalid, type) and issubclass(invalid, Exception) else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +125,6 @@ class LoadedModel:
             "name": self.name, "version": self.version, "platform": PLATFORM,
             "inputs": [s.describe() for s in self.inputs], "outputs": [s.describe() for s in self.outputs],
         }
-
-
-def session_options(threads: int) -> ort.SessionOptions:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return options
 
 
 def _signature(args: Sequence[Any], what: str, name: str, version: str) -> tuple[TensorSpec, ...]:
