@@ -16,6 +16,7 @@ is not flat) and imports neither `gateway` nor aiohttp.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -112,19 +113,26 @@ def _direct_plan(field: FieldDescriptor) -> tuple[int, str, bool] | tuple[()]:
     return plan
 
 
+def remembered(test: Callable[[str], bool], table: dict[str, bool]) -> Callable[[str], bool]:
+    """`test`, remembered in `table` for keys of at most 64 characters (names repeat from request to
+    request; a longer one is a payload, tested each time), at most 4,096 of them (emptied when full). The
+    caller keeps `table` to read it directly where a look-up alone is cheaper than a call."""
+
+    def cached(key: str) -> bool:
+        found = table.get(key)
+        if found is None:
+            found = test(key)
+            if len(key) <= 64:
+                if len(table) >= 4096:
+                    table.clear()
+                table[key] = found
+        return found
+
+    return cached
+
+
 _PLAIN_KEYS: dict[str, bool] = {}
-
-
-def _plain_key_cached(key: str) -> bool:
-    """`_plain_key`, remembered for short keys (map keys and JSON names repeat from request to request)."""
-    found = _PLAIN_KEYS.get(key)
-    if found is None:
-        found = _plain_key(key)
-        if len(key) <= 64:
-            if len(_PLAIN_KEYS) >= 4096:
-                _PLAIN_KEYS.clear()
-            _PLAIN_KEYS[key] = found
-    return found
+_plain_key_cached = remembered(_plain_key, _PLAIN_KEYS)  # map keys and JSON names
 
 
 def _convert(field: FieldDescriptor, kind: int, value: Any) -> Any:

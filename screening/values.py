@@ -22,6 +22,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from screening import record
+from screening.leaves import remembered
 from screening.record import (
     _SCALAR,
     MAX_FIELDS,
@@ -44,6 +45,7 @@ _DIRECT = record._DIRECT
 _PLAIN_KEYS = record._PLAIN_KEYS
 
 _QUERY_KEYS: dict[str, bool] = {}  # query key -> whether it is plain (not screened on its own)
+_query_key_is_plain = remembered(plain_query_key, _QUERY_KEYS)
 # Per screened-header list: its lower-case names, and a header name as a request spells it -> its rank there.
 # And a request's header names, in order -> the positions of the screened ones in screened order.
 _HeaderPlan = tuple[tuple[str, ...], dict[str, int], dict[tuple[str, ...], tuple[int, ...]]]
@@ -52,17 +54,6 @@ _HEADER_RANKS: dict[tuple[str, ...], _HeaderPlan] = {}
 # and an identity check costs less than hashing the tuple for the look-up (the tuple is held, so its id
 # cannot be reused by another).
 _LAST_PLAN: list[Any] = [None, None]
-
-
-def _query_key_is_plain(key: str) -> bool:
-    found = _QUERY_KEYS.get(key)
-    if found is None:
-        found = plain_query_key(key)
-        if len(key) <= 64:
-            if len(_QUERY_KEYS) >= 4096:
-                _QUERY_KEYS.clear()
-            _QUERY_KEYS[key] = found
-    return found
 
 
 def _header_rank(ranks: dict[str, int], names: tuple[str, ...], name: str) -> int:
