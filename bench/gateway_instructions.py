@@ -75,33 +75,30 @@ def measure(
     headers: dict[str, str] = {}
     redis_server = None
     screening = chain.startswith("screening-")
-    extra: dict[str, object] = {}
     if screening:
         models = REPO_ROOT / "models"
-        version = ModelRegistry(models).latest("request-screening")
-        policy_list = [
-            {"name": "metrics"},
-            {"name": "screening", "config": {"mode": chain.removeprefix("screening-"), "models_dir": str(models),
-                                             "model": "request-screening", "version": version}},
-        ]
-        extra = {"transcoding": {"reject_unknown_query_parameters": False}}  # `?q=hello`, as bench.screening
-    elif chain != "none":
-        key = policies.issue_key(run_dir)
-        if chain == "redis":
-            redis_server = policies.LocalRedis(run_dir)
-        scenario = policies.PolicyScenario(f"policies-{chain}", chain, run_dir, key, redis_server)
-        scenario.prepare()
-        policy_list, headers = scenario.policies(), scenario.headers
-        for policy in policy_list:
-            if policy["name"] == "rate_limit" and chain == "redis":
-                # Under callgrind the gateway runs ~50x slower: the default 50 ms would expire
-                # batches, open the breaker and measure fail_open's path, not Redis (checked below).
-                policy["config"]["timeout_ms"] = 10_000  # type: ignore[index]
-        if only:
-            policy_list = [p for p in policy_list if p["name"] in only]
+        version = ModelRegistry(models).latest(screening_requests.MODEL)
+        if version is None:
+            raise RuntimeError(f"no model under {models / screening_requests.MODEL}")
+        raw = screening_requests.screening_config(port, admin_port, backend_port, chain.removeprefix("screening-"),
+                                                  models, version)
+    else:
+        if chain != "none":
+            key = policies.issue_key(run_dir)
+            if chain == "redis":
+                redis_server = policies.LocalRedis(run_dir)
+            scenario = policies.PolicyScenario(f"policies-{chain}", chain, run_dir, key, redis_server)
+            scenario.prepare()
+            policy_list, headers = scenario.policies(), scenario.headers
+            for policy in policy_list:
+                if policy["name"] == "rate_limit" and chain == "redis":
+                    # Under callgrind the gateway runs ~50x slower: the default 50 ms would expire
+                    # batches, open the breaker and measure fail_open's path, not Redis (checked below).
+                    policy["config"]["timeout_ms"] = 10_000  # type: ignore[index]
+            if only:
+                policy_list = [p for p in policy_list if p["name"] in only]
+        raw = gateways.portcullis_config(port, admin_port, backend_port, policy_list)
     config = run_dir / "gateway.yaml"
-    raw = gateways.portcullis_config(port, admin_port, backend_port, policy_list)
-    raw.update(extra)
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
     out_file = run_dir / f"callgrind.{endpoint}.{chain}"
     backend = peer.backend(backend_port, run_dir).start()

@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 from bench import loadgen
-from bench.gateways import REPO_ROOT, PeerBuild, portcullis_config, portcullis_executable
+from bench.gateways import REPO_ROOT, PeerBuild, portcullis_executable
 from bench.modsec import ModSecPeer
 from bench.procs import ManagedProcess, StartError, Terminated, free_port, raise_on_sigterm
 from bench.reporting import command_line
@@ -59,13 +59,23 @@ from bench.screening_pairs import MODES, pair_order
 from bench.screening_quality import run as run_quality
 from bench.screening_quality import sample as quality_sample
 from bench.screening_report import BIG_PROBES, Report, render, write_section
-from bench.screening_requests import ATTACK, BIG, ECHO, ITEM, WORKLOADS, Workload, check, send, wrk_script
+from bench.screening_requests import (
+    ATTACK,
+    BIG,
+    ECHO,
+    ITEM,
+    MODEL,
+    WORKLOADS,
+    Workload,
+    check,
+    screening_config,
+    send,
+    wrk_script,
+)
 from bench.screening_settings import KNOBS, Settings
 from bench.screening_swap import VERSIONS, Swapper, make_registry
 from bench.settings import SettingsError
 from screening.registry import ModelRegistry
-
-MODEL = "request-screening"
 
 
 class Bench:
@@ -96,17 +106,7 @@ class Bench:
         port, admin = free_port(), free_port()
         while admin == port:
             admin = free_port()
-        policies: list[dict[str, object]] = [
-            {"name": "metrics"},
-            {
-                "name": "screening",
-                "config": {"mode": mode, "models_dir": str(models_dir), "model": MODEL, "version": version},
-            },
-        ]
-        config = portcullis_config(port, admin, self.backend_port, policies)
-        # `?q=hello` (the ModSecurity peer's GET) is not a GetItemRequest field: pass it, as a lax
-        # deployment does, so that the request is transcoded and screened rather than refused.
-        config["transcoding"] = {"reject_unknown_query_parameters": False}
+        config = screening_config(port, admin, self.backend_port, mode, models_dir, version)
         path = self.run_dir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         argv = [str(portcullis_executable()), "serve", "-c", str(path), "--workers", "1"]

@@ -7,7 +7,9 @@ name another store each time, so no cache keyed on a value sees the same message
 curl-like headers every request carries (`Host: localhost:PORT`, so that CRS rule 920350 does not
 score a numeric Host; the peer's README), the wrk scripts that send them, and one-shot requests for
 the functional checks. Every body is a valid `echo.v1.EchoRequest` (`message`, `repeat`, `labels`),
-so Portcullis transcodes and screens it instead of answering 400 before screening runs.
+so Portcullis transcodes and screens it instead of answering 400 before screening runs. And the
+Portcullis config these requests are sent to (`screening_config`), which `bench.screening` and
+`bench.gateway_instructions --policies screening-off|screening-block` both start.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.gateways import portcullis_config
 from bench.procs import HOST
+
+MODEL = "request-screening"  # the shipped screening model's name under models/
 
 USER_AGENT = "curl/7.88.1"
 # A support message as a web form would post it: prose with punctuation, a few label fields.
@@ -163,3 +168,18 @@ def check(port: int, workload: Workload, status: int = 200, body: bool = True) -
     if answer.status != status or (status == 200 and body and workload.expect not in answer.body):
         return f"{workload.name}: expected HTTP {status}, got {answer.status} {answer.body[:200]!r}"
     return None
+
+
+def screening_config(port: int, admin: int, backend_port: int, mode: str, models_dir: Path,
+                     version: str) -> dict[str, object]:
+    """Portcullis on `port` in front of the echo backend with the metrics policy and screening in `mode`
+    with `version` of the screening model under `models_dir`."""
+    policies: list[dict[str, object]] = [
+        {"name": "metrics"},
+        {"name": "screening", "config": {"mode": mode, "models_dir": str(models_dir), "model": MODEL, "version": version}},
+    ]
+    config = portcullis_config(port, admin, backend_port, policies)
+    # `?q=hello` (the ModSecurity peer's GET) is not a GetItemRequest field: pass it, as a lax
+    # deployment does, so that the request is transcoded and screened rather than refused.
+    config["transcoding"] = {"reject_unknown_query_parameters": False}
+    return config
