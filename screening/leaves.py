@@ -172,19 +172,12 @@ def message_leaves(document: Any, prefix: str = "", limit: int = MAX_FIELDS) -> 
                     break
                 child = f"{path}.{plan[1]}" if path else plan[1]
                 if plan[0] == _SCALAR:
-                    direct += 1
-                    if len(out) < limit and budget > 0:
-                        text = value if type(value) is str and len(value) <= MAX_VALUE_CHARS else clip(_text(value))
-                        text = text[:budget]
-                        budget -= len(text)
-                        out.append((child, text))
-                    else:
-                        dropped += 1
-                    continue
-                items = list(value.items())
-                keyed = [(f"{child}.{key}", item) for key, item in items if _plain_key_cached(str(key))]
-                if len(keyed) < len(items):  # an odd key: this map and the rest go on the stack (the dict walk)
-                    break
+                    keyed = [(child, value)]
+                else:
+                    items = list(value.items())
+                    keyed = [(f"{child}.{key}", item) for key, item in items if _plain_key_cached(str(key))]
+                    if len(keyed) < len(items):  # an odd key: this map and the rest go on the stack (the dict walk)
+                        break
                 direct += 1
                 for leaf_path, item in keyed:
                     if len(out) < limit and budget > 0:
